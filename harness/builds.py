@@ -1,0 +1,38 @@
+"""Where published builds live: ``builds/<recipe>/<backend>/{bin/, manifest.json}``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.errors import InputError
+from harness.recipe import Recipe
+
+DEFAULT_BUILDS_DIR = Path("builds")
+
+
+def build_root(builds_dir: Path | None, recipe_name: str, backend: str) -> Path:
+    return (builds_dir or DEFAULT_BUILDS_DIR) / recipe_name / backend
+
+
+def manifest(root: Path) -> dict[str, Any] | None:
+    path = root / "manifest.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def find_tool(recipe: Recipe, tool: str, *, backend: str | None = None, builds_dir: Path | None = None) -> Path:
+    """The published ``bin/<tool>`` of the recipe's build (first backend that has one, unless given)."""
+    backends = [backend] if backend else list(recipe.spec.build.backends)
+    for b in backends:
+        candidate = build_root(builds_dir, recipe.name, b) / "bin" / tool
+        if candidate.exists():
+            return candidate.resolve()
+    where = build_root(builds_dir, recipe.name, backends[0])
+    raise InputError(
+        f"no {tool} in {where}/bin",
+        hint=f"build it first: harness build {recipe.path}" + (f" --backend {backend}" if backend else ""),
+    )

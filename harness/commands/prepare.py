@@ -1,0 +1,37 @@
+"""harness prepare RECIPE: the patched source tree for a recipe's lock."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness import console, lock, stack
+from harness.conflicts import ConflictError
+from harness.recipe import load_recipe
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("prepare", help="fetch and apply the stack; print the patched tree")
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--frozen", action="store_true", help="fail instead of updating a lock that disagrees with the recipe")
+    p.add_argument("--offline", action="store_true", help="do not ask remotes whether PR heads moved")
+    p.add_argument("--skip-conflicts", action="store_true", help="leave out items that conflict instead of stopping")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    the_lock = lock.ensure(recipe, frozen=args.frozen)
+    try:
+        prepared = stack.prepare(recipe, the_lock, check_remote=not args.offline, skip_conflicts=args.skip_conflicts)
+    except ConflictError as exc:
+        if args.json:
+            console.emit_json({"recipe": recipe.name, "status": "conflict", "conflict": exc.report.to_json()})
+        raise
+    if args.json:
+        console.emit_json({"status": "ok", **prepared.to_json()})
+        return 0
+    for item in prepared.items:
+        console.out(f"  {item.status:15} {item.kind} {item.ref}" + (f"  ({item.detail})" if item.detail else ""))
+    console.out(f"tree:   {prepared.tree}")
+    console.out(f"commit: {prepared.commit}" + ("  (cached)" if prepared.cached else ""))
+    return 0

@@ -1,0 +1,121 @@
+"""Conflict reports: which item, which files, which hunks, and how to resolve them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import StepError
+
+MAX_SHOWN = 4  # lines of each side shown per hunk
+
+
+@dataclass(frozen=True)
+class Hunk:
+    start: int  # 1-based line of the <<<<<<< marker (or of the failed hunk for direct applies)
+    end: int
+    ours: list[str] = field(default_factory=list)
+    theirs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileConflict:
+    path: str
+    hunks: list[Hunk]
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ConflictReport:
+    item: str  # label: PR #N of repo / branch B of repo / patch FILE
+    index: int
+    onto: str  # commit the item failed to apply on
+    files: list[FileConflict]
+    worktree: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self, recipe_path: str | None = None) -> str:
+        lines = [f"{self.item} does not apply (stack item {self.index + 1}, onto {self.onto[:12]}):"]
+        for f in self.files:
+            lines.append(f"  {f.path}" + (f": {f.message}" if f.message else ""))
+            for h in f.hunks:
+                if not h.ours and not h.theirs:
+                    lines.append(f"    hunk at line {h.start}")
+                    continue
+                lines.append(f"    lines {h.start}-{h.end}: upstream {len(h.ours)} line(s), {self.item.split(' of ')[0]} {len(h.theirs)} line(s)")
+                for text in h.ours[:MAX_SHOWN]:
+                    lines.append(f"      - {text}")
+                for text in h.theirs[:MAX_SHOWN]:
+                    lines.append(f"      + {text}")
+        if self.worktree:
+            lines.append(f"The conflicted tree is kept at {self.worktree}")
+            lines.append(
+                "To resolve: edit the files there (remove the conflict markers), then run "
+                f"`harness patches export {recipe_path or 'RECIPE'}` to turn the result into a patch under patches/;"
+            )
+            lines.append("or drop or replace the item in the recipe.")
+        return "\n".join(lines)
+
+
+class ConflictError(StepError):
+    def __init__(self, report: ConflictReport, recipe_path: str | None = None) -> None:
+        self.report = report
+        super().__init__(report.format(recipe_path))
+
+
+_START = re.compile(r"^<{7}( |$)")
+_BASE = re.compile(r"^\|{7}( |$)")
+_MID = re.compile(r"^={7}$")
+_END = re.compile(r"^>{7}( |$)")
+
+
+def hunks_from_markers(path: Path) -> list[Hunk]:
+    """The conflict blocks git left in ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, IsADirectoryError):
+        return []
+    hunks: list[Hunk] = []
+    state = None
+    start = 0
+    ours: list[str] = []
+    theirs: list[str] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if _START.match(line):
+            state, start, ours, theirs = "ours", n, [], []
+        elif state and _BASE.match(line):
+            state = "base"
+        elif state and _MID.match(line):
+            state = "theirs"
+        elif state and _END.match(line):
+            hunks.append(Hunk(start, n, ours, theirs))
+            state = None
+        elif state == "ours":
+            ours.append(line)
+        elif state == "theirs":
+            theirs.append(line)
+    return hunks
+
+
+_APPLY_FAILED = re.compile(r"^error: patch failed: (.+):(\d+)$")
+_APPLY_OTHER = re.compile(r"^error: (.+?): (does not exist in index|does not match index|already exists in (?:index|working directory)|patch does not apply|No such file or directory)$")
+
+
+def files_from_apply_errors(stderr: str) -> list[FileConflict]:
+    """Files and hunk positions from ``git apply`` error output (patches that could not merge 3-way)."""
+    found: dict[str, FileConflict] = {}
+    for line in stderr.splitlines():
+        if m := _APPLY_FAILED.match(line):
+            path, at = m.group(1), int(m.group(2))
+            prev = found.get(path)
+            hunks = [*(prev.hunks if prev else []), Hunk(at, at)]
+            found[path] = FileConflict(path, hunks, "hunk does not match")
+        elif m := _APPLY_OTHER.match(line):
+            path = m.group(1)
+            if path not in found:
+                found[path] = FileConflict(path, [], m.group(2))
+    return list(found.values())

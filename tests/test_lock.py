@@ -1,0 +1,87 @@
+"""Locks against the local upstream: full SHAs, kept pins, --update moves, --check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests import world as w
+from tests.conftest import run_harness, write_recipe
+
+RECIPE = f"""
+upstream:
+  repo: {w.UPSTREAM_URL}
+  ref: master
+stack:
+  - pr: 1
+  - branch: feature/turboquant-kv-cache
+    repo: {w.FORK_URL}
+  - pr: 7
+    repo: {w.FORK_URL}
+  - patch: patches/local.patch
+"""
+
+
+def _recipe(tmp_path: Path) -> Path:
+    (tmp_path / "patches").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "patches" / "local.patch").write_text(
+        "--- a/CONTRIBUTING.md\n+++ b/CONTRIBUTING.md\n@@ -1,2 +1,4 @@\n # Contributors\n+\n+(local patch)\n \n"
+    )
+    return write_recipe(tmp_path, "r", RECIPE)
+
+
+def test_lock_pins_everything(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    recipe = _recipe(tmp_path)
+    res = run_harness("lock", recipe, "--json")
+    assert res.returncode == 0, res.stderr
+    lock = json.loads(recipe.with_suffix(".lock").read_text())
+    assert lock["schema"] == 1
+    assert lock["upstream"] == {"repo": w.UPSTREAM_URL, "ref": "master", "sha": world.shas["master"]}
+    pr1, branch, pr7, patch = lock["stack"]
+    assert pr1 == {"kind": "pr", "ref": "1", "repo": w.UPSTREAM_URL, "fetch_ref": "refs/pull/1/head", "sha": world.shas["pr1"]}
+    assert branch["sha"] == world.shas["turbo"] and branch["repo"] == w.FORK_URL
+    assert pr7["sha"] == world.shas["pr7"] and pr7["fetch_ref"] == "refs/pull/7/head"
+    assert len(patch["sha256"]) == 64
+    assert run_harness("lock", recipe, "--check").returncode == 0
+
+
+def test_pins_kept_until_update(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    recipe = write_recipe(tmp_path, "r", f"upstream:\n  repo: {w.UPSTREAM_URL}\n  ref: master\nstack:\n  - pr: 11\n")
+    world.set_ref(world.upstream, "refs/pull/11/head", world.shas["pr1"])
+    assert run_harness("lock", recipe).returncode == 0
+    world.set_ref(world.upstream, "refs/pull/11/head", world.shas["pr3"])  # force-push
+    res = run_harness("lock", recipe)
+    assert res.returncode == 0
+    assert json.loads(recipe.with_suffix(".lock").read_text())["stack"][0]["sha"] == world.shas["pr1"]
+    res = run_harness("lock", recipe, "--update")
+    assert res.returncode == 0, res.stderr
+    assert f"PR #11 of {w.UPSTREAM_URL}: {world.shas['pr1'][:12]} -> {world.shas['pr3'][:12]}" in res.stdout
+    assert json.loads(recipe.with_suffix(".lock").read_text())["stack"][0]["sha"] == world.shas["pr3"]
+
+
+def test_check_fails_when_recipe_changes(tmp_path: Path, world_env: dict[str, str]) -> None:
+    recipe = _recipe(tmp_path)
+    assert run_harness("lock", recipe).returncode == 0
+    (tmp_path / "patches" / "local.patch").write_text((tmp_path / "patches" / "local.patch").read_text() + "+more\n")
+    res = run_harness("lock", recipe, "--check")
+    assert res.returncode == 1
+    assert "patch patches/local.patch: sha256 is" in res.stderr
+    recipe.write_text(recipe.read_text().replace("  - pr: 1\n", ""))
+    res = run_harness("lock", recipe, "--check", "--json")
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["problems"][0].startswith("stack: recipe has")
+
+
+def test_unknown_pr_is_a_clear_error(tmp_path: Path, world_env: dict[str, str]) -> None:
+    recipe = write_recipe(tmp_path, "r", f"upstream:\n  repo: {w.UPSTREAM_URL}\nstack:\n  - pr: 999\n")
+    res = run_harness("lock", recipe)
+    assert res.returncode == 1
+    assert f"PR #999 of {w.UPSTREAM_URL}: refs/pull/999/head not found" in res.stderr
+
+
+def test_unreachable_remote_is_a_clear_error(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "r", "upstream:\n  repo: file:///nonexistent/llama.cpp\n")
+    res = run_harness("lock", recipe)
+    assert res.returncode == 1
+    assert "cannot reach file:///nonexistent/llama.cpp" in res.stderr
+    assert "Traceback" not in res.stderr

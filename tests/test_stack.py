@@ -1,0 +1,202 @@
+"""The patch stack on the real llama.cpp tree: applied, already-merged, conflict, drift, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests import world as w
+from tests.conftest import REPO, run_harness, write_recipe
+
+UP = f"upstream:\n  repo: {w.UPSTREAM_URL}\n  ref: master\n"
+LOCAL_PATCH = "--- a/CONTRIBUTING.md\n+++ b/CONTRIBUTING.md\n@@ -1,2 +1,4 @@\n # Contributors\n+\n+(local patch)\n \n"
+
+
+def _prepare(recipe: Path, *extra: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if cache is not None:
+        env["HARNESS_CACHE"] = str(cache)
+    return run_harness("prepare", recipe, "--json", *extra, env=env)
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_clean_stack_gives_the_same_commit_everywhere(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "local.patch").write_text(LOCAL_PATCH)
+    recipe = write_recipe(
+        tmp_path,
+        "full",
+        UP
+        + f"stack:\n  - pr: 1\n  - branch: feature/turboquant-kv-cache\n    repo: {w.FORK_URL}\n"
+        + f"  - pr: 7\n    repo: {w.FORK_URL}\n  - patch: patches/local.patch\n",
+    )
+    first = _prepare(recipe, cache=tmp_path / "cache-a")
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert [(i["kind"], i["ref"], i["status"]) for i in out["items"]] == [
+        ("pr", "1", "applied"),
+        ("branch", "feature/turboquant-kv-cache", "applied"),
+        ("pr", "7", "applied"),
+        ("patch", "patches/local.patch", "applied"),
+    ]
+    tree = Path(out["tree"])
+    assert "(PR 1: patched by the world fixture)" in (tree / "tools/quantize/quantize.cpp").read_text()
+    assert (tree / "ggml/turboquant-notes.md").exists()
+    assert "(fork PR 7: mtp. prefix)" in (tree / "docs/build.md").read_text()
+    assert "(local patch)" in (tree / "CONTRIBUTING.md").read_text()
+    assert "(upstream title)" in (tree / "README.md").read_text()
+    assert _git(tree, "rev-parse", "HEAD").strip() == out["commit"]
+    assert _git(tree, "status", "--porcelain") == ""
+    # the commits carry the fixed identity and the base commit's date
+    log = _git(tree, "log", "-4", "--format=%an <%ae> %ct %s").splitlines()
+    base_time = _git(world.upstream, "show", "-s", "--format=%ct", world.shas["master"]).strip()
+    assert all(line.startswith(f"llama-harness <harness@llama-harness.invalid> {base_time} ") for line in log)
+
+    second = _prepare(recipe, cache=tmp_path / "cache-b")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["commit"] == out["commit"]
+
+    again = _prepare(recipe, cache=tmp_path / "cache-a")
+    assert json.loads(again.stdout)["cached"] is True
+    assert json.loads(again.stdout)["commit"] == out["commit"]
+
+
+def test_already_merged_items_are_skipped(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "upstream-title.patch").write_text(
+        "--- a/README.md\n+++ b/README.md\n@@ -1,2 +1,2 @@\n-# llama.cpp\n+# llama.cpp (upstream title)\n \n"
+    )
+    recipe = write_recipe(
+        tmp_path, "merged", UP + "stack:\n  - pr: 3\n  - pr: 4\n  - patch: patches/upstream-title.patch\n  - pr: 1\n"
+    )
+    res = _prepare(recipe)
+    assert res.returncode == 0, res.stderr
+    items = json.loads(res.stdout)["items"]
+    assert [i["status"] for i in items] == ["already-merged", "already-merged", "already-merged", "applied"]
+    assert "already part of the tree" in items[0]["detail"]
+    assert "upstream already has its changes" in items[1]["detail"] or "same change" in items[1]["detail"]
+    assert "applies in reverse" in items[2]["detail"]
+    tree = Path(json.loads(res.stdout)["tree"])
+    assert _git(tree, "rev-list", "--count", f"{world.shas['master']}..HEAD").strip() == "1"
+
+
+def test_squash_merged_pr_detected_by_patch_id(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    # upstream squash-merged PR 4 and then edited the same lines: merging the PR conflicts,
+    # but its patch-id matches the squash commit, so it is already merged.
+    world.branch_from(world.shas["master"])
+    w.edit(world.work, "tools/imatrix/README.md", "(PR 4 note)", "(PR 4 note, reworded upstream)")
+    later = world.commit("imatrix docs: reword")
+    world.set_ref(world.upstream, "refs/heads/squashed-then-edited", later)
+    recipe = write_recipe(
+        tmp_path, "squash", f"upstream:\n  repo: {w.UPSTREAM_URL}\n  ref: squashed-then-edited\nstack:\n  - pr: 4\n"
+    )
+    res = _prepare(recipe)
+    assert res.returncode == 0, res.stderr
+    item = json.loads(res.stdout)["items"][0]
+    assert item["status"] == "already-merged"
+    assert item["detail"].startswith(f"same change as upstream commit {world.shas['squash4'][:12]}")
+
+
+def test_conflict_report_then_export(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    recipe = write_recipe(tmp_path, "conf", UP + "stack:\n  - pr: 1\n  # the PR that conflicts\n  - pr: 2\n    note: retitle\n  - pr: 3\n")
+    res = run_harness("prepare", recipe)
+    assert res.returncode == 1
+    err = res.stderr
+    assert f"PR #2 of {w.UPSTREAM_URL} does not apply (stack item 2" in err
+    assert "  README.md" in err
+    assert "lines 1-5: upstream 1 line(s), PR #2 1 line(s)" in err
+    assert "- # llama.cpp (upstream title)" in err and "+ # llama.cpp (PR 2 title)" in err
+    assert "harness patches export" in err
+    js = json.loads(_prepare(recipe).stdout)
+    assert js["status"] == "conflict"
+    conflict = js["conflict"]
+    assert conflict["files"][0]["path"] == "README.md"
+    work = Path(conflict["worktree"])
+    assert "<<<<<<<" in (work / "README.md").read_text()
+
+    # resolve by hand, export as a patch: recipe and lock now use it, and prepare passes
+    text = (work / "README.md").read_text().splitlines(keepends=True)
+    start = text.index(next(t for t in text if t.startswith("<<<<<<<")))
+    end = text.index(next(t for t in text if t.startswith(">>>>>>>")))
+    text[start : end + 1] = ["# llama.cpp (upstream title, PR 2 resolved)\n"]
+    (work / "README.md").write_text("".join(text))
+    res = run_harness("patches", "export", recipe, "--json")
+    assert res.returncode == 0, res.stderr
+    patch = Path(json.loads(res.stdout)["patch"])
+    assert patch.exists() and "PR 2 resolved" in patch.read_text()
+    body = recipe.read_text()
+    assert "  - pr: 1\n  # the PR that conflicts\n  - patch: patches/conf-02-pr-2.patch  # was PR #2" in body
+    assert body.endswith("  - pr: 3\n")
+    assert run_harness("lock", recipe, "--check").returncode == 0
+    res = _prepare(recipe)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [i["status"] for i in out["items"]] == ["applied", "applied", "already-merged"]
+    assert "PR 2 resolved" in (Path(out["tree"]) / "README.md").read_text()
+
+
+def test_conflicting_patch_names_file_and_hunk(tmp_path: Path, world_env: dict[str, str]) -> None:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "rotten.patch").write_text(
+        "--- a/README.md\n+++ b/README.md\n@@ -1,2 +1,2 @@\n-# llama.cpp (old title)\n+# llama.cpp (rotten)\n \n"
+    )
+    recipe = write_recipe(tmp_path, "rot", UP + "stack:\n  - patch: patches/rotten.patch\n")
+    res = run_harness("prepare", recipe)
+    assert res.returncode == 1
+    assert "patch patches/rotten.patch does not apply" in res.stderr
+    assert "README.md: hunk does not match" in res.stderr and "hunk at line 1" in res.stderr
+
+
+def test_drift_is_reported_and_locked_sha_used(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    world.set_ref(world.upstream, "refs/pull/12/head", world.shas["pr1"])
+    recipe = write_recipe(tmp_path, "drift", UP + "stack:\n  - pr: 12\n")
+    assert run_harness("lock", recipe).returncode == 0
+    world.set_ref(world.upstream, "refs/pull/12/head", world.shas["pr3"])  # force-push
+    res = _prepare(recipe)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["drift"] == [{"item": f"PR #12 of {w.UPSTREAM_URL}", "locked": world.shas["pr1"], "remote": world.shas["pr3"]}]
+    assert "moved" in res.stderr and "harness lock --update" in res.stderr
+    assert out["items"][0]["pin"] == world.shas["pr1"]
+    assert "(PR 1: patched" in (Path(out["tree"]) / "tools/quantize/quantize.cpp").read_text()
+
+
+def test_concurrent_prepares_share_one_cache(tmp_path: Path, world_env: dict[str, str]) -> None:
+    recipe = write_recipe(tmp_path, "conc", UP + "stack:\n  - pr: 1\n")
+    assert run_harness("lock", recipe).returncode == 0
+    cmd = [sys.executable, "-m", "harness", "prepare", str(recipe), "--json"]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1] for r in results]
+    commits = {json.loads(out)["commit"] for out, _ in results}
+    assert len(commits) == 1
+
+
+def test_killed_fetch_leaves_a_usable_cache(tmp_path: Path, world_env: dict[str, str]) -> None:
+    recipe = write_recipe(tmp_path, "kill", UP + "stack:\n  - pr: 1\n")
+    assert run_harness("lock", recipe).returncode == 0
+    cache = Path(os.environ["HARNESS_CACHE"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "prepare", str(recipe)], cwd=REPO, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((cache / "mirrors").glob("*.git/objects/pack/*")):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # and the leftovers a kill at the worst moment would leave
+    for mirror in (cache / "mirrors").glob("*.git"):
+        (mirror / "shallow.lock").write_text("")
+        (mirror / "objects" / "pack" / "tmp_pack_deadbeef").write_text("partial")
+    res = _prepare(recipe)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["items"][0]["status"] == "applied"
