@@ -31,6 +31,8 @@ class LockedItem:
     fetch_ref: str | None = None  # the remote ref that was resolved (refs/pull/N/head, refs/heads/B)
     sha: str | None = None  # the pinned commit (pr, branch, commit)
     sha256: str | None = None  # the patch file's digest (patch)
+    retired: str | None = None  # merged upstream (noticed by nightly): the stack skips it for good
+    skipped: str | None = None  # conflicted and skipped by nightly (skip_conflicts); retried next night
 
     def identity(self) -> tuple[str, str, str]:
         return (self.kind, self.ref, normalize_url(self.repo) if self.repo else "")
@@ -102,8 +104,11 @@ class Move:
     what: str
     old: str | None
     new: str
+    gone: bool = False  # the ref no longer exists; the old pin is kept
 
     def __str__(self) -> str:
+        if self.gone:
+            return f"{self.what}: ref is gone (keeping {(self.old or '')[:12]})"
         return f"{self.what}: {(self.old or '(new)')[:12]} -> {self.new[:12]}"
 
 
@@ -140,8 +145,14 @@ def patch_digest(recipe: Recipe, item: LockedItem) -> str:
     return atomic.sha256_file(recipe.resolve_local(item.ref))
 
 
-def resolve(recipe: Recipe, existing: Lock | None, *, update: bool = False) -> tuple[Lock, list[Move]]:
-    """The lock for ``recipe``: existing pins kept (unless ``update``), the rest resolved."""
+def resolve(
+    recipe: Recipe, existing: Lock | None, *, update: bool = False, keep_gone: bool = False
+) -> tuple[Lock, list[Move]]:
+    """The lock for ``recipe``: existing pins kept (unless ``update``), the rest resolved.
+
+    With ``keep_gone`` a ref that disappeared keeps its old pin (reported as a gone Move)
+    instead of failing: nightly reports it and still tries the old SHA.
+    """
     spec = recipe.spec
     moves: list[Move] = []
     old_items = {i.identity(): i for i in existing.items} if existing else {}
@@ -184,9 +195,13 @@ def resolve(recipe: Recipe, existing: Lock | None, *, update: bool = False) -> t
         else:
             assert item.fetch_ref is not None and item.repo is not None
             sha = answers[item.repo].get(item.fetch_ref)
+            if sha is None and keep_gone and old is not None:
+                moves.append(Move(old.label(), old.pin, old.pin, gone=True))
+                items.append(old)
+                continue
             if sha is None:
                 raise StepError(f"{item.label()}: {item.fetch_ref} not found at {item.repo}")
-            new = replace(item, sha=sha)
+            new = replace(item, sha=sha, retired=old.retired if old is not None and old.sha == sha else None)
         if old is None or old.pin != new.pin:
             moves.append(Move(new.label(), old.pin if old else None, new.pin))
         items.append(new)

@@ -113,6 +113,7 @@ def stream(
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
+                log.flush()  # so `tail -f` on the log follows the build
                 tail.append(line.rstrip("\n"))
                 if on_line is not None:
                     on_line(line.rstrip("\n"))

@@ -32,7 +32,7 @@ from harness.recipe import Recipe
 from harness.sources import Drift
 from harness.tree import Tree
 
-APPLIED, MERGED, CONFLICT = "applied", "already-merged", "conflict"
+APPLIED, MERGED, CONFLICT, SKIPPED = "applied", "already-merged", "conflict", "skipped"
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,10 @@ def _result(item: LockedItem, status: str, detail: str = "", commit: str | None 
 def _apply_item(
     recipe: Recipe, lock: Lock, repo: Path, work: Path, item: LockedItem, index: int, date: int
 ) -> tuple[ItemResult, ConflictReport | None]:
+    if item.retired:
+        return _result(item, MERGED, f"retired in the lock: {item.retired}"), None
+    if item.skipped:
+        return _result(item, SKIPPED, f"skipped in the lock: {item.skipped}"), None
     onto = git.git(["rev-parse", "HEAD"], repo=work).stdout.strip()
     message = f"{item.label()}\n\nllama-harness stack item {index + 1}: {item.pin}\n"
     if item.kind == "patch":

@@ -1,0 +1,66 @@
+"""CUDA: nvcc, architectures from the recipe or the GPU nvidia-smi sees (never all of them)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+from harness import console, runner
+from harness.backends.base import Detection, Tool, detect_tools
+from harness.recipe import Build
+
+NVCC = Tool("nvcc", "CUDA compiler", "install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads) and put its bin/ on PATH")
+
+
+def gpu_archs() -> list[str]:
+    """Compute capabilities of the GPUs nvidia-smi sees, as CMake architectures ("8.9" -> "89")."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    res = runner.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], check=False, timeout=30)
+    if res.returncode != 0:
+        return []
+    caps = {line.strip().replace(".", "") for line in res.stdout.splitlines() if re.fullmatch(r"\d+\.\d+", line.strip())}
+    return sorted(caps)
+
+
+def nvcc_version() -> str | None:
+    if not shutil.which("nvcc"):
+        return None
+    out = runner.run(["nvcc", "--version"], check=False).stdout
+    m = re.search(r"release ([\d.]+), V([\d.]+)", out)
+    return m.group(2) if m else out.strip().splitlines()[-1] if out.strip() else None
+
+
+class Cuda:
+    name = "cuda"
+
+    def cmake_args(self, build: Build) -> dict[str, str]:
+        archs = [str(a) for a in build.cuda.archs] if build.cuda.archs else gpu_archs()
+        args = {"GGML_CUDA": "ON"}
+        if archs:
+            args["CMAKE_CUDA_ARCHITECTURES"] = ";".join(archs)
+        else:
+            console.warn("cuda: no archs in the recipe and no GPU seen by nvidia-smi: llama.cpp's broad default set is built (slow)")
+        return args
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def tools(self) -> list[Tool]:
+        return [NVCC]
+
+    def detect(self) -> Detection:
+        found = {}
+        version = nvcc_version()
+        if version:
+            found["nvcc"] = version
+        det = detect_tools(self.name, self.tools(), found)
+        archs = gpu_archs()
+        notes = [f"GPU compute capability: {', '.join(a[:-1] + '.' + a[-1] for a in archs)} (archs {', '.join(archs)})"] if archs else ["no GPU seen by nvidia-smi (set build.cuda.archs)"]
+        return Detection(det.backend, det.available, det.found, det.missing, notes)
+
+    def toolchain(self) -> dict[str, str]:
+        return {"nvcc": nvcc_version() or "missing"}
+
+    def launcher_languages(self) -> list[str]:
+        return ["C", "CXX", "CUDA"]

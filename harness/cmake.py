@@ -1,0 +1,111 @@
+"""CMake + Ninja: the configure command (llama.cpp's release flags), and a build with progress."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness import console, runner
+from harness.backends.base import Backend
+from harness.recipe import Build
+
+_STEP = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")
+
+
+@dataclass(frozen=True)
+class Stamp:
+    number: int  # LLAMA_BUILD_NUMBER: stack items applied on top of the upstream commit
+    commit: str  # LLAMA_BUILD_COMMIT: e.g. 0c1e570+stack.1a2b3c4d
+
+
+def program(name: str) -> str:
+    """cmake / ninja: the ones installed with the harness (PyPI wheels) first, then PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return runner.which(name, purpose="to build llama.cpp (pip install cmake ninja)")
+
+
+def cache_entries(
+    build: Build, backend: Backend, stamp: Stamp, src: Path, bdir: Path, *, ccache: str | None
+) -> dict[str, str]:
+    """Every -D entry, in order: release defaults, stamping, reproducibility, ccache, backend, recipe."""
+    entries: dict[str, str] = {
+        "CMAKE_BUILD_TYPE": build.build_type,
+        "BUILD_SHARED_LIBS": "ON",
+        "LLAMA_BUILD_TESTS": "OFF",
+        "LLAMA_BUILD_EXAMPLES": "OFF",
+        "LLAMA_BUILD_TOOLS": "ON",
+        "LLAMA_BUILD_SERVER": "ON",
+        "LLAMA_USE_PREBUILT_UI": "OFF",  # no download at build time: hermetic, reproducible
+        "CMAKE_INSTALL_RPATH": "$ORIGIN",
+        "CMAKE_BUILD_WITH_INSTALL_RPATH": "ON",
+        # executables load shared libraries at run time: a changed .so (say, a new stamp in
+        # libllama-common) need not relink every tool
+        "CMAKE_LINK_DEPENDS_NO_SHARED": "ON",
+        "LLAMA_BUILD_NUMBER": str(stamp.number),
+        "LLAMA_BUILD_COMMIT": stamp.commit,
+        "GGML_CCACHE": "OFF",  # ccache is set below as the launcher, for every language
+    }
+    # Absolute paths (plain compiles) and ../src (ccache with CCACHE_BASEDIR makes paths relative)
+    # both map to ".", so binaries are the same whoever compiled them, wherever.
+    maps = [f"-ffile-prefix-map={src}=.", f"-ffile-prefix-map={bdir}=.", "-ffile-prefix-map=../src=."]
+    entries["CMAKE_C_FLAGS"] = " ".join(maps)
+    entries["CMAKE_CXX_FLAGS"] = " ".join(maps)
+    langs = backend.launcher_languages()
+    if "CUDA" in langs:
+        entries["CMAKE_CUDA_FLAGS"] = " ".join(f"-Xcompiler={m}" for m in maps)
+    if ccache:
+        for lang in langs:
+            entries[f"CMAKE_{lang}_COMPILER_LAUNCHER"] = ccache
+    entries.update(backend.cmake_args(build))
+    for key, value in build.cmake_args.items():
+        entries[key] = ("ON" if value else "OFF") if isinstance(value, bool) else str(value)
+    return entries
+
+
+def configure_command(src: Path, bdir: Path, entries: Mapping[str, str], ninja: str, cmake: str) -> list[str]:
+    return [cmake, "-S", str(src), "-B", str(bdir), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
+            *[f"-D{k}={v}" for k, v in entries.items()]]
+
+
+def build_command(bdir: Path, targets: list[str], ninja: str, jobs: int | None) -> list[str]:
+    return [ninja, "-C", str(bdir), *([f"-j{jobs}"] if jobs else []), *targets]
+
+
+def run_ninja(argv: list[str], log: Path, env: Mapping[str, str]) -> int:
+    """Ninja with a progress bar fed by its ``[n/N]`` lines; returns the number of steps run."""
+    steps = {"done": 0}
+    interactive = console.err_console().is_terminal
+    with Progress(
+        TextColumn("[bold]build"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=console.err_console(), transient=True, disable=not interactive,
+    ) as progress:
+        task = progress.add_task("", total=None)
+        last_report = {"pct": -10}
+
+        def on_line(line: str) -> None:
+            m = _STEP.match(line)
+            if not m:
+                return
+            n, total = int(m.group(1)), int(m.group(2))
+            steps["done"] = n
+            what = m.group(3).rsplit("/", 1)[-1][:50]
+            progress.update(task, completed=n, total=total, description=what)
+            pct = 100 * n // max(total, 1)
+            if not interactive and pct >= last_report["pct"] + 10:
+                last_report["pct"] = pct - pct % 10
+                console.info(f"  build [{n}/{total}] {pct}%")
+
+        runner.stream(argv, log_path=log, env=env, on_line=on_line, append=True)
+    return steps["done"]
+
+
+def ccache_program() -> str | None:
+    return shutil.which("ccache")

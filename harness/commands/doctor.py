@@ -1,0 +1,52 @@
+"""harness doctor: which backends this machine can build, what is missing and how to get it."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from harness import backends, cmake, console
+from harness.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("doctor", help="check the toolchains for each backend")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    common: dict[str, str | None] = {}
+    for name in ("cmake", "ninja"):
+        try:
+            common[name] = cmake.program(name)
+        except InputError:
+            common[name] = None
+    for name in ("cc", "c++", "git", "ccache"):
+        common[name] = shutil.which(name)
+    report = []
+    for name, backend in backends.REGISTRY.items():
+        det = backend.detect()
+        base_missing = [n for n in ("cmake", "ninja", "cc", "c++", "git") if not common[n]]
+        report.append({
+            "backend": name,
+            "available": det.available and not base_missing,
+            "found": det.found,
+            "missing": base_missing + [f"{t.program} ({t.purpose}): {t.install}" for t in det.missing],
+            "notes": det.notes,
+        })
+    if args.json:
+        console.emit_json({"common": common, "backends": report})
+        return 0
+    for name, path in common.items():
+        console.out(f"{name:8} {path or 'MISSING'}" + ("  (optional: caches compiles, C/C++/CUDA)" if name == "ccache" else ""))
+    console.out("")
+    for entry in report:
+        mark = "yes" if entry["available"] else "no "
+        console.out(f"{mark}  {entry['backend']}")
+        for k, v in entry["found"].items():
+            console.out(f"       found {k}: {v}")
+        for m in entry["missing"]:
+            console.out(f"       missing {m}")
+        for n in entry["notes"]:
+            console.out(f"       {n}")
+    return 0

@@ -1,0 +1,61 @@
+"""Rebuild a published build from scratch at another path and compare every artifact's sha256."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import backends, builds, cmake, console, git, lock, paths, publish, runner, stack
+from harness.errors import InputError
+from harness.recipe import Recipe
+from harness.tree import Tree
+
+
+@dataclass(frozen=True)
+class Verdict:
+    identical: bool
+    compared: int
+    differing: list[str]
+    missing: list[str]
+    extra: list[str]
+
+
+def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None, jobs: int | None = None,
+           ccache: bool = False, keep: bool = False) -> Verdict:
+    out = builds.build_root(builds_dir, recipe.name, backend_name)
+    published = builds.manifest(out)
+    if published is None:
+        raise InputError(f"no published build at {out}", hint=f"run: harness build {recipe.path} --backend {backend_name}")
+    backend = backends.get(backend_name)
+    the_lock = lock.ensure(recipe, frozen=True)
+    prepared = stack.prepare(recipe, the_lock, check_remote=False)
+    if prepared.commit != published["patched_commit"]:
+        raise InputError(f"{out} was built from {published['patched_commit'][:12]}, the lock now gives {prepared.commit[:12]}: build it again first")
+    stamp = cmake.Stamp(**published["stamp"])
+    scratch = Path(tempfile.mkdtemp(prefix="verify-", dir=paths.cache_dir("verify")))
+    try:
+        src, bdir, dest = scratch / "src", scratch / "build", scratch / "out"  # ../src, as in real builds
+        git.worktree_add(Tree.for_recipe(recipe).src, src, prepared.commit)
+        launcher = cmake.ccache_program() if ccache else None
+        entries = cmake.cache_entries(recipe.spec.build, backend, stamp, src, bdir, ccache=launcher)
+        cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
+        env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(git.commit_time(src, prepared.base))}
+        log = scratch / "verify.log"
+        console.step(f"verify: rebuilding {recipe.name}/{backend_name} in {scratch}" + ("" if ccache else " (ccache off)"))
+        runner.stream(cmake.configure_command(src, bdir, entries, ninja_bin, cmake_bin), log_path=log, env=env)
+        targets = list(published["targets"])
+        cmake.run_ninja(cmake.build_command(bdir, targets, ninja_bin, jobs), log, env)
+        publish.collect(bdir, src, targets, dest)
+        fresh = publish.file_digests(dest)
+    finally:
+        git.worktree_remove(Tree.for_recipe(recipe).src, scratch / "src")
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    old: dict[str, str] = published["files"]
+    differing = sorted(f for f in old.keys() & fresh.keys() if old[f] != fresh[f])
+    missing = sorted(old.keys() - fresh.keys())
+    extra = sorted(fresh.keys() - old.keys())
+    return Verdict(not (differing or missing or extra), len(old.keys() & fresh.keys()), differing, missing, extra)

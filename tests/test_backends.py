@@ -1,0 +1,81 @@
+"""The exact configure command per backend (CUDA, Metal, Vulkan and HIP cannot be built here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import backends, cmake
+from harness.backends import cuda
+from harness.recipe import Build
+
+SRC, BDIR = Path("/c/trees/r/src"), Path("/c/builds/r/b")
+STAMP = cmake.Stamp(2, "0c1e570+stack.1a2b3c4d")
+COMMON = [
+    "cmake", "-S", "/c/trees/r/src", "-B", "/c/builds/r/b", "-G", "Ninja", "-DCMAKE_MAKE_PROGRAM=ninja",
+    "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DCMAKE_INSTALL_RPATH=$ORIGIN", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_LINK_DEPENDS_NO_SHARED=ON",
+    "-DLLAMA_BUILD_NUMBER=2", "-DLLAMA_BUILD_COMMIT=0c1e570+stack.1a2b3c4d", "-DGGML_CCACHE=OFF",
+    "-DCMAKE_C_FLAGS=-ffile-prefix-map=/c/trees/r/src=. -ffile-prefix-map=/c/builds/r/b=. -ffile-prefix-map=../src=.",
+    "-DCMAKE_CXX_FLAGS=-ffile-prefix-map=/c/trees/r/src=. -ffile-prefix-map=/c/builds/r/b=. -ffile-prefix-map=../src=.",
+]
+
+
+def _command(backend: str, build: Build, ccache: str | None = "/usr/bin/ccache") -> list[str]:
+    entries = cmake.cache_entries(build, backends.get(backend), STAMP, SRC, BDIR, ccache=ccache)
+    return cmake.configure_command(SRC, BDIR, entries, "ninja", "cmake")
+
+
+def test_cpu_variants() -> None:
+    launch = ["-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache"]
+    assert _command("cpu", Build()) == [*COMMON, *launch, "-DGGML_NATIVE=ON"]
+    assert _command("cpu", Build.model_validate({"cpu": {"variant": "portable"}}), ccache=None) == [*COMMON, "-DGGML_NATIVE=OFF"]
+    assert _command("cpu", Build.model_validate({"cpu": {"variant": "all-variants"}}))[-3:] == [
+        "-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"
+    ]
+
+
+def test_cuda_archs_from_recipe_and_ccache_wraps_nvcc() -> None:
+    build = Build.model_validate({"backends": ["cuda"], "cuda": {"archs": [86, 89, 90]}, "cmake_args": {"GGML_CUDA_FA_ALL_QUANTS": True}})
+    assert _command("cuda", build) == [
+        *COMMON,
+        "-DCMAKE_CUDA_FLAGS=-Xcompiler=-ffile-prefix-map=/c/trees/r/src=. -Xcompiler=-ffile-prefix-map=/c/builds/r/b=."
+        " -Xcompiler=-ffile-prefix-map=../src=.",
+        "-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache",
+        "-DCMAKE_CUDA_COMPILER_LAUNCHER=/usr/bin/ccache",
+        "-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=86;89;90", "-DGGML_CUDA_FA_ALL_QUANTS=ON",
+    ]
+
+
+def test_cuda_archs_default_to_the_gpu_seen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 9.0\necho 9.0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert cuda.gpu_archs() == ["90"]
+    assert "-DCMAKE_CUDA_ARCHITECTURES=90" in _command("cuda", Build.model_validate({"backends": ["cuda"]}))
+
+
+def test_metal_vulkan_hip() -> None:
+    metal = _command("metal", Build.model_validate({"backends": ["metal"]}), ccache=None)
+    # @loader_path replaces $ORIGIN (one -D per key)
+    assert metal == [
+        *[("-DCMAKE_INSTALL_RPATH=@loader_path" if a == "-DCMAKE_INSTALL_RPATH=$ORIGIN" else a) for a in COMMON],
+        "-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON",
+    ]
+    assert _command("vulkan", Build.model_validate({"backends": ["vulkan"]}), ccache=None)[len(COMMON):] == ["-DGGML_VULKAN=ON"]
+    hip = _command("hip", Build.model_validate({"backends": ["hip"], "hip": {"targets": ["gfx1100", "gfx90a"]}}))
+    assert hip[len(COMMON):] == [
+        "-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache",
+        "-DCMAKE_HIP_COMPILER_LAUNCHER=/usr/bin/ccache", "-DGGML_HIP=ON", "-DGPU_TARGETS=gfx1100;gfx90a",
+    ]
+
+
+def test_every_backend_is_registered_and_detects() -> None:
+    assert set(backends.REGISTRY) == {"cpu", "cuda", "metal", "vulkan", "hip"}
+    for name, backend in backends.REGISTRY.items():
+        det = backend.detect()
+        assert det.backend == name
+        assert det.available or det.missing or det.notes
