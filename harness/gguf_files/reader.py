@@ -1,0 +1,395 @@
+"""Open a GGUF file and validate it with bounded reads before anything trusts it.
+
+The header, the metadata (KV) section and the tensor-info section are parsed here,
+checking every count and length against the bytes that are actually left in the file,
+so a malformed or hostile file is rejected with an :class:`InputError` naming the file
+and the problem (never a traceback, never an allocation sized by a field of the file).
+The checks follow ``ggml/src/gguf.cpp`` of llama.cpp: magic, version 2 or 3, little
+endian, KV types, no nested arrays, unique non-empty keys, ``general.alignment`` a power
+of two, unique tensor names shorter than 64 bytes, at most 4 dimensions, element counts
+that fit in int64, rows a multiple of the type's block size, and tensor data packed in
+order, aligned, and inside the file.
+
+Tensor data is never read here: :meth:`GGUFFile.data` returns a read-only memory map
+of one tensor's bytes, so copying a tensor streams it from the page cache.
+
+Why not ``gguf.GGUFReader``: it trusts the file's counts (a bad header makes it
+allocate or throw odd exceptions) and it is slow on real tokenizers (about 9 s to open
+a file with Qwen's 151,936-token vocabulary, since it builds a numpy view per array
+element).  The type tables and the writer still come from the ``gguf`` package.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+from harness.errors import InputError
+
+MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+MAX_KEY_LENGTH = 65535  # the GGUF spec: keys are at most 2^16-1 bytes
+MAX_STRING_LENGTH = 1 << 30  # GGUF_MAX_STRING_LENGTH in gguf.cpp
+MAX_ARRAY_ELEMENTS = 1 << 30  # GGUF_MAX_ARRAY_ELEMENTS in gguf.cpp
+MAX_TENSOR_NAME = 63  # GGML_MAX_NAME (64) including the terminating NUL
+MAX_DIMS = 4
+INT64_MAX = (1 << 63) - 1
+
+_SCALARS: dict[GGUFValueType, tuple[str, int]] = {
+    GGUFValueType.UINT8: ("<B", 1),
+    GGUFValueType.INT8: ("<b", 1),
+    GGUFValueType.UINT16: ("<H", 2),
+    GGUFValueType.INT16: ("<h", 2),
+    GGUFValueType.UINT32: ("<I", 4),
+    GGUFValueType.INT32: ("<i", 4),
+    GGUFValueType.FLOAT32: ("<f", 4),
+    GGUFValueType.BOOL: ("<?", 1),
+    GGUFValueType.UINT64: ("<Q", 8),
+    GGUFValueType.INT64: ("<q", 8),
+    GGUFValueType.FLOAT64: ("<d", 8),
+}
+_NUMPY: dict[GGUFValueType, str] = {
+    GGUFValueType.UINT8: "<u1",
+    GGUFValueType.INT8: "<i1",
+    GGUFValueType.UINT16: "<u2",
+    GGUFValueType.INT16: "<i2",
+    GGUFValueType.UINT32: "<u4",
+    GGUFValueType.INT32: "<i4",
+    GGUFValueType.FLOAT32: "<f4",
+    GGUFValueType.BOOL: "<u1",
+    GGUFValueType.UINT64: "<u8",
+    GGUFValueType.INT64: "<i8",
+    GGUFValueType.FLOAT64: "<f8",
+}
+INTEGER_TYPES = frozenset(
+    {
+        GGUFValueType.UINT8,
+        GGUFValueType.INT8,
+        GGUFValueType.UINT16,
+        GGUFValueType.INT16,
+        GGUFValueType.UINT32,
+        GGUFValueType.INT32,
+        GGUFValueType.UINT64,
+        GGUFValueType.INT64,
+    }
+)
+
+# ggml type id -> (name, block size, bytes per block).  From the gguf package, plus the
+# types llama.cpp knows that this gguf release does not (ggml/include/ggml.h, ggml.c).
+TYPES: dict[int, tuple[str, int, int]] = {int(t): (t.name, b, s) for t, (b, s) in GGML_QUANT_SIZES.items()}
+TYPES.setdefault(42, ("Q2_0", 64, 18))
+
+
+def type_name(type_id: int) -> str:
+    return TYPES[type_id][0] if type_id in TYPES else f"type{type_id}"
+
+
+def bits_per_weight(type_id: int) -> float:
+    _, block, size = TYPES[type_id]
+    return size * 8 / block
+
+
+def ggml_type(type_id: int) -> GGMLQuantizationType:
+    """The gguf package's enum for ``type_id``; types it lacks pass through as plain ints."""
+    try:
+        return GGMLQuantizationType(type_id)
+    except ValueError:
+        return type_id  # type: ignore[return-value]  # GGUFWriter only packs it as "I"
+
+
+@dataclass(frozen=True)
+class KV:
+    """One metadata entry, with its GGUF type (and element type for arrays) kept for writing."""
+
+    key: str
+    type: GGUFValueType
+    value: Any  # int | float | bool | str, or a list of those for arrays
+    sub_type: GGUFValueType | None = None
+
+    @property
+    def is_array(self) -> bool:
+        return self.type == GGUFValueType.ARRAY
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order: ne[0] (the row length) first, as llama.cpp prints it
+    type: int
+    offset: int  # relative to the start of the data section
+    nbytes: int
+    n_elements: int
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+
+class GGUFFile:
+    """A validated GGUF file: metadata and tensor infos in memory, tensor data memory-mapped."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        size: int,
+        version: int,
+        alignment: int,
+        data_offset: int,
+        kv: dict[str, KV],
+        tensors: tuple[TensorInfo, ...],
+    ) -> None:
+        self.path = path
+        self.size = size
+        self.version = version
+        self.alignment = alignment
+        self.data_offset = data_offset
+        self.kv = kv
+        self.tensors = tensors
+        self._by_name = {t.name: t for t in tensors}
+        self._map: np.memmap[Any, np.dtype[np.uint8]] | None = None
+
+    def tensor(self, name: str) -> TensorInfo | None:
+        return self._by_name.get(name)
+
+    def value(self, key: str, default: Any = None) -> Any:
+        kv = self.kv.get(key)
+        return default if kv is None else kv.value
+
+    def data(self, tensor: TensorInfo) -> np.ndarray[Any, np.dtype[np.uint8]]:
+        """The tensor's bytes as a read-only view into the memory-mapped file (nothing is copied)."""
+        if tensor.nbytes == 0:
+            return np.zeros(0, dtype=np.uint8)
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        start = self.data_offset + tensor.offset
+        return self._map[start : start + tensor.nbytes]
+
+    def close(self) -> None:
+        self._map = None
+
+    def __enter__(self) -> GGUFFile:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Cursor:
+    """Reads from a mapped file; every read first checks that the bytes exist."""
+
+    def __init__(self, buf: mmap.mmap, size: int) -> None:
+        self.buf = buf
+        self.size = size
+        self.pos = 0
+
+    def left(self) -> int:
+        return self.size - self.pos
+
+    def need(self, n: int, what: str) -> None:
+        if n > self.left():
+            raise _Malformed(
+                f"truncated at offset {self.pos}: {what} takes {n} bytes, only {self.left()} are left"
+            )
+
+    def scalar(self, vtype: GGUFValueType, what: str) -> Any:
+        fmt, n = _SCALARS[vtype]
+        self.need(n, what)
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += n
+        return value
+
+    def u32(self, what: str) -> int:
+        return int(self.scalar(GGUFValueType.UINT32, what))
+
+    def u64(self, what: str) -> int:
+        return int(self.scalar(GGUFValueType.UINT64, what))
+
+    def string(self, what: str, limit: int = MAX_STRING_LENGTH) -> str:
+        n = self.u64(f"the length of {what}")
+        if n > limit:
+            raise _Malformed(f"{what} claims a length of {n} bytes (the limit is {limit})")
+        self.need(n, what)
+        raw = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Malformed(f"{what} is not valid UTF-8") from None
+
+
+def open_gguf(path: str | os.PathLike[str]) -> GGUFFile:
+    """Parse and validate ``path``; an :class:`InputError` naming the file says what is wrong."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 4:
+                raise InputError(f"{path}: not a GGUF file (only {size} bytes)")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                try:
+                    return _parse(path, buf, size)
+                except _Malformed as exc:
+                    raise InputError(f"{path}: malformed GGUF: {exc}") from None
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a GGUF file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+
+
+def _parse(path: Path, buf: mmap.mmap, size: int) -> GGUFFile:
+    cur = _Cursor(buf, size)
+    magic = buf[0:4]
+    if magic != MAGIC:
+        raise InputError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    cur.pos = 4
+    version = cur.u32("the version")
+    if version not in SUPPORTED_VERSIONS and version & 0xFFFF == 0 and version != 0:
+        raise _Malformed(
+            f"version field 0x{version:08x} looks byte-swapped: big-endian GGUF is not supported"
+        )
+    if version not in SUPPORTED_VERSIONS:
+        raise _Malformed(f"unsupported GGUF version {version} (supported: 2 and 3)")
+    n_tensors = cur.u64("the tensor count")
+    n_kv = cur.u64("the metadata count")
+    # smallest possible entries: a KV is key length + 1 byte key + type + 1 byte value,
+    # a tensor info is name length + n_dims + type + offset
+    if n_kv * 14 > cur.left():
+        raise _Malformed(f"header claims {n_kv} metadata entries, more than the file's {size} bytes can hold")
+    if n_tensors * 24 > cur.left():
+        raise _Malformed(f"header claims {n_tensors} tensors, more than the file's {size} bytes can hold")
+
+    kv: dict[str, KV] = {}
+    for i in range(n_kv):
+        key = cur.string(f"the key of metadata entry {i}", MAX_KEY_LENGTH)
+        if not key:
+            raise _Malformed(f"metadata entry {i} has an empty key")
+        if key in kv:
+            raise _Malformed(f"duplicate metadata key {key!r}")
+        kv[key] = _read_value(cur, key)
+
+    alignment = DEFAULT_ALIGNMENT
+    if "general.alignment" in kv:
+        entry = kv["general.alignment"]
+        if entry.type != GGUFValueType.UINT32:
+            raise _Malformed(f"general.alignment must be a uint32, not {entry.type.name.lower()}")
+        alignment = int(entry.value)
+        if alignment == 0 or alignment & (alignment - 1):
+            raise _Malformed(f"general.alignment {alignment} is not a power of two")
+
+    infos: list[tuple[str, tuple[int, ...], int, int, int, int]] = []
+    seen: set[str] = set()
+    for i in range(n_tensors):
+        name = cur.string(f"the name of tensor {i}", MAX_STRING_LENGTH)
+        if len(name.encode("utf-8")) > MAX_TENSOR_NAME:
+            raise _Malformed(
+                f"tensor {i} has a name of {len(name.encode())} bytes (llama.cpp allows {MAX_TENSOR_NAME})"
+            )
+        if name in seen:
+            raise _Malformed(f"duplicate tensor name {name!r}")
+        seen.add(name)
+        n_dims = cur.u32(f"the dimension count of tensor {name!r}")
+        if n_dims > MAX_DIMS:
+            raise _Malformed(f"tensor {name!r} has {n_dims} dimensions (at most {MAX_DIMS})")
+        shape = tuple(cur.u64(f"dimension {j} of tensor {name!r}") for j in range(n_dims))
+        n_elements = 1
+        for d in shape:
+            if d > INT64_MAX:
+                raise _Malformed(f"tensor {name!r} has a negative dimension ({d - (1 << 64)})")
+            n_elements *= d
+        if n_elements > INT64_MAX:
+            raise _Malformed(f"tensor {name!r} has shape {list(shape)}: its element count overflows int64")
+        type_id = cur.u32(f"the type of tensor {name!r}")
+        if type_id not in TYPES:
+            raise _Malformed(f"tensor {name!r} has unknown ggml type {type_id}")
+        tname, block, tsize = TYPES[type_id]
+        row = shape[0] if shape else 1
+        if row % block:
+            raise _Malformed(
+                f"tensor {name!r} of type {tname} has rows of {row} elements, not a multiple of {block}"
+            )
+        offset = cur.u64(f"the data offset of tensor {name!r}")
+        infos.append((name, shape, type_id, offset, n_elements // block * tsize, n_elements))
+
+    data_offset = _pad(cur.pos, alignment) if n_tensors else cur.pos
+    tensors: list[TensorInfo] = []
+    expected = 0
+    for name, shape, type_id, offset, nbytes, n_elements in infos:
+        if offset % alignment:
+            raise _Malformed(f"tensor {name!r} has data offset {offset}, not aligned to {alignment} bytes")
+        if offset != expected:
+            raise _Malformed(
+                f"tensor {name!r} has data offset {offset}, expected {expected} "
+                "(llama.cpp requires tensor data packed in order, each padded to the alignment)"
+            )
+        end = data_offset + offset + nbytes
+        if end > size:
+            raise _Malformed(
+                f"truncated: tensor {name!r} data ends at byte {end}, but the file has {size} bytes"
+            )
+        tensors.append(TensorInfo(name, shape, type_id, offset, nbytes, n_elements))
+        expected = offset + _pad(nbytes, alignment)
+
+    return GGUFFile(
+        path,
+        size=size,
+        version=version,
+        alignment=alignment,
+        data_offset=data_offset,
+        kv=kv,
+        tensors=tuple(tensors),
+    )
+
+
+def _read_value(cur: _Cursor, key: str) -> KV:
+    raw_type = cur.u32(f"the type of {key!r}")
+    vtype = _value_type(raw_type, key)
+    if vtype == GGUFValueType.STRING:
+        return KV(key, vtype, cur.string(f"the value of {key!r}"))
+    if vtype != GGUFValueType.ARRAY:
+        return KV(key, vtype, cur.scalar(vtype, f"the value of {key!r}"))
+    sub = _value_type(cur.u32(f"the element type of {key!r}"), key)
+    if sub == GGUFValueType.ARRAY:
+        raise _Malformed(f"{key!r} is an array of arrays, which llama.cpp does not support")
+    n = cur.u64(f"the length of {key!r}")
+    if n > MAX_ARRAY_ELEMENTS:
+        raise _Malformed(f"{key!r} claims {n} elements (the limit is {MAX_ARRAY_ELEMENTS})")
+    if sub == GGUFValueType.STRING:
+        if n * 8 > cur.left():
+            raise _Malformed(f"{key!r} claims {n} strings, more than the rest of the file can hold")
+        return KV(key, vtype, [cur.string(f"element {j} of {key!r}") for j in range(n)], sub)
+    width = _SCALARS[sub][1]
+    cur.need(n * width, f"the {n} elements of {key!r}")
+    values = np.frombuffer(cur.buf, dtype=_NUMPY[sub], count=n, offset=cur.pos)
+    cur.pos += n * width
+    items = [bool(v) for v in values] if sub == GGUFValueType.BOOL else values.tolist()
+    del values  # release the buffer export so the map can close
+    return KV(key, vtype, items, sub)
+
+
+def _value_type(raw: int, key: str) -> GGUFValueType:
+    try:
+        return GGUFValueType(raw)
+    except ValueError:
+        raise _Malformed(f"{key!r} has unknown value type {raw}") from None
+
+
+def _pad(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
