@@ -11,7 +11,6 @@ by ``refs/harness/patched/<lock digest>``, so preparing it again costs nothing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,41 +104,40 @@ def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_confl
 
 
 def _apply_stack(recipe: Recipe, lock: Lock, tree: Tree, skip_conflicts: bool) -> tuple[str, list[ItemResult]]:
+    """Apply the items in the recipe's scratch worktree (kept between runs, so moving it to
+    the base rewrites only what the last stack changed); the build tree is not touched."""
     repo = tree.src
     date = git.commit_time(repo, lock.base_sha)
-    work = tree.root / f"work-{os.getpid()}"
-    git.worktree_remove(repo, work)
-    shutil.rmtree(work, ignore_errors=True)
-    git.worktree_add(repo, work, lock.base_sha)
-    keep = False
-    try:
-        results: list[ItemResult] = []
-        for index, item in enumerate(lock.items):
-            console.step(f"[{index + 1}/{len(lock.items)}] {item.label()}")
-            result, report = _apply_item(recipe, lock, repo, work, item, index, date)
-            if report is not None:
-                if skip_conflicts:
-                    git.git(["reset", "--hard", "--quiet", "HEAD"], repo=work)
-                    console.warn(f"skipping {item.label()}: conflicts in {', '.join(f.path for f in report.files)}")
-                    results.append(result)
-                    continue
-                keep = True
-                report = _keep_conflict(tree, work, report, recipe, index)
-                raise ConflictError(report, str(recipe.path))
-            results.append(result)
-            console.info(f"    {result.status}" + (f": {result.detail}" if result.detail else ""))
-        head = git.git(["rev-parse", "HEAD"], repo=work).stdout.strip()
-        return head, results
-    finally:
-        if not keep:
-            git.worktree_remove(repo, work)
-            shutil.rmtree(work, ignore_errors=True)
+    work = tree.stack_work
+    if (work / ".git").exists():
+        git.git(["reset", "--hard", "--quiet"], repo=work, check=False)
+        git.checkout_detached(work, lock.base_sha)
+    else:
+        git.worktree_remove(repo, work)
+        shutil.rmtree(work, ignore_errors=True)
+        git.worktree_add(repo, work, lock.base_sha)
+    results: list[ItemResult] = []
+    for index, item in enumerate(lock.items):
+        console.step(f"[{index + 1}/{len(lock.items)}] {item.label()}")
+        result, report = _apply_item(recipe, lock, repo, work, item, index, date)
+        if report is not None:
+            if skip_conflicts:
+                git.git(["reset", "--hard", "--quiet", "HEAD"], repo=work)
+                console.warn(f"skipping {item.label()}: conflicts in {', '.join(f.path for f in report.files)}")
+                results.append(result)
+                continue
+            report = _keep_conflict(tree, work, report, recipe, index)
+            raise ConflictError(report, str(recipe.path))
+        results.append(result)
+        console.info(f"    {result.status}" + (f": {result.detail}" if result.detail else ""))
+    head = git.git(["rev-parse", "HEAD"], repo=work).stdout.strip()
+    return head, results
 
 
 def _keep_conflict(tree: Tree, work: Path, report: ConflictReport, recipe: Recipe, index: int) -> ConflictReport:
     git.worktree_remove(tree.src, tree.conflict)
     shutil.rmtree(tree.conflict, ignore_errors=True)
-    git.git(["worktree", "move", work, tree.conflict], repo=tree.src)
+    git.git(["worktree", "move", work, tree.conflict], repo=tree.src)  # the next run makes a new scratch tree
     report = ConflictReport(report.item, report.index, report.onto, report.files, str(tree.conflict))
     atomic.write_json(
         tree.state_dir / "conflict.json",

@@ -33,6 +33,11 @@ class Tree:
         return self.root / "src"
 
     @property
+    def stack_work(self) -> Path:
+        """Scratch worktree where the stack is applied (kept between runs)."""
+        return self.root / "stack"
+
+    @property
     def conflict(self) -> Path:
         return self.root / "conflict"
 

