@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from typing import Any
 
 from harness import backends, cmake, console
 from harness.errors import InputError
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
             common[name] = None
     for name in ("cc", "c++", "git", "ccache"):
         common[name] = shutil.which(name)
-    report = []
+    report: list[dict[str, Any]] = []
     for name, backend in backends.REGISTRY.items():
         det = backend.detect()
         base_missing = [n for n in ("cmake", "ninja", "cc", "c++", "git") if not common[n]]

@@ -1,0 +1,172 @@
+"""Nightly: re-resolve floating refs, classify the stack, build, smoke-test, adopt only on success.
+
+Per recipe: candidate lock (every floating ref re-resolved, moves shown old -> new),
+item classification (applied, already-merged -> retired, moved / force-pushed, conflict,
+gone), a build of each backend into ``builds/<recipe>/.candidate/<backend>``, the smoke
+tests, and only when all of that passed: the candidate lock is written next to the
+recipe, each candidate build replaces ``builds/<recipe>/<backend>`` and
+``builds/<recipe>/last-good.json`` points at it.  Otherwise both stay as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import atomic, build, builds, console, git, lock, smoke, sources, stack
+from harness.conflicts import ConflictError
+from harness.errors import CommandFailed, HarnessError
+from harness.lock import Lock, LockedItem
+from harness.mirror import Mirror
+from harness.recipe import Recipe
+
+TAIL = 25
+
+
+def _tail(exc: BaseException) -> str:
+    text = exc.output_tail if isinstance(exc, CommandFailed) else str(exc)
+    return "\n".join(text.strip().splitlines()[-TAIL:])
+
+
+def _descends(mirror: Mirror, old: str, new: str) -> bool | None:
+    """Is ``new`` a descendant of ``old``?  None when the old head cannot be fetched any more."""
+    with mirror.locked():
+        try:
+            mirror.fetch([(old, None), (new, None)])
+        except HarnessError:
+            return None
+        step = 16
+        while True:
+            base = git.merge_base(mirror.path, old, new)
+            if base is not None:
+                return base == old
+            if not mirror.deepen([old, new], step):
+                return False
+            step *= 4
+
+
+def classify_moves(old: Lock | None, candidate: Lock, moves: list[lock.Move]) -> dict[str, dict[str, Any]]:
+    """label -> {status: moved|gone, detail} for items whose pin changed or whose ref vanished."""
+    found: dict[str, dict[str, Any]] = {}
+    if old is None:
+        return found
+    before = {i.identity(): i for i in old.items}
+    gone = {m.what for m in moves if m.gone}
+    for item in candidate.items:
+        prev = before.get(item.identity())
+        if item.label() in gone:
+            found[item.label()] = {"status": "gone", "detail": f"{item.fetch_ref} no longer exists; the locked {item.pin[:12]} is tried"}
+        elif prev is not None and prev.sha and item.sha and prev.sha != item.sha and item.repo:
+            descends = _descends(Mirror.for_url(item.repo), prev.sha, item.sha)
+            how = {True: "new commits", False: "force-pushed: the new head does not descend from the locked one",
+                   None: "force-pushed: the locked head is no longer fetchable"}[descends]
+            found[item.label()] = {"status": "moved", "detail": f"{prev.sha[:12]} -> {item.sha[:12]} ({how})", "force_push": descends is not True}
+    return found
+
+
+def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None, work: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    entry: dict[str, Any] = {"recipe": recipe.name, "path": str(recipe.path), "status": "failed", "failed_step": None,
+                             "error": None, "adopted": False, "items": [], "moves": [], "builds": {}, "smoke": {}}
+    step = "lock"
+    try:
+        old = lock.read(recipe.lock_path)
+        candidate, moves = lock.resolve(recipe, old, update=True, keep_gone=True)
+        entry["old_base"], entry["new_base"] = (old.base_sha if old else None), candidate.base_sha
+        entry["moves"] = [{"what": m.what, "old": m.old, "new": m.new, "gone": m.gone} for m in moves]
+        for m in moves:
+            console.info(f"  {m}")
+        step = "fetch"
+        sources.fetch(candidate)
+        moved = classify_moves(old, candidate, moves)
+        step = "stack"
+        skip = recipe.spec.nightly.skip_conflicts
+        try:
+            prepared = stack.prepare(recipe, candidate, check_remote=False, skip_conflicts=skip)
+            results = prepared.items
+        except ConflictError as exc:
+            entry["items"] = _items(candidate.items, [], moved, exc.report.to_json())
+            raise
+        conflicts = {r.ref: r for r in results if r.status == stack.CONFLICT}
+        retired = [
+            replace(i, retired=f"already merged upstream by {candidate.base_sha[:12]} ({r.detail}); retired {today}")
+            if r.status == stack.MERGED and not i.retired else
+            replace(i, skipped=f"conflicts with upstream {candidate.base_sha[:12]} ({r.detail}); skipped {today}")
+            if r.status == stack.CONFLICT else i
+            for i, r in zip(candidate.items, results, strict=True)
+        ]
+        candidate = replace(candidate, items=tuple(retired))
+        entry["items"] = _items(candidate.items, results, moved, None)
+        entry["skipped_conflicts"] = sorted(conflicts)
+        for backend in backends:
+            step = f"build:{backend}"
+            out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
+            result = build.build(recipe, backend, builds_dir=builds_dir, lock_override=candidate, out=out)
+            manifest = result.manifest
+            entry["builds"][backend] = {"ok": True, "noop": result.noop, "identity": result.identity,
+                                        "stamp": manifest["stamp"], "timings": manifest["timings"],
+                                        "ninja_steps": manifest.get("ninja_steps"), "log": manifest.get("log")}
+            bin_dir = out / "bin"
+            for test in recipe.spec.nightly.smoke:
+                step = f"smoke:{test}:{backend}"
+                if test == "version":
+                    versions = manifest["smoke"]
+                    entry["smoke"][f"version:{backend}"] = {"ok": all(v["ok"] for v in versions.values()),
+                                                            "versions": {t: v["version"] for t, v in versions.items()}}
+                    continue
+                model = smoke_model or smoke.default_model()
+                run = smoke.quantize if test == "quantize" else smoke.serve
+                entry["smoke"][f"{test}:{backend}"] = run(bin_dir, model, work)
+        step = "adopt"
+        lock.write(recipe.lock_path, candidate)
+        pointer: dict[str, Any] = {}
+        for backend in backends:
+            candidate_out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
+            final = builds.build_root(builds_dir, recipe.name, backend)
+            atomic.replace_dir(candidate_out, final)
+            pointer[backend] = {"path": str(final), "identity": entry["builds"][backend]["identity"],
+                                "lock_digest": candidate.digest, "date": today}
+        atomic.write_json(builds.build_root(builds_dir, recipe.name, "last-good.json"), pointer)
+        entry.update(status="passed", adopted=True)
+    except HarnessError as exc:
+        entry.update(failed_step=step, error=_tail(exc))
+        if step.startswith("build:"):
+            entry["builds"][step.split(":", 1)[1]] = {"ok": False, "log": getattr(exc, "log", None)}
+        console.error(f"{recipe.name}: {step} failed")
+    entry["seconds"] = round(time.monotonic() - started, 1)
+    return entry
+
+
+def _items(items: tuple[LockedItem, ...], results: list[stack.ItemResult], moved: dict[str, dict[str, Any]],
+           conflict: dict[str, Any] | None) -> list[dict[str, Any]]:
+    rows = []
+    by_index = dict(enumerate(results))
+    for index, item in enumerate(items):
+        row: dict[str, Any] = {"item": item.label(), "kind": item.kind, "ref": item.ref, "repo": item.repo, "pin": item.pin}
+        res = by_index.get(index)
+        if res is not None:
+            row.update(status=res.status, detail=res.detail)
+            if res.status == stack.MERGED:
+                row["status"] = "already-merged"
+                row["retired"] = True
+        elif conflict is not None and index == conflict["index"]:
+            row.update(status="conflict", detail="conflicts in " + ", ".join(f["path"] for f in conflict["files"]),
+                       files=conflict["files"])
+        elif conflict is not None and index < conflict["index"]:
+            row.update(status="applied-before-conflict")
+        else:
+            row.update(status="not-tried")
+        if item.label() in moved and row["status"] in ("applied", "not-tried", "applied-before-conflict", "conflict"):
+            row["moved"] = moved[item.label()]
+            if row["status"] == "applied":
+                row["status"] = moved[item.label()]["status"]
+        elif item.label() in moved:
+            row["moved"] = moved[item.label()]
+        rows.append(row)
+    return rows
+
+

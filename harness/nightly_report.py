@@ -1,0 +1,89 @@
+"""The nightly report: report.json for scripts, report.md for people, history.jsonl and a chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness import atomic
+
+STATUS_MARK = {"passed": "PASS", "failed": "FAIL"}
+
+
+def write(directory: Path, report: dict[str, Any]) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"json": directory / "report.json", "md": directory / "report.md",
+             "history": directory / "history.jsonl", "chart": directory / "history.png"}
+    atomic.write_json(files["json"], report)
+    atomic.write_text(files["md"], markdown(report))
+    with open(files["history"], "a", encoding="utf-8") as f:
+        for r in report["recipes"]:
+            build_s = sum((b.get("timings") or {}).get("build_s", 0) for b in r["builds"].values() if b.get("ok"))
+            f.write(json.dumps({"date": report["date"], "recipe": r["recipe"], "status": r["status"],
+                                "failed_step": r["failed_step"], "build_s": round(build_s, 1), "seconds": r["seconds"],
+                                "base": r.get("new_base")}) + "\n")
+    chart(files["history"], files["chart"])
+    return files
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Nightly {report['date']}: {'all passed' if report['ok'] else 'FAILED'}", ""]
+    for r in report["recipes"]:
+        lines.append(f"## {r['recipe']}: {STATUS_MARK.get(r['status'], r['status'])}"
+                     + (f" (failed at {r['failed_step']})" if r["failed_step"] else "")
+                     + (" - lock and builds adopted" if r["adopted"] else " - previous lock and builds kept"))
+        lines.append("")
+        if r.get("old_base") or r.get("new_base"):
+            old, new = (r.get("old_base") or "(none)")[:12], (r.get("new_base") or "?")[:12]
+            lines.append(f"upstream: {old} -> {new}" if old != new else f"upstream: {new} (unchanged)")
+            lines.append("")
+        if r["items"]:
+            lines += ["| item | status | detail |", "| --- | --- | --- |"]
+            for item in r["items"]:
+                detail = item.get("detail", "")
+                if item.get("moved"):
+                    detail = (detail + "; " if detail else "") + "moved " + item["moved"]["detail"]
+                if item.get("retired"):
+                    detail += " (retired from the lock)"
+                lines.append(f"| {item['item']} | {item['status']} | {detail.replace('|', '/')} |")
+            lines.append("")
+        if r.get("skipped_conflicts"):
+            lines.append(f"Built without the conflicting item(s) (skip_conflicts): {', '.join(r['skipped_conflicts'])}")
+            lines.append("")
+        for backend, b in r["builds"].items():
+            if b.get("ok"):
+                took = "no-op" if b["noop"] else f"{b['timings']['total_s']:.0f}s, {b['ninja_steps']} ninja steps"
+                lines.append(f"- build {backend}: {b['stamp']['commit']}, {took}")
+            else:
+                lines.append(f"- build {backend}: FAILED (log: {b.get('log')})")
+        for name, s in r["smoke"].items():
+            lines.append(f"- smoke {name}: {'ok' if s.get('ok') else 'FAILED'}" + (f" ({s['seconds']}s)" if "seconds" in s else ""))
+        if r["error"]:
+            lines += ["", "```", r["error"], "```"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(history: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+    for recipe in sorted({r["recipe"] for r in rows}):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        xs = list(range(len(mine)))
+        ax.plot(xs, [r["build_s"] for r in mine], label=recipe, marker="o")
+        for x, r in zip(xs, mine, strict=True):
+            ax.scatter([x], [r["build_s"]], color="tab:green" if r["status"] == "passed" else "tab:red", zorder=3)
+    ax.set_xlabel("night")
+    ax.set_ylabel("build seconds")
+    ax.set_title("nightly builds (green: passed, red: failed)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic.temp_file_beside(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
