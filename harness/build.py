@@ -112,8 +112,8 @@ def build(
     targets = list(recipe.spec.build.targets)
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
     env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(git.commit_time(prepared.tree, prepared.base))}
-    if launcher:
-        env.setdefault("CCACHE_BASEDIR", str(paths.cache_root()))
+    if launcher:  # compiles see ../src/... (see cmake.cache_entries), whatever the user's setting
+        env["CCACHE_BASEDIR"] = str(paths.cache_root())
     log = bdir / "harness-build.log"
     with atomic.lock(bdir.with_name(bdir.name + ".lock"), timeout=7200):
         bdir.mkdir(parents=True, exist_ok=True)

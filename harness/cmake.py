@@ -53,9 +53,13 @@ def cache_entries(
         "LLAMA_BUILD_COMMIT": stamp.commit,
         "GGML_CCACHE": "OFF",  # ccache is set below as the launcher, for every language
     }
-    # Absolute paths (plain compiles) and ../src (ccache with CCACHE_BASEDIR makes paths relative)
-    # both map to ".", so binaries are the same whoever compiled them, wherever.
-    maps = [f"-ffile-prefix-map={src}=.", f"-ffile-prefix-map={bdir}=.", "-ffile-prefix-map=../src=."]
+    # Source paths map to "." so binaries are the same wherever they were built.  Under ccache
+    # (CCACHE_BASEDIR = the cache root) the compiler sees ../src/... (build dirs sit beside src),
+    # so that one map suffices and the command line names no absolute path: the same compile in
+    # another recipe's tree is a cache hit (nvcc's -Xcompiler=... arguments are not rewritten by
+    # ccache, so absolute maps there would defeat it).  Plain compiles see absolute paths.
+    # Generated sources in the build dir: ccache makes them bdir-relative, plain compiles map them so.
+    maps = ["-ffile-prefix-map=../src=."] if ccache else [f"-ffile-prefix-map={src}=.", f"-ffile-prefix-map={bdir}/="]
     entries["CMAKE_C_FLAGS"] = " ".join(maps)
     entries["CMAKE_CXX_FLAGS"] = " ".join(maps)
     langs = backend.launcher_languages()
