@@ -205,8 +205,26 @@ def resolve(
         if old is None or old.pin != new.pin:
             moves.append(Move(new.label(), old.pin if old else None, new.pin))
         items.append(new)
-    model = dict(existing.model) if existing and existing.model else {}
+    model = _resolve_model(recipe, existing, update, moves)
     return Lock(recipe.name, spec.upstream.repo, spec.upstream.ref, base, tuple(items), model), moves
+
+
+def _resolve_model(recipe: Recipe, existing: Lock | None, update: bool, moves: list[Move]) -> dict[str, str]:
+    """``{"source", "revision"}`` for a Hugging Face repo id in ``model.source`` (nothing for local paths)."""
+    section = recipe.spec.model
+    if section is None:
+        return {}
+    old = dict(existing.model) if existing and existing.model else {}
+    if old.get("source") == section.source and not update and (section.revision in (None, old.get("revision"))):
+        return old
+    from harness.pipeline.source import resolve_revision
+
+    revision = resolve_revision(section.source, section.revision)
+    if revision is None:
+        return {}
+    if old.get("revision") != revision:
+        moves.append(Move(f"model {section.source}", old.get("revision"), revision))
+    return {"source": section.source, "revision": revision}
 
 
 def check(recipe: Recipe, lock: Lock) -> list[str]:
@@ -219,6 +237,11 @@ def check(recipe: Recipe, lock: Lock) -> list[str]:
         )
     if SHA40.match(spec.upstream.ref) and lock.base_sha != spec.upstream.ref:
         problems.append(f"upstream: recipe pins {spec.upstream.ref}, lock has {lock.base_sha}")
+    if spec.model is not None and lock.model:
+        if lock.model.get("source") != spec.model.source:
+            problems.append(f"model: recipe has {spec.model.source}, lock has {lock.model.get('source')}")
+        elif spec.model.revision and SHA40.match(spec.model.revision) and spec.model.revision != lock.model.get("revision"):
+            problems.append(f"model: recipe pins {spec.model.revision}, lock has {lock.model.get('revision')}")
     wanted = [locked_item_for(recipe, item) for item in spec.stack]
     if [w.identity() for w in wanted] != [i.identity() for i in lock.items]:
         problems.append(

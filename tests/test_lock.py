@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests import world as w
 from tests.conftest import run_harness, write_recipe
+
+UP_PINNED = f"upstream:\n  repo: {w.UPSTREAM_URL}\n  ref: {w.BASE}\n"
 
 RECIPE = f"""
 upstream:
@@ -85,3 +89,19 @@ def test_unreachable_remote_is_a_clear_error(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "cannot reach file:///nonexistent/llama.cpp" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_model_revision_is_locked(tmp_path: Path, world_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sha = "3c2f" + "0" * 36
+    recipe = write_recipe(tmp_path, "m", UP_PINNED + f"model:\n  source: google/gemma-4-26b-a4b\n  revision: {sha}\n")
+    assert run_harness("lock", recipe).returncode == 0
+    lock = json.loads(recipe.with_suffix(".lock").read_text())
+    assert lock["model"] == {"source": "google/gemma-4-26b-a4b", "revision": sha}
+    recipe.write_text(recipe.read_text().replace("gemma-4-26b-a4b", "gemma-4-e4b"))
+    res = run_harness("lock", recipe, "--check")
+    assert res.returncode == 1 and "model: recipe has google/gemma-4-e4b" in res.stderr
+    # a branch name cannot be resolved offline: a warning, no pin, no failure
+    recipe.write_text(recipe.read_text().replace(sha, "main"))
+    res = run_harness("lock", recipe)
+    assert res.returncode == 0 and "HF_HUB_OFFLINE is set" in res.stderr

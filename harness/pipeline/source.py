@@ -1,0 +1,156 @@
+"""Where a model comes from: a local checkpoint directory or a Hugging Face repo id.
+
+Downloads take only what conversion reads (config, tokenizer, safetensors and their index,
+the model card) at one revision, into ``<model dir>/hf``.  The token comes from the
+environment (``HF_TOKEN``, read by huggingface_hub itself): it is never passed in argv,
+never printed, never written to a sidecar or a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import console
+from harness.errors import InputError, StepError
+from harness.recipe import SHA40, Recipe
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+ALLOW_PATTERNS = [
+    "*.json",  # config.json, generation_config.json, tokenizer*.json, model.safetensors.index.json
+    "*.safetensors",
+    "tokenizer.model",
+    "*.tiktoken",
+    "merges.txt",
+    "vocab.txt",
+    "*.jinja",
+    "README.md",  # the converter reads license, languages, base models from the model card
+]
+# the converter reads the top level only; subfolders (original/, onnx/, ...) are other formats
+IGNORE_PATTERNS = ["*/*", "consolidated*.safetensors"]
+
+
+@dataclass(frozen=True)
+class Source:
+    spec: str  # as written: a directory or a repo id
+    path: Path | None  # the local checkpoint directory, when it is one
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+    @property
+    def default_name(self) -> str:
+        return self.path.name if self.path is not None else self.spec.rsplit("/", 1)[-1]
+
+
+def parse(spec: str) -> Source:
+    """A local directory (when one exists at ``spec``) or a Hugging Face repo id."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return Source(spec, path.resolve())
+    if path.exists():
+        raise InputError(f"model source {spec!r} is a file; give a checkpoint directory or a Hugging Face repo id")
+    if _REPO_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return Source(spec, None)
+    raise InputError(f"model source {spec!r}: no such directory, and not a Hugging Face repo id (owner/name)")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_revision(source: str, revision: str | None) -> str | None:
+    """The commit SHA ``revision`` (default ``main``) of repo ``source`` names now.
+
+    None for a local directory, and None with a warning when the Hub cannot be asked
+    (``HF_HUB_OFFLINE``, no network).  A repo or revision the Hub does not know is an
+    InputError.  ``harness lock`` records the result; the pipeline downloads at it.
+    """
+    if parse(source).is_local:
+        return None
+    if revision is not None and SHA40.match(revision):
+        return revision
+    if offline():
+        console.warn(f"HF_HUB_OFFLINE is set: revision {revision or 'main'} of {source} not resolved")
+        return None
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        info = HfApi().model_info(source, revision=revision or "main", timeout=30)
+    except RevisionNotFoundError:
+        raise InputError(f"{source}: no revision {revision!r} on the Hugging Face Hub") from None
+    except RepositoryNotFoundError:
+        raise InputError(
+            f"{source}: no such model on the Hugging Face Hub (or it is gated/private)",
+            hint="for a gated or private model, export HF_TOKEN",
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        console.warn(f"cannot reach the Hugging Face Hub to resolve {source}@{revision or 'main'}: {exc}")
+        return None
+    sha = info.sha
+    return sha if isinstance(sha, str) and SHA40.match(sha) else None
+
+
+def locked_revision(recipe: Recipe, source: str) -> str | None:
+    """The revision the recipe's lock pins for ``source`` (the lock's ``model`` entry)."""
+    from harness import lock
+
+    the_lock = lock.read(recipe.lock_path)
+    if the_lock is None or the_lock.model.get("source") != source:
+        return None
+    rev = the_lock.model.get("revision")
+    return rev if rev and SHA40.match(rev) else None
+
+
+def plan_download(repo: str, revision: str, dest: Path) -> tuple[int, list[str]]:
+    """Bytes still to fetch for ``repo@revision`` into ``dest``, and the files it has (a dry run)."""
+    from huggingface_hub import snapshot_download
+
+    infos: Any = snapshot_download(
+        repo,
+        revision=revision,
+        local_dir=dest,
+        allow_patterns=ALLOW_PATTERNS,
+        ignore_patterns=IGNORE_PATTERNS,
+        dry_run=True,
+    )
+    need = sum(int(i.file_size or 0) for i in infos if i.will_download)
+    return need, sorted(i.filename for i in infos)
+
+
+def fetch_config(repo: str, revision: str, dest: Path) -> Path:
+    """Only config.json, before the real download (the preflight reads the architecture)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, "config.json", revision=revision, local_dir=dest))
+    except Exception as exc:
+        raise StepError(f"cannot fetch config.json of {repo}@{revision[:12]}: {exc}") from None
+
+
+def download(
+    repo: str, revision: str, dest: Path, *, tqdm_class: Callable[..., Any] | None = None
+) -> Path:
+    """``repo`` at ``revision`` into ``dest``: only the files conversion needs."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(
+            repo,
+            revision=revision,
+            local_dir=dest,
+            allow_patterns=ALLOW_PATTERNS,
+            ignore_patterns=IGNORE_PATTERNS,
+            tqdm_class=tqdm_class,  # type: ignore[arg-type]
+        )
+    except Exception as exc:
+        hint = "set HF_HUB_OFFLINE=0 and check the network" if offline() else None
+        raise StepError(f"download of {repo}@{revision[:12]} failed: {exc}", hint=hint) from None
+    return Path(str(path))

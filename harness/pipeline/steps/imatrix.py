@@ -1,0 +1,64 @@
+"""imatrix: ``llama-imatrix`` over the calibration text, on the converted file.
+
+It runs the trunk only: the MTP layers never get importance data, which is why the
+quantize step keeps them at ``mtp_type``.  llama-imatrix also prints the perplexity of the
+calibration text (``Final estimate: PPL = x``); the sidecar records it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness import console
+from harness.errors import StepError
+from harness.gguf_files.reader import open_gguf
+from harness.pipeline import progress
+from harness.pipeline.plan import Context, Outcome
+from harness.pipeline.steps.job import Job, execute
+from harness.recipe import ModelImatrix
+
+VERSION = 1
+
+
+class Imatrix:
+    name: ClassVar[str] = "imatrix"
+
+    def run(self, ctx: Context) -> list[Outcome]:
+        assert ctx.converted is not None
+        settings = ctx.section.imatrix or ModelImatrix()
+        model, calibration, tool = ctx.converted, ctx.calibration(), ctx.build.imatrix
+        output = ctx.imatrix_path()
+
+        def argv(tmp: Path) -> list[str]:
+            return [str(tool), "-m", str(model), "-f", str(calibration), "-o", str(tmp),
+                    "--chunks", str(settings.chunks), "-c", str(settings.ctx)]  # fmt: skip
+
+        def verify(tmp: Path) -> dict[str, Any]:
+            with open_gguf(tmp) as gf:
+                entries = len(gf.tensors)
+            if entries == 0:
+                raise StepError(f"llama-imatrix wrote no importance data to {output.name}")
+            return {"imatrix_tensors": entries}
+
+        outcome = execute(
+            ctx,
+            Job(
+                step=self.name,
+                label="imatrix",
+                output=output,
+                tool=tool,
+                inputs={"model": model, "calibration": calibration},
+                params={"chunks": settings.chunks, "ctx": settings.ctx},
+                argv=argv,
+                verify=verify,
+                lines=progress.imatrix_lines,
+            ),
+            version=VERSION,
+        )
+        ppl = outcome.sidecar.get("ppl")
+        if not outcome.skipped and (ppl is None or not math.isfinite(ppl)):
+            console.warn(f"llama-imatrix reported no finite perplexity ({ppl}); check {outcome.sidecar.get('log')}")
+        ctx.imatrix = output
+        return [outcome]
