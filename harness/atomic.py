@@ -14,9 +14,22 @@ from typing import Any
 from filelock import FileLock
 
 
-def write_text(path: Path, text: str) -> None:
+def _mkstemp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """A temp file in ``path``'s directory, with the mode a plain open() would give (not mkstemp's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: Path, text: str) -> None:
+    fd, tmp = _mkstemp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -34,10 +47,12 @@ def write_json(path: Path, data: Any) -> None:
 
 
 @contextlib.contextmanager
-def temp_file_beside(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path``, on failure it is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def temp_file_beside(path: Path, *, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path``, on failure it is removed.
+
+    ``keep_suffix`` ends the temp name with ``path``'s suffix (tools that pick formats by extension).
+    """
+    fd, tmp = _mkstemp_beside(path, ".tmp" + (path.suffix if keep_suffix else ""))
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -13,9 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,30 +102,13 @@ def fresh(output: Path, want_key: str) -> dict[str, Any] | None:
     return side
 
 
-@contextlib.contextmanager
-def temp_output(path: Path) -> Iterator[Path]:
+def temp_output(path: Path) -> contextlib.AbstractContextManager[Path]:
     """A temp file beside ``path`` with the same suffix (tools pick formats by extension).
 
     On success the temp file replaces ``path``; on any failure it is removed, so an old
     output stays whole and a half-written one never appears under the final name.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return atomic.temp_file_beside(path, keep_suffix=True)
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:
