@@ -49,13 +49,18 @@ def options_of(recipe: Recipe, backend: str) -> dict[str, Any]:
     return {"backend": backend, "options": own, "cmake_args": dict(b.cmake_args), "build_type": b.build_type}
 
 
-def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str]) -> str:
+def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str], *, ccache: str | None) -> str:
+    """Everything that goes into a build, paths aside: a change to any of it means a new build."""
+    # the CMake entries this harness version computes, with placeholder paths and stamp
+    flags = cmake.cache_entries(recipe.spec.build, backends.get(backend), cmake.Stamp(0, "-"), Path("/src"),
+                                Path("/build"), ccache="ccache" if ccache else None)
     return _digest({
         "schema": SCHEMA,
         "lock": the_lock.digest,
         **options_of(recipe, backend),
         "targets": sorted(recipe.spec.build.targets),
         "toolchain": tools,
+        "flags": flags,
     })
 
 
@@ -95,7 +100,8 @@ def build(
     the_lock = lock_override or lock.ensure(recipe, frozen=frozen)
     cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
     tools = {**toolchain.versions(cmake_bin, ninja_bin), **backend.toolchain()}
-    ident = identity(the_lock, recipe, backend_name, tools)
+    launcher = cmake.ccache_program() if ccache else None
+    ident = identity(the_lock, recipe, backend_name, tools, ccache=launcher)
     out = out or builds.build_root(builds_dir, recipe.name, backend_name)
     current = builds.manifest(out)
     if not force and current and current.get("identity") == ident and all((out / f).exists() for f in current.get("files", {})):
@@ -106,7 +112,6 @@ def build(
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
     bdir = work_dir(recipe, backend_name)
-    launcher = cmake.ccache_program() if ccache else None
     entries = cmake.cache_entries(recipe.spec.build, backend, stamp, prepared.tree, bdir, ccache=launcher)
     configure = cmake.configure_command(prepared.tree, bdir, entries, ninja_bin, cmake_bin)
     targets = list(recipe.spec.build.targets)

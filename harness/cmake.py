@@ -53,18 +53,21 @@ def cache_entries(
         "LLAMA_BUILD_COMMIT": stamp.commit,
         "GGML_CCACHE": "OFF",  # ccache is set below as the launcher, for every language
     }
-    # Source paths map to "." so binaries are the same wherever they were built.  Under ccache
-    # (CCACHE_BASEDIR = the cache root) the compiler sees ../src/... (build dirs sit beside src),
-    # so that one map suffices and the command line names no absolute path: the same compile in
-    # another recipe's tree is a cache hit (nvcc's -Xcompiler=... arguments are not rewritten by
-    # ccache, so absolute maps there would defeat it).  Plain compiles see absolute paths.
-    # Generated sources in the build dir: ccache makes them bdir-relative, plain compiles map them so.
-    maps = ["-ffile-prefix-map=../src=."] if ccache else [f"-ffile-prefix-map={src}=.", f"-ffile-prefix-map={bdir}/="]
-    entries["CMAKE_C_FLAGS"] = " ".join(maps)
-    entries["CMAKE_CXX_FLAGS"] = " ".join(maps)
+    # Source paths map to "." and generated files to build-dir-relative names, so binaries are
+    # the same wherever they were built.  Plain compiles see absolute paths.  Under ccache
+    # (CCACHE_BASEDIR = the cache root; build dirs sit beside src) the compiler sees ../src/...,
+    # hence the third map.  Unity sources (llama.cpp builds src/ as unity files) #include
+    # absolute paths whatever the launcher, so C/C++ always carry the absolute maps too; ccache
+    # rewrites those for gcc/clang.  It does not rewrite nvcc's -Xcompiler=... arguments, so
+    # under ccache CUDA gets only the relative map (no unity .cu files): same compile in another
+    # tree, same command, a cache hit.
+    absolute = [f"-ffile-prefix-map={src}=.", f"-ffile-prefix-map={bdir}/="]
+    relative = ["-ffile-prefix-map=../src=."]
+    entries["CMAKE_C_FLAGS"] = " ".join(absolute + relative)
+    entries["CMAKE_CXX_FLAGS"] = " ".join(absolute + relative)
     langs = backend.launcher_languages()
     if "CUDA" in langs:
-        entries["CMAKE_CUDA_FLAGS"] = " ".join(f"-Xcompiler={m}" for m in maps)
+        entries["CMAKE_CUDA_FLAGS"] = " ".join(f"-Xcompiler={m}" for m in (relative if ccache else absolute))
     if ccache:
         for lang in langs:
             entries[f"CMAKE_{lang}_COMPILER_LAUNCHER"] = ccache
