@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "imatrix": "imatrix",
     "quantize": "quantize",
     "pipeline": "pipeline",
+    "serve": "serve",
+    "bench": "bench",
 }
 
 

@@ -1,0 +1,143 @@
+"""Run the prompt suite against one real llama-server per mode and collect the server's timings.
+
+Sampling is deterministic (temperature 0, a fixed seed, a fixed ``n_predict``,
+``cache_prompt`` off, one slot), so every mode generates the same text and only the
+speed differs; each server gets one unmeasured warm-up request first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from harness import server
+from harness.bench.modes import Mode
+from harness.bench.prompts import Prompt
+from harness.errors import StepError
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_predict: int = 128
+    repeat: int = 1
+    seed: int = 42
+    request_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request's numbers, straight from the response's ``timings``."""
+
+    mode: str  # Mode.label
+    spec: str  # Mode.name
+    depth: int | None
+    category: str
+    prompt: str
+    repeat: int
+    predicted_n: int
+    predicted_ms: float
+    draft_n: int
+    draft_n_accepted: int
+    output_sha: str  # first 12 hex digits of the text's sha256: speculation must not change it
+    text: str = field(default="", repr=False)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.predicted_n / self.predicted_ms * 1000.0 if self.predicted_ms > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 3)}
+
+
+def sample_from(mode: Mode, prompt: Prompt, repeat: int, response: dict[str, Any]) -> Sample:
+    timings = response.get("timings")
+    if not isinstance(timings, dict) or "predicted_n" not in timings:
+        raise StepError(f"llama-server answered without timings: {str(response)[:300]}")
+    n = int(timings["predicted_n"])
+    ms = float(timings.get("predicted_ms") or 0.0)
+    if ms <= 0 and timings.get("predicted_per_second"):
+        ms = n / float(timings["predicted_per_second"]) * 1000.0
+    text = _text(response)
+    return Sample(
+        mode=mode.label, spec=mode.name, depth=mode.depth, category=prompt.category, prompt=prompt.name,
+        repeat=repeat, predicted_n=n, predicted_ms=ms,
+        draft_n=int(timings.get("draft_n", 0)),  # absent when nothing was drafted
+        draft_n_accepted=int(timings.get("draft_n_accepted", 0)),
+        output_sha=hashlib.sha256(text.encode()).hexdigest()[:12],
+        text=text,
+    )  # fmt: skip
+
+
+def complete(
+    srv: server.Server, prompt: str, settings: Settings, n_predict: int | None = None
+) -> dict[str, Any]:
+    """One chat completion (the server applies the model's template) with deterministic sampling."""
+    body = {
+        "messages": [{"role": "user", "content": prompt}],
+        "n_predict": n_predict if n_predict is not None else settings.n_predict,
+        "temperature": 0.0,
+        "seed": settings.seed,
+        "cache_prompt": False,
+        "stream": False,
+    }
+    try:
+        r = requests.post(
+            f"{srv.url}/v1/chat/completions",
+            json=body,
+            headers=srv.headers(),
+            timeout=settings.request_timeout,
+        )
+    except requests.RequestException as exc:
+        raise StepError(f"request to llama-server failed: {exc}\n  log: {srv.log_path}") from None
+    if r.status_code != 200:
+        raise StepError(f"llama-server answered HTTP {r.status_code}: {r.text[:500]}\n  log: {srv.log_path}")
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def run_plan(
+    binary: Path,
+    model: Path,
+    base_args: Sequence[str],
+    plan: Sequence[Mode],
+    prompts: Sequence[Prompt],
+    settings: Settings,
+    *,
+    draft: Path | None = None,
+    log_dir: Path | None = None,
+    on_start: Callable[[Mode, int], None] | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> tuple[dict[str, list[str]], list[Sample]]:
+    """Every mode, ``settings.repeat`` rounds: each round starts each mode's server afresh
+    (in a rotated order) and runs every prompt once, so drift in machine load and what a
+    server remembers between requests (ngram-mod's table) do not favour any mode."""
+    argvs: dict[str, list[str]] = {}
+    samples: list[Sample] = []
+    for round_ in range(settings.repeat):
+        for mode in [*plan[round_ % len(plan) :], *plan[: round_ % len(plan)]]:
+            if on_start is not None:
+                on_start(mode, round_)
+            log_path = log_dir / f"{mode.label}.log" if log_dir is not None else None
+            args = [*base_args, *mode.flags(draft)]
+            with server.running_server(binary, model, args, log_path=log_path) as srv:
+                argvs[mode.label] = srv.argv
+                complete(srv, prompts[0].text, settings, n_predict=8)  # warm-up, not measured
+                for prompt in prompts:
+                    sample = sample_from(mode, prompt, round_, complete(srv, prompt.text, settings))
+                    samples.append(sample)
+                    if on_sample is not None:
+                        on_sample(sample)
+    order = {m.label: i for i, m in enumerate(plan)}
+    samples.sort(key=lambda s: (order[s.mode], s.category, s.prompt, s.repeat))
+    return argvs, samples
+
+
+def _text(response: dict[str, Any]) -> str:
+    choices = response.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    return str(message.get("content") or "") + str(message.get("reasoning_content") or "")

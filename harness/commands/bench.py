@@ -1,0 +1,156 @@
+"""harness bench RECIPE --model GGUF: tokens/s, draft acceptance and speedup per task category.
+
+One llama-server per speculative mode (and depth, with ``--sweep``), the built-in
+prompt suite plus ``--prompts DIR``, deterministic sampling.  Writes bench.json and
+bench.png to ``--out``; prints a table and, per category, the flags to serve with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness import atomic, console, runner, server
+from harness.bench import chart, modes, prompts, report
+from harness.bench.runner import Settings, run_plan
+from harness.commands.serve import (
+    accept_passthrough,
+    add_server_options,
+    existing_file,
+    handle_stop_signals,
+    positive_int,
+)
+from harness.errors import InputError
+from harness.recipe import load_recipe
+
+DEFAULT_SPEC = "none,ngram-simple,ngram-mod"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure speculative modes per task category against the recipe's llama-server",
+        usage="harness bench RECIPE --model GGUF [options] [-- LLAMA_SERVER_ARGS...]",
+    )
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--model", "-m", required=True, type=Path, metavar="GGUF")
+    p.add_argument("--spec", metavar="MODES",
+                   help=f"comma list: none, mtp, or --spec-type names; a+b combines (default: {DEFAULT_SPEC}"
+                        " plus the recipe's serve.spec_type)")  # fmt: skip
+    depth = p.add_mutually_exclusive_group()
+    depth.add_argument(
+        "--sweep", metavar="draft-n-max=A..B", help="run each mode at each depth (e.g. draft-n-max=1..6)"
+    )
+    depth.add_argument("--draft-n-max", type=positive_int, metavar="N", help="one draft depth for every mode")
+    p.add_argument("--draft", type=Path, metavar="GGUF", help="draft model for draft-* modes (-md)")
+    p.add_argument("--prompts", type=Path, metavar="DIR", help="more prompts: DIR/<category>/*.txt")
+    p.add_argument("--no-builtin", action="store_true", help="only the prompts of --prompts")
+    p.add_argument("--categories", metavar="LIST", help="comma list of categories to run (default: all)")
+    p.add_argument(
+        "--n-predict", type=positive_int, default=128, metavar="N", help="tokens per request (default 128)"
+    )
+    p.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="rounds: each starts every mode's server afresh and runs every prompt once; each prompt's fastest round counts",
+    )
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="bench.json, bench.png, logs/ (default: reports/bench/<recipe>-<time>)",
+    )
+    p.add_argument("--json", action="store_true", help="print bench.json's content")
+    add_server_options(p)
+    accept_passthrough(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    model = existing_file(args.model, "--model")
+    draft = existing_file(args.draft, "--draft") if args.draft else None
+    suite = prompts.load_suite(
+        args.prompts, categories=_csv(args.categories) or None, builtin=not args.no_builtin
+    )
+    binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
+    serve = recipe.spec.serve
+    names = _csv(args.spec) if args.spec else [*_csv(DEFAULT_SPEC), *_csv(serve.spec_type or "")]
+    depths: list[int | None] = (
+        list(modes.parse_sweep(args.sweep)) if args.sweep else [args.draft_n_max or serve.draft_n_max]
+    )
+    plan = modes.plan(names, server.spec_types(binary), depths)
+    needs_draft = sorted({m.name for m in plan if m.needs_model and "draft-mtp" not in m.types})
+    if needs_draft and draft is None:
+        raise InputError(f"mode {', '.join(needs_draft)} needs a draft model", hint="pass --draft GGUF")
+    base_args = server.compose_args(serve, backend=backend, spec=[], extra=["-np", "1", *args.server_args])
+    settings = Settings(n_predict=args.n_predict, repeat=args.repeat, seed=args.seed)
+    out: Path = args.out or Path("reports/bench") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    handle_stop_signals()
+
+    total = len(plan) * len(suite) * settings.repeat
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console.err_console(), transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("bench", total=total)
+        argvs, samples = run_plan(
+            binary, model, base_args, plan, suite, settings, draft=draft, log_dir=out / "logs",
+            on_start=lambda m, r: progress.update(task, description=f"{m.label} (round {r + 1}): starting"),
+            on_sample=lambda s: progress.update(task, advance=1, description=f"{s.mode}: {s.category}/{s.prompt}"),
+        )  # fmt: skip
+
+    rows = report.summarise(samples)
+    picks = report.best(rows, plan)
+    data: dict[str, Any] = {
+        "recipe": recipe.name,
+        "model": str(model),
+        "llama_server": str(binary),
+        "backend": backend,
+        "version": _version(binary),
+        "settings": {
+            "n_predict": settings.n_predict, "repeat": settings.repeat, "seed": settings.seed,
+            "temperature": 0.0, "cache_prompt": False,
+            "prompts": [f"{p.category}/{p.name}" for p in suite],
+        },
+        "modes": [
+            {"label": m.label, "spec": m.name, "types": list(m.types), "depth": m.depth, "argv": argvs[m.label]}
+            for m in plan
+        ],
+        "rows": [r.to_json() for r in rows],
+        "best": [b.to_json() for b in picks],
+        "best_depths": report.best_depths(rows) if args.sweep else None,
+        "samples": [s.to_json() for s in samples],
+        "json": str(out / "bench.json"),
+        "chart": str(out / "bench.png"),
+    }  # fmt: skip
+    atomic.write_json(out / "bench.json", data)
+    chart.write_png(rows, out / "bench.png", title=f"{recipe.name}: {model.name} ({backend})")
+    if args.json:
+        console.emit_json(data)
+        return 0
+    Console(highlight=False).print(report.table(rows))
+    console.out()
+    console.out("best per category:")
+    for line in report.recommendations(picks, recipe=args.recipe, model=str(args.model)):
+        console.out("  " + line)
+    console.out()
+    console.out(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 0
+
+
+def _csv(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _version(binary: Path) -> str:
+    result = runner.run([binary, "--version"], check=False, timeout=60)
+    lines = (result.stdout + result.stderr).splitlines()
+    return next((line.strip() for line in lines if line.startswith("version:")), "unknown")

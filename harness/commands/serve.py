@@ -1,0 +1,155 @@
+"""harness serve RECIPE --model GGUF: run the recipe's llama-server with its speculative flags.
+
+Flags come from the recipe's ``serve:`` section, overridden by ``--mtp``/``--spec``/
+``--draft``/``--draft-n-max``; everything after ``--`` goes to llama-server as is.
+Prints the URL once ``/health`` answers (a JSON line with ``--json``) and runs until
+Ctrl-C, which stops the server's whole process group (exit 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness import console, server
+from harness.errors import CommandFailed, InputError
+from harness.recipe import load_recipe
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the recipe's llama-server (MTP / speculative flags from the recipe)",
+        usage="harness serve RECIPE --model GGUF [options] [-- LLAMA_SERVER_ARGS...]",
+    )
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--model", "-m", required=True, type=Path, metavar="GGUF")
+    spec = p.add_mutually_exclusive_group()
+    spec.add_argument(
+        "--mtp", action="store_true", help="speculate with the model's MTP layers (--spec-type draft-mtp)"
+    )
+    spec.add_argument(
+        "--spec", metavar="TYPE", help="a --spec-type of this llama-server (comma list), or none"
+    )
+    p.add_argument(
+        "--draft",
+        type=Path,
+        metavar="GGUF",
+        help="draft model (-md); implies draft-simple unless a draft-* type is given",
+    )
+    p.add_argument(
+        "--draft-n-max",
+        type=positive_int,
+        metavar="N",
+        help="draft depth (the flag that governs the chosen type)",
+    )
+    add_server_options(p)
+    p.add_argument(
+        "--host", default=server.DEFAULT_HOST, help="bind address (default 127.0.0.1; others need an API key)"
+    )
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--api-key-file", type=Path, metavar="FILE", help=f"API key (else ${server.KEY_ENV})")
+    p.add_argument("--log", type=Path, metavar="FILE", help="server log (default: a temp file, printed)")
+    p.add_argument(
+        "--ready-timeout", type=float, default=300.0, metavar="S", help="seconds to wait for /health"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON line (url, pid, argv, log) when ready")
+    accept_passthrough(p)
+
+
+def add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", help="which build of the recipe (default: the first one built)")
+    p.add_argument("--builds-dir", type=Path, metavar="DIR", help="where builds live (default: builds/)")
+
+
+def accept_passthrough(parser: argparse.ArgumentParser, dest: str = "server_args") -> None:
+    """Let ``-- ARGS...`` at the end reach llama-server untouched.
+
+    argparse cannot put a positional after ``--`` once RECIPE has been matched, so this
+    parser splits its own arguments at the first ``--`` before parsing the rest.
+    """
+    original = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        argv = list(sys.argv[1:] if args is None else args)
+        rest: list[str] = []
+        if "--" in argv:
+            cut = argv.index("--")
+            argv, rest = argv[:cut], argv[cut + 1 :]
+        ns, unknown = original(argv, namespace)
+        setattr(ns, dest, rest)
+        return ns, unknown
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    model = existing_file(args.model, "--model")
+    draft = existing_file(args.draft, "--draft") if args.draft else None
+    key = server.api_key(args.api_key_file)
+    server.require_key(args.host, key)  # before anything slow
+    binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
+    spec: list[str] | None = None
+    if args.mtp:
+        spec = ["draft-mtp"]
+    elif args.spec is not None:
+        spec = server.resolve_spec(re.split(r"[,+]", args.spec), server.spec_types(binary))
+    elif recipe.spec.serve.spec_type:
+        spec = server.resolve_spec(recipe.spec.serve.spec_type.split(","), server.spec_types(binary))
+    server_args = server.compose_args(
+        recipe.spec.serve,
+        backend=backend,
+        spec=spec,
+        draft=draft,
+        depth=args.draft_n_max,
+        extra=args.server_args,
+    )
+    handle_stop_signals()
+    with server.running_server(
+        binary, model, server_args, host=args.host, port=args.port, key=key,
+        log_path=args.log, ready_timeout=args.ready_timeout,
+    ) as srv:  # fmt: skip
+        if args.json:
+            sys.stdout.write(json.dumps({**srv.to_json(), "backend": backend}) + "\n")
+        else:
+            console.info(f"llama-server ready (pid {srv.pid}); log: {srv.log_path}; Ctrl-C stops it")
+            sys.stdout.write(srv.url + "\n")
+        sys.stdout.flush()
+        server.wait_exit(srv)  # only returns if the server dies on its own
+    assert srv.process is not None
+    code = srv.process.returncode
+    if code != 0:
+        raise CommandFailed(srv.argv, code, server.log_tail(srv.log_path), log=str(srv.log_path))
+    return 0
+
+
+def handle_stop_signals() -> None:
+    """SIGINT -> KeyboardInterrupt (exit 130) even when started in the background, where
+    shells ignore it; SIGTERM -> exit 143.  Both unwind through running_server, which
+    stops the server's group."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def existing_file(path: Path, flag: str) -> Path:
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: no such file")
+    return path.resolve()
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
