@@ -26,7 +26,7 @@ from harness.recipe import Recipe
 from harness.stack import Prepared
 from harness.tree import Tree
 
-SCHEMA = 1
+SCHEMA = 2  # 2: ccache namespace (objects built under scheme 1 may carry other file names)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ def _digest(data: Any) -> str:
 def options_of(recipe: Recipe, backend: str) -> dict[str, Any]:
     b = recipe.spec.build
     own = getattr(b, backend).model_dump()
-    return {"backend": backend, "options": own, "cmake_args": dict(b.cmake_args), "build_type": b.build_type}
+    return {"backend": backend, "options": own, "cmake_args": dict(b.cmake_args), "build_type": b.build_type,
+            "schema": SCHEMA}
 
 
 def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str], *, ccache: str | None) -> str:
@@ -118,7 +119,7 @@ def build(
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
     env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(git.commit_time(prepared.tree, prepared.base))}
     if launcher:  # compiles see ../src/... (see cmake.cache_entries), whatever the user's setting
-        env["CCACHE_BASEDIR"] = str(paths.cache_root())
+        env.update(cmake.ccache_env(paths.cache_root()))
     log = bdir / "harness-build.log"
     with atomic.lock(bdir.with_name(bdir.name + ".lock"), timeout=7200):
         bdir.mkdir(parents=True, exist_ok=True)

@@ -114,5 +114,16 @@ def run_ninja(argv: list[str], log: Path, env: Mapping[str, str]) -> int:
     return steps["done"]
 
 
+# ccache leaves -ffile-prefix-map out of its hash, so an object compiled under another mapping
+# would be served as is (and carry that mapping's file names).  The namespace keys the cache on
+# this harness's mapping scheme: bump it whenever cache_entries' maps change.
+CCACHE_NAMESPACE = "llama-harness-prefix-map-2"
+
+
+def ccache_env(cache_root: Path) -> dict[str, str]:
+    """Environment for compiles under ccache (see cache_entries for why both are needed)."""
+    return {"CCACHE_BASEDIR": str(cache_root), "CCACHE_NAMESPACE": CCACHE_NAMESPACE}
+
+
 def ccache_program() -> str | None:
     return shutil.which("ccache")

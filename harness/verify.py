@@ -44,7 +44,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
         env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(git.commit_time(src, prepared.base))}
         if launcher:
-            env["CCACHE_BASEDIR"] = str(paths.cache_root())
+            env.update(cmake.ccache_env(paths.cache_root()))
         log = scratch / "verify.log"
         console.step(f"verify: rebuilding {recipe.name}/{backend_name} in {scratch}" + ("" if ccache else " (ccache off)"))
         runner.stream(cmake.configure_command(src, bdir, entries, ninja_bin, cmake_bin), log_path=log, env=env)
