@@ -39,14 +39,24 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
     try:
         src, bdir, dest = scratch / "src", scratch / "build", scratch / "out"  # ../src, as in real builds
         git.worktree_add(Tree.for_recipe(recipe).src, src, prepared.commit)
-        launcher = cmake.ccache_program() if ccache else None
+        # Rebuild the way the published build was made: ccache rewrites and normalizes paths
+        # (-I dir/.. becomes dir), which shows in __FILE__, so a build made under ccache is
+        # compared with one made under ccache.  Unless --ccache, CCACHE_RECACHE makes it
+        # compile every object again instead of reading the cache.
+        used_ccache = any(a.startswith("-DCMAKE_C_COMPILER_LAUNCHER=") for a in published["cmake"]["configure"])
+        launcher = cmake.ccache_program() if (ccache or used_ccache) else None
+        if used_ccache and launcher is None:
+            raise InputError(f"{out} was built with ccache, which is not installed here: install it to verify")
         entries = cmake.cache_entries(recipe.spec.build, backend, stamp, src, bdir, ccache=launcher)
         cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
         env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(git.commit_time(src, prepared.base))}
         if launcher:
             env.update(cmake.ccache_env(paths.cache_root()))
+            if not ccache:
+                env["CCACHE_RECACHE"] = "1"
         log = scratch / "verify.log"
-        console.step(f"verify: rebuilding {recipe.name}/{backend_name} in {scratch}" + ("" if ccache else " (ccache off)"))
+        how = "ccache hits allowed" if ccache else ("every object recompiled" + (" (ccache, recache)" if launcher else ""))
+        console.step(f"verify: rebuilding {recipe.name}/{backend_name} in {scratch}, {how}")
         runner.stream(cmake.configure_command(src, bdir, entries, ninja_bin, cmake_bin), log_path=log, env=env)
         targets = list(published["targets"])
         cmake.run_ninja(cmake.build_command(bdir, targets, ninja_bin, jobs), log, env)
