@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, backends, builds, cmake, console, git, lock, paths, publish, stack, toolchain
+from harness import (
+    atomic,
+    backends,
+    builds,
+    cmake,
+    console,
+    git,
+    lock,
+    paths,
+    publish,
+    runner,
+    stack,
+    toolchain,
+)
 from harness.errors import StepError
 from harness.lock import Lock
 from harness.recipe import Recipe
@@ -117,9 +129,7 @@ def build(
     configure = cmake.configure_command(prepared.tree, bdir, entries, ninja_bin, cmake_bin)
     targets = list(recipe.spec.build.targets)
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
-    env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(git.commit_time(prepared.tree, prepared.base))}
-    if launcher:  # compiles see ../src/... (see cmake.cache_entries), whatever the user's setting
-        env.update(cmake.ccache_env(paths.cache_root()))
+    env = cmake.build_env(backend, git.commit_time(prepared.tree, prepared.base), paths.cache_root(), ccache=launcher)
     log = bdir / "harness-build.log"
     with atomic.lock(bdir.with_name(bdir.name + ".lock"), timeout=7200):
         bdir.mkdir(parents=True, exist_ok=True)
@@ -129,8 +139,6 @@ def build(
         if force or not (bdir / "CMakeCache.txt").exists() or not state.exists() or json.loads(state.read_text()) != configure:
             console.step(f"{recipe.name}/{backend_name}: configuring")
             state.unlink(missing_ok=True)
-            from harness import runner
-
             runner.stream(configure, log_path=log, env=env, append=True)
             atomic.write_json(state, configure)
         configure_s = time.monotonic() - t0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -123,6 +124,15 @@ CCACHE_NAMESPACE = "llama-harness-prefix-map-2"
 def ccache_env(cache_root: Path) -> dict[str, str]:
     """Environment for compiles under ccache (see cache_entries for why both are needed)."""
     return {"CCACHE_BASEDIR": str(cache_root), "CCACHE_NAMESPACE": CCACHE_NAMESPACE}
+
+
+def build_env(backend: Backend, source_date_epoch: int, cache_root: Path, *, ccache: str | None) -> dict[str, str]:
+    """The environment configure and ninja run in: the backend's variables, the fixed
+    SOURCE_DATE_EPOCH, and under ccache the settings cache_entries' path maps rely on."""
+    env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(source_date_epoch)}
+    if ccache:
+        env.update(ccache_env(cache_root))
+    return env
 
 
 def ccache_program() -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -49,11 +48,9 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
             raise InputError(f"{out} was built with ccache, which is not installed here: install it to verify")
         entries = cmake.cache_entries(recipe.spec.build, backend, stamp, src, bdir, ccache=launcher)
         cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
-        env = {**os.environ, **backend.env(), "SOURCE_DATE_EPOCH": str(git.commit_time(src, prepared.base))}
-        if launcher:
-            env.update(cmake.ccache_env(paths.cache_root()))
-            if not ccache:
-                env["CCACHE_RECACHE"] = "1"
+        env = cmake.build_env(backend, git.commit_time(src, prepared.base), paths.cache_root(), ccache=launcher)
+        if launcher and not ccache:
+            env["CCACHE_RECACHE"] = "1"
         log = scratch / "verify.log"
         how = "ccache hits allowed" if ccache else ("every object recompiled" + (" (ccache, recache)" if launcher else ""))
         console.step(f"verify: rebuilding {recipe.name}/{backend_name} in {scratch}, {how}")
