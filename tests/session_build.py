@@ -17,7 +17,7 @@ from pathlib import Path
 from harness import offline
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ["llama-server", "llama-quantize", "llama-imatrix"]
+TARGETS = ["llama-server", "llama-quantize", "llama-imatrix", "llama-gguf-split"]
 
 
 def recipe_text(name: str = "session") -> str:
