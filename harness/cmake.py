@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import console, runner
 from harness.backends.base import Backend
+from harness.isa import Plan
 from harness.recipe import Build
 
 _STEP = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")
@@ -34,9 +35,10 @@ def program(name: str) -> str:
 
 
 def cache_entries(
-    build: Build, backend: Backend, stamp: Stamp, src: Path, bdir: Path, *, ccache: str | None
+    build: Build, backend: Backend, stamp: Stamp, src: Path, bdir: Path, *, ccache: str | None, isa: Plan
 ) -> dict[str, str]:
-    """Every -D entry, in order: release defaults, stamping, reproducibility, ccache, backend, recipe."""
+    """Every -D entry, in order: release defaults, stamping, reproducibility, ccache, the CPU
+    instruction-set policy (every backend: see harness/isa.py), backend, recipe."""
     entries: dict[str, str] = {
         "CMAKE_BUILD_TYPE": build.build_type,
         "BUILD_SHARED_LIBS": "ON",
@@ -64,14 +66,15 @@ def cache_entries(
     # tree, same command, a cache hit.
     absolute = [f"-ffile-prefix-map={src}=.", f"-ffile-prefix-map={bdir}/="]
     relative = ["-ffile-prefix-map=../src=."]
-    entries["CMAKE_C_FLAGS"] = " ".join(absolute + relative)
-    entries["CMAKE_CXX_FLAGS"] = " ".join(absolute + relative)
+    entries["CMAKE_C_FLAGS"] = " ".join(absolute + relative + list(isa.cflags))
+    entries["CMAKE_CXX_FLAGS"] = " ".join(absolute + relative + list(isa.cflags))
     langs = backend.launcher_languages()
     if "CUDA" in langs:
         entries["CMAKE_CUDA_FLAGS"] = " ".join(f"-Xcompiler={m}" for m in (relative if ccache else absolute))
     if ccache:
         for lang in langs:
             entries[f"CMAKE_{lang}_COMPILER_LAUNCHER"] = ccache
+    entries.update(isa.cmake)
     entries.update(backend.cmake_args(build))
     for key, value in build.cmake_args.items():
         entries[key] = ("ON" if value else "OFF") if isinstance(value, bool) else str(value)

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import backends, builds, cmake, console, git, lock, paths, publish, runner, stack
+from harness import backends, builds, cmake, console, git, isa, lock, paths, publish, runner, stack, toolchain
 from harness.errors import InputError
 from harness.recipe import Recipe
 from harness.tree import Tree
@@ -46,7 +46,8 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         launcher = cmake.ccache_program() if (ccache or used_ccache) else None
         if used_ccache and launcher is None:
             raise InputError(f"{out} was built with ccache, which is not installed here: install it to verify")
-        entries = cmake.cache_entries(recipe.spec.build, backend, stamp, src, bdir, ccache=launcher)
+        plan = isa.from_manifest(published["isa"], toolchain.compiler())
+        entries = cmake.cache_entries(recipe.spec.build, backend, stamp, src, bdir, ccache=launcher, isa=plan)
         cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
         env = cmake.build_env(backend, git.commit_time(src, prepared.base), paths.cache_root(), ccache=launcher)
         if launcher and not ccache:
@@ -58,6 +59,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         targets = list(published["targets"])
         cmake.run_ninja(cmake.build_command(bdir, targets, ninja_bin, jobs), log, env)
         publish.collect(bdir, src, targets, dest)
+        publish.drop_cpu_variants(dest / "bin", isa.dropped_variants(plan, src))
         fresh = publish.file_digests(dest)
     finally:
         git.worktree_remove(Tree.for_recipe(recipe).src, scratch / "src")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import backends, cmake
+from harness import backends, cmake, isa
 from harness.backends import cuda
 from harness.recipe import Build
 
@@ -24,15 +24,25 @@ COMMON = [
 
 
 
+ZEN3 = isa.Cpu("AMD EPYC 7763", "x86_64", frozenset(isa.PORTABLE))
+GCC12 = isa.Compiler("cc", "gcc", (12, 2, 0))
+
+
 def _command(backend: str, build: Build, ccache: str | None = "/usr/bin/ccache") -> list[str]:
-    entries = cmake.cache_entries(build, backends.get(backend), STAMP, SRC, BDIR, ccache=ccache)
+    plan = isa.plan(build, GCC12, ZEN3)
+    entries = cmake.cache_entries(build, backends.get(backend), STAMP, SRC, BDIR, ccache=ccache, isa=plan)
     return cmake.configure_command(SRC, BDIR, entries, "ninja", "cmake")
 
 
 def test_cpu_variants() -> None:
     launch = ["-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache"]
     assert _command("cpu", Build()) == [*COMMON, *launch, "-DGGML_NATIVE=ON"]
-    assert _command("cpu", Build.model_validate({"cpu": {"variant": "portable"}}), ccache=None) == [*COMMON, "-DGGML_NATIVE=OFF"]
+    assert _command("cpu", Build.model_validate({"cpu": {"variant": "portable"}}), ccache=None) == [
+        *COMMON, "-DGGML_NATIVE=OFF", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF",
+        "-DGGML_AVX512_BF16=OFF", "-DGGML_AVX512_VNNI=OFF", "-DGGML_AVX512_VBMI=OFF", "-DGGML_AVX512=OFF",
+        "-DGGML_AVX_VNNI=OFF", "-DGGML_AVX2=ON", "-DGGML_BMI2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_AVX=ON",
+        "-DGGML_SSE42=ON",
+    ]
     assert _command("cpu", Build.model_validate({"cpu": {"variant": "all-variants"}}))[-3:] == [
         "-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"
     ]
@@ -44,7 +54,7 @@ def test_cuda_archs_from_recipe_and_ccache_wraps_nvcc() -> None:
         *COMMON,
         "-DCMAKE_CUDA_FLAGS=-Xcompiler=-ffile-prefix-map=../src=.",
         "-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache",
-        "-DCMAKE_CUDA_COMPILER_LAUNCHER=/usr/bin/ccache",
+        "-DCMAKE_CUDA_COMPILER_LAUNCHER=/usr/bin/ccache", "-DGGML_NATIVE=ON",
         "-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=86;89;90", "-DGGML_CUDA_FA_ALL_QUANTS=ON",
     ]
 
@@ -63,13 +73,14 @@ def test_metal_vulkan_hip() -> None:
     # @loader_path replaces $ORIGIN (one -D per key)
     assert metal == [
         *[("-DCMAKE_INSTALL_RPATH=@loader_path" if a == "-DCMAKE_INSTALL_RPATH=$ORIGIN" else a) for a in COMMON],
-        "-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON",
+        "-DGGML_NATIVE=ON", "-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON",
     ]
-    assert _command("vulkan", Build.model_validate({"backends": ["vulkan"]}), ccache=None) == [*COMMON, "-DGGML_VULKAN=ON"]
+    assert _command("vulkan", Build.model_validate({"backends": ["vulkan"]}), ccache=None) == [
+        *COMMON, "-DGGML_NATIVE=ON", "-DGGML_VULKAN=ON"]
     hip = _command("hip", Build.model_validate({"backends": ["hip"], "hip": {"targets": ["gfx1100", "gfx90a"]}}))
     assert hip[len(COMMON):] == [
         "-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache",
-        "-DCMAKE_HIP_COMPILER_LAUNCHER=/usr/bin/ccache", "-DGGML_HIP=ON", "-DGPU_TARGETS=gfx1100;gfx90a",
+        "-DCMAKE_HIP_COMPILER_LAUNCHER=/usr/bin/ccache", "-DGGML_NATIVE=ON", "-DGGML_HIP=ON", "-DGPU_TARGETS=gfx1100;gfx90a",
     ]
 
 

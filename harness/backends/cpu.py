@@ -1,4 +1,5 @@
-"""CPU: native (this machine's ISA), portable (baseline ISA) or all-variants (runtime dispatch)."""
+"""CPU: ggml's CPU backend alone.  Its instruction sets (native, portable, all-variants) are
+the policy every backend shares: harness/isa.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,7 @@ class Cpu:
     name = "cpu"
 
     def cmake_args(self, build: Build) -> dict[str, str]:
-        variant = build.cpu.variant
-        if variant == "native":
-            return {"GGML_NATIVE": "ON"}
-        if variant == "portable":
-            return {"GGML_NATIVE": "OFF"}
-        return {"GGML_NATIVE": "OFF", "GGML_BACKEND_DL": "ON", "GGML_CPU_ALL_VARIANTS": "ON"}
+        return {}
 
     def env(self) -> dict[str, str]:
         return {}

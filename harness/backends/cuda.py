@@ -40,7 +40,8 @@ class Cuda:
         if archs:
             args["CMAKE_CUDA_ARCHITECTURES"] = ";".join(archs)
         else:
-            console.warn("cuda: no archs in the recipe and no GPU seen by nvidia-smi: llama.cpp's broad default set is built (slow)")
+            console.warn("cuda: no build.cuda.archs and no GPU seen by nvidia-smi: with GGML_NATIVE=ON (the CPU policy's "
+                         "default) ggml builds for the 'native' GPU, which fails without one; set build.cuda.archs (e.g. [90])")
         return args
 
     def env(self) -> dict[str, str]:

@@ -6,8 +6,9 @@ import argparse
 import shutil
 from typing import Any
 
-from harness import backends, cmake, console
+from harness import backends, cmake, console, isa, toolchain
 from harness.errors import InputError
+from harness.recipe import Build
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,11 +36,19 @@ def run(args: argparse.Namespace) -> int:
             "missing": base_missing + [f"{t.program} ({t.purpose}): {t.install}" for t in det.missing],
             "notes": det.notes,
         })
+    cpu = _cpu()
     if args.json:
-        console.emit_json({"common": common, "backends": report})
+        console.emit_json({"common": common, "cpu": cpu, "backends": report})
         return 0
     for name, path in common.items():
         console.out(f"{name:8} {path or 'MISSING'}" + ("  (optional: caches compiles, C/C++/CUDA)" if name == "ccache" else ""))
+    console.out("")
+    console.out(f"cpu      {cpu['model']} ({cpu['arch']}), compiler {cpu['compiler']}")
+    console.out(f"         extensions: {', '.join(cpu['extensions']) or '-'}")
+    for variant, plan in cpu["policy"].items():
+        console.out(f"         {variant}: uses {', '.join(plan['enabled']) or 'baseline only'}")
+        for ext, why in plan["disabled"].items():
+            console.out(f"           without {ext}: {why}")
     console.out("")
     for entry in report:
         mark = "yes" if entry["available"] else "no "
@@ -51,3 +60,14 @@ def run(args: argparse.Namespace) -> int:
         for n in entry["notes"]:
             console.out(f"       {n}")
     return 0
+
+
+def _cpu() -> dict[str, Any]:
+    """This CPU, its extensions, and what each CPU variant would use and exclude here (harness/isa.py)."""
+    compiler = toolchain.compiler()
+    cpu = isa.detect_cpu()
+    policy = {v: isa.plan(Build.model_validate({"cpu": {"variant": v}}), compiler, cpu).to_json() for v in isa.VARIANTS}
+    return {"model": cpu.model, "arch": cpu.arch, "flags": sorted(cpu.flags), "extensions": sorted(cpu.extensions),
+            "compiler": str(compiler),
+            "policy": {v: {"enabled": p["enabled"], "disabled": p["disabled"], "cmake": p["cmake"], "cflags": p["cflags"]}
+                       for v, p in policy.items()}}

@@ -1,0 +1,90 @@
+"""``harness build --dry-run``: what a build would do, computed without running it.
+
+The lock as it stands (nothing is resolved or fetched), the stack, the CPU instruction-set
+policy, the exact configure and build commands, the smoke checks and where the result would
+go.  It works for any backend on any machine, its toolchain present or not, so a CUDA plan
+can be read on a laptop; detection probes (``cc --version``, ``nvidia-smi``) are the only
+programs it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import backends, build, builds, cmake, isa, lock, toolchain
+from harness.errors import InputError
+from harness.recipe import Recipe
+from harness.tree import Tree
+
+
+def _program(name: str) -> str:
+    try:
+        return cmake.program(name)
+    except InputError:
+        return name
+
+
+def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, checks: Sequence[str] | None,
+            jobs: int | None = None, ccache: bool = True) -> dict[str, Any]:
+    backend = backends.get(backend_name)
+    the_lock = lock.read(recipe.lock_path)
+    plan = isa.plan(recipe.spec.build, toolchain.compiler())
+    tree = Tree.for_recipe(recipe)
+    bdir = build.work_dir(recipe, backend_name)
+    if the_lock is not None:
+        active = [i for i in the_lock.items if not (i.retired or i.skipped)]
+        short = the_lock.base_sha[:7]
+        stamp = cmake.Stamp(len(active), f"{short}+stack.{the_lock.digest[:8]}" if active else short)
+        stack: list[dict[str, Any]] = [{"item": i.label(), "pin": i.pin, **({"retired": i.retired} if i.retired else {}),
+                  **({"skipped": i.skipped} if i.skipped else {})} for i in the_lock.items]
+        locked: dict[str, Any] | None = {"path": str(recipe.lock_path), "base": the_lock.base_sha,
+                                         "digest": the_lock.digest}
+    else:
+        stamp = cmake.Stamp(len(recipe.spec.stack), "<base>+stack.<lock digest>" if recipe.spec.stack else "<base>")
+        stack = [{"item": item.label(recipe.spec.upstream.repo), "pin": None} for item in recipe.spec.stack]
+        locked = None
+    launcher = cmake.ccache_program() if ccache else None
+    entries = cmake.cache_entries(recipe.spec.build, backend, stamp, tree.src, bdir, ccache=launcher, isa=plan)
+    ninja = _program("ninja")
+    targets = list(recipe.spec.build.targets)
+    det = backend.detect()
+    return {
+        "recipe": recipe.name,
+        "backend": backend_name,
+        "lock": locked,
+        "stack": stack,
+        "stamp": {"number": stamp.number, "commit": stamp.commit},
+        "isa": plan.to_json(),
+        "configure": cmake.configure_command(tree.src, bdir, entries, ninja, _program("cmake")),
+        "build": cmake.build_command(bdir, targets, ninja, jobs),
+        "smoke": list(checks if checks is not None else recipe.spec.build.smoke),
+        "out": str(builds.build_root(builds_dir, recipe.name, backend_name)),
+        "toolchain": {"available": det.available, "missing": [f"{t.program}: {t.install}" for t in det.missing]},
+    }
+
+
+def describe(p: dict[str, Any]) -> list[str]:
+    """The plan for people: one screen per backend."""
+    import shlex
+
+    isa_ = p["isa"]
+    lines = [f"{p['recipe']}/{p['backend']} -> {p['out']}"]
+    lines.append(f"  lock:      {p['lock']['path'] + ' (base ' + p['lock']['base'][:12] + ')' if p['lock'] else 'none yet: harness build resolves and writes it first'}")
+    for s in p["stack"]:
+        lines.append(f"  stack:     {s['item']}" + (f" @ {s['pin'][:12]}" if s.get("pin") else "")
+                     + (" (retired)" if s.get("retired") else "") + (" (skipped)" if s.get("skipped") else ""))
+    lines.append(f"  stamp:     build {p['stamp']['number']}, commit {p['stamp']['commit']}")
+    lines.append(f"  cpu:       {isa_['variant']} on {isa_['cpu']} ({isa_['arch']}), {isa_['compiler']}")
+    lines.append(f"  uses:      {', '.join(isa_['enabled']) or '-'}")
+    for ext, why in isa_["disabled"].items():
+        lines.append(f"  excluded:  {ext}: {why}")
+    for note in isa_["notes"]:
+        lines.append(f"  note:      {note}")
+    lines.append(f"  configure: {shlex.join(p['configure'])}")
+    lines.append(f"  build:     {shlex.join(p['build'])}")
+    lines.append(f"  smoke:     {', '.join(p['smoke'])}")
+    if not p["toolchain"]["available"]:
+        lines.append(f"  toolchain: missing here: {'; '.join(p['toolchain']['missing']) or 'see harness doctor'}")
+    return lines
