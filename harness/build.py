@@ -1,18 +1,27 @@
 """Locked recipe -> builds/<recipe>/<backend>/: one CMake+Ninja build per backend.
 
 The identity of a build is a digest of everything that goes into it (lock, backend and
-options, targets, CMake arguments, toolchain versions).  When the published build has that
-identity, nothing runs.  Source and build directories live in the cache per (recipe,
-backend, options) and are moved to each new patched commit, so only what changed is
-recompiled.  The result is assembled beside the published one and swapped in only after
-the smoke test passed: a failed or interrupted build leaves the previous good build.
+options, the CPU instruction-set policy, targets, CMake arguments, toolchain versions, smoke
+checks).  When the published build has that identity, nothing runs.  Source and build
+directories live in the cache per (recipe, backend, options) and are moved to each new
+patched commit, so only what changed is recompiled.  The result is assembled beside the
+published one and swapped in only after the smoke checks passed (by default ``--version``
+and a real decode, harness/smoke/): a failed or interrupted build leaves the previous good
+build.
+
+A decode that crashes (SIGILL at the first matmul, say) is answered by rebuilding without
+the instruction-set extension at fault (harness/isa.py: ``next_exclusion``), said on the
+console, recorded in the manifest and remembered for this CPU and compiler; ``strict``
+refuses instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,20 +34,23 @@ from harness import (
     cmake,
     console,
     git,
+    isa,
     lock,
     paths,
     publish,
     runner,
+    smoke,
     stack,
     toolchain,
 )
 from harness.errors import StepError
 from harness.lock import Lock
 from harness.recipe import Recipe
+from harness.smoke.decode import DecodeCrash
 from harness.stack import Prepared
 from harness.tree import Tree
 
-SCHEMA = 2  # 2: ccache namespace (objects built under scheme 1 may carry other file names)
+SCHEMA = 3  # 3: the CPU instruction-set policy and the decode smoke (2: ccache namespace)
 
 
 @dataclass(frozen=True)
@@ -58,15 +70,19 @@ def _digest(data: Any) -> str:
 def options_of(recipe: Recipe, backend: str) -> dict[str, Any]:
     b = recipe.spec.build
     own = getattr(b, backend).model_dump()
-    return {"backend": backend, "options": own, "cmake_args": dict(b.cmake_args), "build_type": b.build_type,
-            "schema": SCHEMA}
+    return {"backend": backend, "options": own, "cpu": b.cpu.model_dump(), "cmake_args": dict(b.cmake_args),
+            "build_type": b.build_type, "schema": SCHEMA}
 
 
-def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str], *, ccache: str | None) -> str:
-    """Everything that goes into a build, paths aside: a change to any of it means a new build."""
+def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str], *, ccache: str | None,
+             plan: isa.Plan) -> str:
+    """Everything that goes into a build, paths aside: a change to any of it means a new build.
+
+    The smoke checks are not part of it: a published build is current when it has this
+    identity *and* passed every check asked for now (see ``_current``)."""
     # the CMake entries this harness version computes, with placeholder paths and stamp
     flags = cmake.cache_entries(recipe.spec.build, backends.get(backend), cmake.Stamp(0, "-"), Path("/src"),
-                                Path("/build"), ccache="ccache" if ccache else None)
+                                Path("/build"), ccache="ccache" if ccache else None, isa=plan)
     return _digest({
         "schema": SCHEMA,
         "lock": the_lock.digest,
@@ -74,6 +90,7 @@ def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str]
         "targets": sorted(recipe.spec.build.targets),
         "toolchain": tools,
         "flags": flags,
+        "isa": plan.identity(),
     })
 
 
@@ -106,18 +123,27 @@ def build(
     ccache: bool = True,
     lock_override: Lock | None = None,
     out: Path | None = None,
+    checks: Sequence[str] | None = None,
+    smoke_model: Path | None = None,
+    strict: bool = False,
 ) -> BuildResult:
-    """Build one backend; ``lock_override`` and ``out`` let nightly build a candidate lock elsewhere."""
+    """Build one backend; ``lock_override`` and ``out`` let nightly build a candidate lock elsewhere.
+
+    ``checks``: the smoke checks to pass before publishing (default: the recipe's
+    ``build.smoke``); ``smoke_model`` the real model of the quantize/serve checks.
+    """
     started = time.monotonic()
     backend = backends.get(backend_name)
     the_lock = lock_override or lock.ensure(recipe, frozen=frozen)
     cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
     tools = {**toolchain.versions(cmake_bin, ninja_bin), **backend.toolchain()}
     launcher = cmake.ccache_program() if ccache else None
-    ident = identity(the_lock, recipe, backend_name, tools, ccache=launcher)
+    plan = isa.plan(recipe.spec.build, toolchain.compiler())
+    checks = list(checks if checks is not None else recipe.spec.build.smoke)
+    ident = identity(the_lock, recipe, backend_name, tools, ccache=launcher, plan=plan)
     out = out or builds.build_root(builds_dir, recipe.name, backend_name)
     current = builds.manifest(out)
-    if not force and current and current.get("identity") == ident and all((out / f).exists() for f in current.get("files", {})):
+    if not force and current and _current(current, ident, checks, out):
         return BuildResult(recipe.name, backend_name, out, ident, True, current)
 
     console.step(f"{recipe.name}: preparing the source tree")
@@ -125,49 +151,97 @@ def build(
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
     bdir = work_dir(recipe, backend_name)
-    entries = cmake.cache_entries(recipe.spec.build, backend, stamp, prepared.tree, bdir, ccache=launcher)
-    configure = cmake.configure_command(prepared.tree, bdir, entries, ninja_bin, cmake_bin)
     targets = list(recipe.spec.build.targets)
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
     env = cmake.build_env(backend, git.commit_time(prepared.tree, prepared.base), paths.cache_root(), ccache=launcher)
     log = bdir / "harness-build.log"
+    fallbacks: list[dict[str, Any]] = []
     with atomic.lock(bdir.with_name(bdir.name + ".lock"), timeout=7200):
         bdir.mkdir(parents=True, exist_ok=True)
         log.write_text("")
-        t0 = time.monotonic()
-        state = bdir / "harness-configure.json"
-        if force or not (bdir / "CMakeCache.txt").exists() or not state.exists() or json.loads(state.read_text()) != configure:
-            console.step(f"{recipe.name}/{backend_name}: configuring")
-            state.unlink(missing_ok=True)
-            runner.stream(configure, log_path=log, env=env, append=True)
-            atomic.write_json(state, configure)
-        configure_s = time.monotonic() - t0
-        console.step(f"{recipe.name}/{backend_name}: building {', '.join(targets)}")
-        t1 = time.monotonic()
-        steps = cmake.run_ninja(ninja_cmd, log, env)
-        build_s = time.monotonic() - t1
-        manifest = _publish(recipe, the_lock, prepared, backend_name, out, bdir, targets, stamp, {
-            "identity": ident, "configure": configure, "build": ninja_cmd, "toolchain": tools, "ninja_steps": steps,
-            "log": str(log),
-            "timings": {"prepare_s": round(prepare_s, 3), "configure_s": round(configure_s, 3), "build_s": round(build_s, 3)},
-        }, started)
+        while True:
+            entries = cmake.cache_entries(recipe.spec.build, backend, stamp, prepared.tree, bdir, ccache=launcher, isa=plan)
+            configure = cmake.configure_command(prepared.tree, bdir, entries, ninja_bin, cmake_bin)
+            t0 = time.monotonic()
+            state = bdir / "harness-configure.json"
+            if force or not (bdir / "CMakeCache.txt").exists() or not state.exists() or json.loads(state.read_text()) != configure:
+                console.step(f"{recipe.name}/{backend_name}: configuring")
+                state.unlink(missing_ok=True)
+                runner.stream(configure, log_path=log, env=env, append=True)
+                atomic.write_json(state, configure)
+            configure_s = time.monotonic() - t0
+            console.step(f"{recipe.name}/{backend_name}: building {', '.join(targets)}")
+            t1 = time.monotonic()
+            steps = cmake.run_ninja(ninja_cmd, log, env)
+            build_s = time.monotonic() - t1
+            try:
+                manifest = _publish(recipe, the_lock, prepared, backend_name, out, bdir, targets, stamp, plan, checks,
+                                    smoke_model, {
+                    "identity": ident, "configure": configure, "build": ninja_cmd, "toolchain": tools,
+                    "ninja_steps": steps, "log": str(log), "isa_fallbacks": fallbacks,
+                    "timings": {"prepare_s": round(prepare_s, 3), "configure_s": round(configure_s, 3),
+                                "build_s": round(build_s, 3)},
+                }, started)
+            except DecodeCrash as crash:
+                plan = _fall_back(crash, plan, prepared.tree, strict, fallbacks)
+                ident = identity(the_lock, recipe, backend_name, tools, ccache=launcher, plan=plan)
+                continue
+            break
     return BuildResult(recipe.name, backend_name, out, ident, False, manifest)
+
+
+def _current(manifest: dict[str, Any], ident: str, checks: Sequence[str], out: Path) -> bool:
+    """The published build is this identity, passed every check asked for, and is all there."""
+    return (manifest.get("identity") == ident and set(checks) <= set(manifest.get("smoke", {}))
+            and all((out / f).exists() for f in manifest.get("files", {})))
+
+
+def _fall_back(crash: DecodeCrash, plan: isa.Plan, tree: Path, strict: bool, fallbacks: list[dict[str, Any]]) -> isa.Plan:
+    """The plan without the extension the crash points at; a StepError when there is none or ``strict``."""
+    variant_features = isa.cpu_variants(tree).get(crash.variant or "", []) if crash.variant else []
+    ext = isa.next_exclusion(plan, repack_only=crash.no_repack_ok is True, variant_features=variant_features)
+    where = f"this CPU ({plan.cpu.model}), {plan.compiler}, variant {plan.variant}"
+    if ext is None:
+        crash.hint = (f"nothing was published (the previous build stays): {where} uses no extension left to "
+                      f"exclude ({', '.join(plan.enabled) or 'none'}); try build.cpu.variant: portable, "
+                      "or report the crash upstream")
+        raise crash
+    path = "the repacked-weight path (llama-server --no-repack avoids it)" if crash.no_repack_ok else "its CPU kernels"
+    why = f"{crash.details['signal']} decoding {crash.qtype} ({crash.placement}) in {path}"
+    if strict:
+        crash.hint = (f"nothing was published (the previous build stays); likely cause: {ext} code miscompiled or "
+                      f"unsupported on {where}.  --strict: not rebuilding; set build.cpu.disable: [{ext}], or "
+                      "build without --strict to rebuild without it automatically")
+        raise crash
+    console.warn(f"decode smoke: {why}; rebuilding without {ext} (recorded in the manifest, remembered for {where})")
+    isa.learn(plan.cpu, plan.compiler, plan.variant, ext, why)
+    fallbacks.append({"disabled": ext, "why": why, "details": {k: v for k, v in crash.details.items() if k != "log"},
+                      "date": datetime.now(UTC).isoformat(timespec="seconds")})
+    return plan.without(ext, f"learned: {why}")
 
 
 def _publish(
     recipe: Recipe, the_lock: Lock, prepared: Prepared, backend: str, out: Path, bdir: Path,
-    targets: list[str], stamp: cmake.Stamp, extra: dict[str, Any], started: float,
+    targets: list[str], stamp: cmake.Stamp, plan: isa.Plan, checks: Sequence[str], smoke_model: Path | None,
+    extra: dict[str, Any], started: float,
 ) -> dict[str, Any]:
     with atomic.temp_dir_beside(out) as tmp:
         try:
             publish.collect(bdir, prepared.tree, targets, tmp)
         except FileNotFoundError as exc:
             raise StepError(str(exc)) from None
-        smoke = publish.smoke(tmp / "bin", targets, stamp.commit)
-        failed = [t for t, r in smoke.items() if not r["ok"]]
-        if failed:
-            details = "\n".join(f"  {t}: exit {smoke[t].get('returncode')}: {smoke[t].get('version') or smoke[t].get('output')}" for t in failed)
-            raise StepError(f"smoke test failed, nothing published (the previous build stays):\n{details}")
+        dropped = publish.drop_cpu_variants(tmp / "bin", isa.dropped_variants(plan, prepared.tree))
+        work = bdir / "harness-smoke"
+        shutil.rmtree(work, ignore_errors=True)
+        ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=targets, stamp=stamp.commit, work=work,
+                            model=smoke_model)
+        try:
+            results = smoke.run(checks, ctx)
+        except smoke.SmokeFailure as exc:
+            if not isinstance(exc, DecodeCrash):
+                exc.hint = f"nothing was published (the previous build stays); logs in {work}"
+            raise
+        decode = results.get("decode", {})
         manifest = {
             "schema": SCHEMA,
             "identity": extra.pop("identity"),
@@ -179,12 +253,16 @@ def _publish(
             "targets": targets,
             "stamp": {"number": stamp.number, "commit": stamp.commit},
             "cmake": {"configure": extra.pop("configure"), "build": extra.pop("build")},
+            "isa": {**plan.to_json(), "dropped_variants": dropped, "fallbacks": extra.pop("isa_fallbacks"),
+                    "ggml_features": decode.get("features", {}).get("CPU"),
+                    "cpu_variant_loaded": decode.get("cpu_variant")},
             **extra,
-            "smoke": smoke,
+            "smoke": results,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "files": publish.file_digests(tmp),
         }
         manifest["timings"]["total_s"] = round(time.monotonic() - started, 3)
         atomic.write_json(tmp / publish.MANIFEST, manifest)
         atomic.replace_dir(tmp, out)
+        shutil.rmtree(work, ignore_errors=True)
     return manifest

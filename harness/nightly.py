@@ -67,7 +67,7 @@ def classify_moves(old: Lock | None, candidate: Lock, moves: list[lock.Move]) ->
     return found
 
 
-def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None, work: Path) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None) -> dict[str, Any]:
     started = time.monotonic()
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     entry: dict[str, Any] = {"recipe": recipe.name, "path": str(recipe.path), "status": "failed", "failed_step": None,
@@ -105,22 +105,21 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         for backend in backends:
             step = f"build:{backend}"
             out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
-            result = build.build(recipe, backend, builds_dir=builds_dir, lock_override=candidate, out=out)
+            try:
+                result = build.build(recipe, backend, builds_dir=builds_dir, lock_override=candidate, out=out,
+                                     checks=recipe.spec.nightly.smoke, smoke_model=smoke_model)
+            except smoke.SmokeFailure as exc:
+                step = f"smoke:{exc.check}:{backend}"
+                entry["smoke"][f"{exc.check}:{backend}"] = {"ok": False, "error": str(exc).splitlines()[0],
+                                                            **{k: v for k, v in exc.details.items() if k != "targets"}}
+                raise
             manifest = result.manifest
             entry["builds"][backend] = {"ok": True, "noop": result.noop, "identity": result.identity,
                                         "stamp": manifest["stamp"], "timings": manifest["timings"],
-                                        "ninja_steps": manifest.get("ninja_steps"), "log": manifest.get("log")}
-            bin_dir = out / "bin"
-            for test in recipe.spec.nightly.smoke:
-                step = f"smoke:{test}:{backend}"
-                if test == "version":
-                    versions = manifest["smoke"]
-                    entry["smoke"][f"version:{backend}"] = {"ok": all(v["ok"] for v in versions.values()),
-                                                            "versions": {t: v["version"] for t, v in versions.items()}}
-                    continue
-                model = smoke_model or smoke.default_model()
-                run = smoke.quantize if test == "quantize" else smoke.serve
-                entry["smoke"][f"{test}:{backend}"] = run(bin_dir, model, work)
+                                        "ninja_steps": manifest.get("ninja_steps"), "log": manifest.get("log"),
+                                        "isa": {k: manifest.get("isa", {}).get(k) for k in ("variant", "disabled", "fallbacks")}}
+            for name, res in manifest["smoke"].items():
+                entry["smoke"][f"{name}:{backend}"] = _smoke_summary(name, res)
         step = "adopt"
         lock.write(recipe.lock_path, candidate)
         pointer: dict[str, Any] = {}
@@ -134,11 +133,21 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         entry.update(status="passed", adopted=True)
     except HarnessError as exc:
         entry.update(failed_step=step, error=_tail(exc))
-        if step.startswith("build:"):
-            entry["builds"][step.split(":", 1)[1]] = {"ok": False, "log": getattr(exc, "log", None)}
+        if step.startswith(("build:", "smoke:")):
+            entry["builds"][step.rsplit(":", 1)[1]] = {"ok": False, "log": getattr(exc, "log", None)}
         console.error(f"{recipe.name}: {step} failed")
+    except Exception as exc:  # a nightly reports and goes on to the next recipe, whatever broke
+        entry.update(failed_step=step, error=f"internal error: {type(exc).__name__}: {exc}")
+        console.error(f"{recipe.name}: {step} failed with an internal error: {type(exc).__name__}: {exc}")
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
+
+
+def _smoke_summary(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A smoke result as the report shows it (``version``: one entry per binary)."""
+    if name == "version":
+        return {"ok": all(v["ok"] for v in result.values()), "versions": {t: v["version"] for t, v in result.items()}}
+    return result
 
 
 def _items(items: tuple[LockedItem, ...], results: list[stack.ItemResult], moved: dict[str, dict[str, Any]],

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
-from harness import atomic, runner
+from harness import atomic
 
 LIB_PATTERNS = ("*.so", "*.so.*", "*.dylib", "*.dll", "*.metallib")
 CONVERTER = ("convert_hf_to_gguf.py", "conversion", "gguf-py")
@@ -51,20 +50,15 @@ def file_digests(root: Path) -> dict[str, str]:
     return digests
 
 
-def smoke(bin_dir: Path, targets: list[str], stamp: str) -> dict[str, dict[str, Any]]:
-    """Each target runs ``--version`` from where it is published; the stamp must show."""
-    results: dict[str, dict[str, Any]] = {}
-    for target in targets:
-        try:
-            res = runner.run([bin_dir / target, "--version"], check=False, timeout=60)
-        except Exception as exc:  # a binary that cannot even start
-            results[target] = {"ok": False, "output": str(exc)}
-            continue
-        text = (res.stdout + res.stderr).strip()
-        version = next((line for line in text.splitlines() if line.startswith("version:")), "")
-        if version:
-            ok = res.returncode == 0 and stamp in version
-        else:  # tools without --version (llama-quantize) print their usage instead
-            ok = res.returncode in (0, 1) and "usage" in text.lower()
-        results[target] = {"ok": ok, "returncode": res.returncode, "version": version or text.splitlines()[0] if text else ""}
-    return results
+def drop_cpu_variants(bin_dir: Path, tags: list[str]) -> list[str]:
+    """Remove the all-variants CPU libraries ``libggml-cpu-<tag>.*`` that use a disabled extension.
+
+    ggml's loader scores every ``libggml-cpu-*`` beside the binaries and loads the best one
+    this CPU supports (ggml/src/ggml-backend-reg.cpp), so a missing variant means the next best.
+    """
+    removed = []
+    for tag in tags:
+        for lib in bin_dir.glob(f"libggml-cpu-{tag}.*"):
+            lib.unlink()
+            removed.append(lib.name)
+    return sorted(removed)

@@ -112,8 +112,32 @@ class StackItem(_Model):
         return f"patch {self.patch}"
 
 
+# x86 extensions a recipe may switch off (harness/isa.py: EXTENSIONS, widest first)
+CPU_EXTENSIONS = ("amx", "avx512_bf16", "avx512_vnni", "avx512_vbmi", "avx512", "avx_vnni", "avx2", "bmi2", "fma",
+                  "f16c", "avx", "sse42")
+
+
+SmokeTest = Literal["version", "decode", "quantize", "serve"]
+BUILD_SMOKE: list[SmokeTest] = ["version", "decode"]
+ALL_SMOKE: list[SmokeTest] = ["version", "decode", "quantize", "serve"]
+SMOKE_TESTS: tuple[str, ...] = tuple(ALL_SMOKE)
+
+
 class CpuOptions(_Model):
+    """The CPU code of every backend (see harness/isa.py)."""
+
     variant: Literal["native", "portable", "all-variants"] = "native"
+    disable: list[str] = Field(default_factory=list)  # e.g. [amx, avx512]
+
+    @field_validator("disable")
+    @classmethod
+    def _disable(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if name not in CPU_EXTENSIONS]
+        if bad:
+            hints = [f"{b!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(b.lower(), CPU_EXTENSIONS, n=1)) else "")
+                     for b in bad]
+            raise ValueError(f"unknown CPU extension {', '.join(hints)}; one of {', '.join(CPU_EXTENSIONS)}")
+        return list(dict.fromkeys(value))
 
 
 class CudaOptions(_Model):
@@ -142,6 +166,7 @@ class Build(_Model):
     targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
     cmake_args: dict[str, str | int | bool] = Field(default_factory=dict)
     build_type: Literal["Release", "RelWithDebInfo", "Debug", "MinSizeRel"] = "Release"
+    smoke: list[SmokeTest] = Field(default_factory=lambda: list(BUILD_SMOKE))  # checked before publishing
 
     @field_validator("backends")
     @classmethod
@@ -201,8 +226,6 @@ class Serve(_Model):
     args: list[str] = Field(default_factory=list)
 
 
-SmokeTest = Literal["version", "quantize", "serve"]
-ALL_SMOKE: list[SmokeTest] = ["version", "quantize", "serve"]
 
 
 class Nightly(_Model):

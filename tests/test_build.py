@@ -32,8 +32,8 @@ def test_binaries_run_and_carry_the_stamp(llama_build: Path) -> None:
     assert "unknown" not in out.stdout + out.stderr
     usage = subprocess.run([llama_build / "bin" / "llama-quantize", "--help"], capture_output=True, text=True)
     assert "built by llama-harness from a patched tree" in usage.stdout + usage.stderr
-    assert all(r["ok"] for r in manifest["smoke"].values())
-    assert set(manifest["smoke"]) == set(session_build.TARGETS)
+    versions = manifest["smoke"]["version"]
+    assert all(r["ok"] for r in versions.values()) and set(versions) == set(session_build.TARGETS)
     # the converter of the same tree is published beside the binaries
     assert (llama_build / "convert_hf_to_gguf.py").exists() and (llama_build / "gguf-py" / "gguf").is_dir()
 
@@ -55,6 +55,20 @@ def test_manifest_describes_every_file(llama_build: Path) -> None:
     assert "-DCMAKE_INSTALL_RPATH=$ORIGIN" in configure
     assert set(manifest["toolchain"]) >= {"cmake", "ninja", "cc", "c++"}
     assert manifest["timings"]["build_s"] >= 0
+
+
+def test_published_build_decoded_every_kernel_family_first(llama_build: Path) -> None:
+    """The decode smoke ran the published binaries on a model of each type before publishing."""
+    manifest = json.loads((llama_build / "manifest.json").read_text())
+    decode = manifest["smoke"]["decode"]
+    assert decode["decoder"] == "llama-server"
+    assert set(decode["types"]) == {"F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_S", "IQ4_XS"}
+    assert all(d["cpu"]["tokens"] == 4 for d in decode["types"].values())
+    isa = manifest["isa"]
+    assert isa["variant"] == "native" and isa["cmake"]["GGML_NATIVE"] == "ON"
+    features = isa["ggml_features"]  # ggml's own system_info line, from the running server
+    assert features.get("AVX2") == ("1" if "avx2" in isa["enabled"] else None)
+    assert features.get("AMX_INT8") is None or "amx" in isa["enabled"]
 
 
 def test_binaries_run_from_anywhere(llama_build: Path, tmp_path: Path) -> None:

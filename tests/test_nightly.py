@@ -33,7 +33,7 @@ build:
   targets: [{", ".join(session_build.TARGETS)}]
 nightly:
   skip_conflicts: true
-  smoke: [version, quantize, serve]
+  smoke: [version, decode, quantize, serve]
 """
 
 
@@ -101,7 +101,7 @@ def test_nightly_tracks_upstream(nightly_recipe: dict[str, Path], world: w.World
     assert status["patch patches/quantize-print-harness.patch"]["status"] == "applied"
     assert entry["skipped_conflicts"] == ["2"]
     assert entry["smoke"]["quantize:cpu"]["ok"] and entry["smoke"]["serve:cpu"]["content"].strip()
-    assert entry["smoke"]["version:cpu"]["ok"]
+    assert entry["smoke"]["version:cpu"]["ok"] and entry["smoke"]["decode:cpu"]["types"]["Q4_0"]["cpu"]["tokens"] == 4
 
     # the candidate lock was adopted: merged PRs retired, the conflict skipped, the force-push taken
     new_lock = json.loads(lock_path.read_text())

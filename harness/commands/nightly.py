@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,19 +16,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--report", type=Path, default=Path("reports/nightly"), help="report directory (default reports/nightly)")
     p.add_argument("--backend", action="append", dest="backends", metavar="B", help="only these backends")
     p.add_argument("--builds-dir", type=Path)
-    p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve smoke tests (default: SmolLM2-135M from PyPI)")
+    p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve smoke checks (default: SmolLM2-135M from PyPI)")
     p.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     recipes = [load_recipe(p) for p in args.recipes]  # all bad input before any work
     entries = []
-    with tempfile.TemporaryDirectory(prefix="harness-nightly-") as work:
-        for recipe in recipes:
-            backends = args.backends or recipe.spec.nightly.backends or list(recipe.spec.build.backends)
-            console.step(f"nightly: {recipe.name} ({', '.join(backends)})")
-            entries.append(nightly.run_recipe(recipe, backends=backends, builds_dir=args.builds_dir,
-                                              smoke_model=args.smoke_model, work=Path(work)))
+    for recipe in recipes:
+        backends = args.backends or recipe.spec.nightly.backends or list(recipe.spec.build.backends)
+        console.step(f"nightly: {recipe.name} ({', '.join(backends)})")
+        entries.append(nightly.run_recipe(recipe, backends=backends, builds_dir=args.builds_dir,
+                                          smoke_model=args.smoke_model))
     report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "ok": all(e["status"] == "passed" for e in entries),
               "recipes": entries}
     files = nightly_report.write(args.report, report)

