@@ -44,9 +44,15 @@ install-test: $(VENV)/.installed-test  ## ... plus the test tools
 ccache:
 	@command -v ccache >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq ccache >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq ccache >/dev/null)) || echo "ccache not installed (optional)"; }
 
-demo: install ccache  ## fresh machine, no GitHub: mirror llama.cpp from PyPI's llama-cpp-python sdist, build recipes/demo.yaml for CPU
+DEMO_PROMPT ?= The three primary colors are
+
+demo: install ccache  ## fresh machine, no GitHub: build recipes/demo.yaml (CPU, proven by a decode), then serve and bench SmolLM2-135M
 	eval "$$($(PY) -m harness.offline $(OFFLINE_CACHE))" && $(HARNESS) build recipes/demo.yaml
 	@builds/demo/cpu/bin/llama-server --version
+	@model="$$($(PY) -m harness.smoke.smollm2)" && \
+	  $(HARNESS) serve recipes/demo.yaml --model "$$model" --prompt "$(DEMO_PROMPT)" --n-predict 32 && \
+	  $(HARNESS) bench recipes/demo.yaml --model "$$model" --spec none,ngram-mod --categories code,quote \
+	    --n-predict 64 --out reports/bench/demo
 
 build: install  ## harness build RECIPE=... [BACKEND=cpu]
 	$(HARNESS) build $(RECIPE) --backend $(BACKEND)

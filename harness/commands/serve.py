@@ -60,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--ready-timeout", type=float, default=300.0, metavar="S", help="seconds to wait for /health"
     )
     p.add_argument("--json", action="store_true", help="print one JSON line (url, pid, argv, log) when ready")
+    p.add_argument("--prompt", metavar="TEXT",
+                   help="ask once, print the completion and stop the server (a quick check of a build and a model)")
+    p.add_argument("--n-predict", type=positive_int, default=48, metavar="N", help="tokens for --prompt (default 48)")
     accept_passthrough(p)
 
 
@@ -116,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         binary, model, server_args, host=args.host, port=args.port, key=key,
         log_path=args.log, ready_timeout=args.ready_timeout,
     ) as srv:  # fmt: skip
+        if args.prompt is not None:
+            return _ask(srv, args.prompt, args.n_predict, as_json=args.json)
         if args.json:
             sys.stdout.write(json.dumps({**srv.to_json(), "backend": backend}) + "\n")
         else:
@@ -127,6 +132,28 @@ def run(args: argparse.Namespace) -> int:
     code = srv.process.returncode
     if code != 0:
         raise CommandFailed(srv.argv, code, server.log_tail(srv.log_path), log=str(srv.log_path))
+    return 0
+
+
+def _ask(srv: server.Server, prompt: str, n_predict: int, *, as_json: bool) -> int:
+    """One completion at temperature 0 (llama-server's /completion), printed; the server stops after."""
+    import requests
+
+    try:
+        resp = requests.post(f"{srv.url}/completion", headers=srv.headers(), timeout=600,
+                             json={"prompt": prompt, "n_predict": n_predict, "temperature": 0, "seed": 1})
+        resp.raise_for_status()
+    except requests.RequestException as exc:
+        raise CommandFailed(srv.argv, 1, f"{exc}\n" + server.log_tail(srv.log_path), log=str(srv.log_path)) from None
+    body = resp.json()
+    timings = body.get("timings") or {}
+    if as_json:
+        console.emit_json({"prompt": prompt, "content": body.get("content", ""), "timings": timings,
+                           "model": body.get("model"), "log": str(srv.log_path)})
+    else:
+        console.out(prompt + body.get("content", ""))
+        console.info(f"{body.get('tokens_predicted', 0)} tokens at {timings.get('predicted_per_second', 0):.1f} tok/s "
+                     f"(prompt {timings.get('prompt_per_second', 0):.1f} tok/s); log: {srv.log_path}")
     return 0
 
 
