@@ -242,6 +242,12 @@ def _publish(
                 exc.hint = f"nothing was published (the previous build stays); logs in {work}"
             raise
         decode = results.get("decode", {})
+        features = decode.get("features", {}).get("CPU")
+        disagree = isa.mismatch(plan, features)
+        if disagree:
+            console.warn(f"{recipe.name}/{backend}: ggml's feature line disagrees with the CPU policy: "
+                         + "; ".join(f"{k}: {', '.join(v)}" for k, v in disagree.items())
+                         + (f" ({plan.notes[-1]})" if plan.notes else ""))
         manifest = {
             "schema": SCHEMA,
             "identity": extra.pop("identity"),
@@ -254,7 +260,7 @@ def _publish(
             "stamp": {"number": stamp.number, "commit": stamp.commit},
             "cmake": {"configure": extra.pop("configure"), "build": extra.pop("build")},
             "isa": {**plan.to_json(), "dropped_variants": dropped, "fallbacks": extra.pop("isa_fallbacks"),
-                    "ggml_features": decode.get("features", {}).get("CPU"),
+                    "ggml_features": features, "mismatch": disagree,
                     "cpu_variant_loaded": decode.get("cpu_variant")},
             **extra,
             "smoke": results,

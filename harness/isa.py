@@ -331,7 +331,12 @@ def plan(build: Build, compiler: Compiler, cpu: Cpu | None = None) -> Plan:
         disabled.setdefault(name, "disabled by the recipe (build.cpu.disable)")
     for name, why in learned(cpu, compiler, variant).items():
         disabled.setdefault(name, why)
-    return plan_for(variant, cpu, compiler, disabled)
+    result = plan_for(variant, cpu, compiler, disabled)
+    if overridden(build):
+        note = (f"build.cmake_args overrides the policy ({', '.join(overridden(build))}): what the build uses is "
+                "ggml's own feature line in the manifest (isa.ggml_features)")
+        result = Plan(result.variant, cpu, compiler, result.disabled, result.cmake, result.cflags, (*result.notes, note))
+    return result
 
 
 def next_exclusion(current: Plan, *, repack_only: bool, variant_features: Iterable[str] = ()) -> str | None:
@@ -346,6 +351,33 @@ def next_exclusion(current: Plan, *, repack_only: bool, variant_features: Iterab
         enabled &= set(variant_features)
     order = ("amx", "avx512") if repack_only else FALLBACK
     return next((name for name in order if name in enabled), None)
+
+
+# --- what the built binary says it uses ---------------------------------------------------------
+
+# ggml's feature names (ggml-cpu.cpp: ggml_backend_cpu_get_features) for our extensions
+GGML_FEATURE = {"avx": "AVX", "avx2": "AVX2", "f16c": "F16C", "fma": "FMA", "bmi2": "BMI2", "avx_vnni": "AVX_VNNI",
+                "avx512": "AVX512", "avx512_vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI",
+                "avx512_bf16": "AVX512_BF16", "amx": "AMX_INT8"}
+ISA_OPTIONS = ("GGML_NATIVE", "GGML_BACKEND_DL", "GGML_CPU_ALL_VARIANTS",
+               *(f"GGML_{o}" for e in EXTENSIONS for o in e.options))
+
+
+def overridden(build: Build) -> list[str]:
+    """The ``build.cmake_args`` entries that override the policy (they come last, so they win)."""
+    return [f"{k}={v}" for k, v in build.cmake_args.items() if k in ISA_OPTIONS]
+
+
+def mismatch(current: Plan, features: dict[str, str] | None) -> dict[str, list[str]]:
+    """Where ggml's own feature line disagrees with the plan: ``missing`` (planned, not built) and
+    ``unexpected`` (built, not planned).  Empty when they agree or when ggml said nothing."""
+    if not features or current.variant == "all-variants" or not current.cpu.x86:
+        return {}
+    built = {ext for ext, name in GGML_FEATURE.items() if features.get(name) == "1"}
+    planned = {ext for ext in current.enabled if ext in GGML_FEATURE}
+    found = {"missing": sorted(planned - built, key=EXTENSION_NAMES.index),
+             "unexpected": sorted(built - planned, key=EXTENSION_NAMES.index)}
+    return {k: v for k, v in found.items() if v}
 
 
 # --- all-variants: which libraries to leave out ------------------------------------------------

@@ -124,3 +124,17 @@ def test_gpu_dry_run_configures_the_cpu_code_too(backend: str, tmp_path: Path) -
     assert ("-mno-amx-tile" in c_flags) == (gcc.version < (13,))
     assert plan["isa"]["cpu"] == "Intel(R) Xeon(R) Platinum 8480+" and plan["smoke"] == ["version", "decode"]
     assert not (tmp_path / "r" / "gpu.lock").exists()  # nothing resolved, nothing written
+
+
+def test_the_binary_s_feature_line_is_checked_against_the_plan() -> None:
+    plan = _plan(SPR, GCC12)
+    spr_line = {"SSE3": "1", "AVX": "1", "AVX_VNNI": "1", "AVX2": "1", "F16C": "1", "FMA": "1", "BMI2": "1",
+                "AVX512": "1", "AVX512_VBMI": "1", "AVX512_VNNI": "1", "AVX512_BF16": "1", "REPACK": "1"}
+    assert isa.mismatch(plan, spr_line) == {}
+    assert isa.mismatch(plan, {**spr_line, "AMX_INT8": "1"}) == {"unexpected": ["amx"]}
+    # what a CUDA build got before the policy (measured on an H200 host): SSE2 only
+    sse2 = {"LLAMAFILE": "1", "OPENMP": "1", "REPACK": "1"}
+    assert isa.mismatch(plan, sse2)["missing"][:2] == ["avx512_bf16", "avx512_vnni"]
+    assert isa.mismatch(plan, None) == {}
+    native_off = isa.plan(Build.model_validate({"cmake_args": {"GGML_NATIVE": "OFF"}}), GCC12, SPR)
+    assert "build.cmake_args overrides the policy (GGML_NATIVE=OFF)" in native_off.notes[-1]
