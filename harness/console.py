@@ -6,12 +6,13 @@ import json
 import os
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"verbose": False, "quiet": False}
+_consoles: dict[str, Console] = {}
 
 
 def configure(*, verbose: bool = False, quiet: bool = False) -> None:
@@ -24,30 +25,35 @@ def verbose() -> bool:
 
 
 def err_console() -> Console:
-    return _err
+    """The stderr console; rich is imported on first use (a no-op build or --help never pays for it)."""
+    if "err" not in _consoles:
+        from rich.console import Console
+
+        _consoles["err"] = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _consoles["err"]
 
 
 def echo_command(argv: list[str]) -> None:
     if not _state["quiet"]:
-        _err.print(f"[dim]+ {_escape(shlex.join(argv))}[/dim]")
+        err_console().print(f"[dim]+ {_escape(shlex.join(argv))}[/dim]")
 
 
 def info(message: str) -> None:
     if not _state["quiet"]:
-        _err.print(_escape(message))
+        err_console().print(_escape(message))
 
 
 def step(message: str) -> None:
     if not _state["quiet"]:
-        _err.print(f"[bold]==>[/bold] {_escape(message)}")
+        err_console().print(f"[bold]==>[/bold] {_escape(message)}")
 
 
 def warn(message: str) -> None:
-    _err.print(f"[yellow]warning:[/yellow] {_escape(message)}")
+    err_console().print(f"[yellow]warning:[/yellow] {_escape(message)}")
 
 
 def error(message: str) -> None:
-    _err.print(f"[red]error:[/red] {_escape(message)}")
+    err_console().print(f"[red]error:[/red] {_escape(message)}")
 
 
 def emit_json(data: Any) -> None:

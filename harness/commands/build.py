@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from harness import build, console
-from harness.recipe import load_recipe
+from harness import console
+
+if TYPE_CHECKING:
+    from harness.recipe import Recipe
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +25,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
+    from harness import uptodate
+
+    # the no-op fast path: nothing the last build depended on changed (see harness/uptodate.py)
+    record_key = uptodate.key(args.recipe, args.backends, args.builds_dir, ccache=not args.no_ccache)
+    if not args.force and (done := uptodate.check(record_key)) is not None:
+        return _report(done, as_json=args.json)
+    from harness import build, cmake, toolchain
+    from harness.recipe import load_recipe
+
+    recipe_path = Path(args.recipe).resolve()
+    files = uptodate.digests([recipe_path])  # before parsing: an edit from now on is a miss next time
+    recipe = load_recipe(recipe_path)
+    files.update(uptodate.digests([recipe.lock_path, *_patch_files(recipe)]))
+    programs = {"cmake": cmake.program("cmake"), "ninja": cmake.program("ninja"), **toolchain.compilers(),
+                "ccache": None if args.no_ccache else cmake.ccache_program()}
+    before = uptodate.inputs(files, programs)
     results = []
     for backend in args.backends or recipe.spec.build.backends:
         result = build.build(recipe, backend, builds_dir=args.builds_dir, jobs=args.jobs, force=args.force,
@@ -31,9 +49,19 @@ def run(args: argparse.Namespace) -> int:
         results.append({"recipe": result.recipe, "backend": result.backend, "path": str(result.root),
                         "identity": result.identity, "noop": result.noop, "stamp": m.get("stamp"),
                         "timings": m.get("timings"), "patched_commit": m.get("patched_commit")})
-        if not args.json:
-            what = "up to date" if result.noop else f"built in {m['timings']['total_s']:.1f}s"
-            console.out(f"{result.recipe}/{result.backend}: {what} -> {result.root} ({m['stamp']['commit']})")
-    if args.json:
+    uptodate.record(record_key, before, results)
+    return _report(results, as_json=args.json)
+
+
+def _report(results: list[dict[str, Any]], *, as_json: bool) -> int:
+    if as_json:
         console.emit_json(results)
+        return 0
+    for r in results:
+        what = "up to date" if r["noop"] else f"built in {r['timings']['total_s']:.1f}s"
+        console.out(f"{r['recipe']}/{r['backend']}: {what} -> {r['path']} ({r['stamp']['commit']})")
     return 0
+
+
+def _patch_files(recipe: Recipe) -> list[Path]:
+    return [recipe.resolve_local(i.patch) for i in recipe.spec.stack if i.patch and "://" not in i.patch]

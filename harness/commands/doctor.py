@@ -6,8 +6,7 @@ import argparse
 import shutil
 from typing import Any
 
-from harness import backends, cmake, console
-from harness.errors import InputError
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import backends, cmake
+    from harness.errors import InputError
+
     common: dict[str, str | None] = {}
     for name in ("cmake", "ninja"):
         try:

@@ -7,8 +7,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import console, nightly, nightly_report
-from harness.recipe import load_recipe
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import nightly, nightly_report
+    from harness.recipe import load_recipe
+
     recipes = [load_recipe(p) for p in args.recipes]  # all bad input before any work
     entries = []
     with tempfile.TemporaryDirectory(prefix="harness-nightly-") as work:

@@ -1,7 +1,8 @@
 """harness serve RECIPE --model GGUF: run the recipe's llama-server with its speculative flags.
 
 Flags come from the recipe's ``serve:`` section, overridden by ``--mtp``/``--spec``/
-``--draft``/``--draft-n-max``; everything after ``--`` goes to llama-server as is.
+``--draft``/``--draft-n-max``; everything after ``--`` goes to llama-server as is
+(``args.server_args``, split off by ``harness.cli.Parser``'s ``passthrough``).
 Prints the URL once ``/health`` answers (a JSON line with ``--json``) and runs until
 Ctrl-C, which stops the server's whole process group (exit 130).
 """
@@ -15,11 +16,9 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from harness import console, server
 from harness.errors import CommandFailed, InputError
-from harness.recipe import load_recipe
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="run the recipe's llama-server (MTP / speculative flags from the recipe)",
         usage="harness serve RECIPE --model GGUF [options] [-- LLAMA_SERVER_ARGS...]",
+        passthrough="server_args",
     )
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--model", "-m", required=True, type=Path, metavar="GGUF")
@@ -60,7 +60,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--ready-timeout", type=float, default=300.0, metavar="S", help="seconds to wait for /health"
     )
     p.add_argument("--json", action="store_true", help="print one JSON line (url, pid, argv, log) when ready")
-    accept_passthrough(p)
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
@@ -68,28 +67,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--builds-dir", type=Path, metavar="DIR", help="where builds live (default: builds/)")
 
 
-def accept_passthrough(parser: argparse.ArgumentParser, dest: str = "server_args") -> None:
-    """Let ``-- ARGS...`` at the end reach llama-server untouched.
-
-    argparse cannot put a positional after ``--`` once RECIPE has been matched, so this
-    parser splits its own arguments at the first ``--`` before parsing the rest.
-    """
-    original = parser.parse_known_args
-
-    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
-        argv = list(sys.argv[1:] if args is None else args)
-        rest: list[str] = []
-        if "--" in argv:
-            cut = argv.index("--")
-            argv, rest = argv[:cut], argv[cut + 1 :]
-        ns, unknown = original(argv, namespace)
-        setattr(ns, dest, rest)
-        return ns, unknown
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
-
-
 def run(args: argparse.Namespace) -> int:
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     model = existing_file(args.model, "--model")
     draft = existing_file(args.draft, "--draft") if args.draft else None

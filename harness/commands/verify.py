@@ -6,8 +6,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from harness import console, verify
-from harness.recipe import load_recipe
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import verify
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     verdict = verify.verify(recipe, args.backend, builds_dir=args.builds_dir, jobs=args.jobs, ccache=args.ccache, keep=args.keep)
     if args.json:
