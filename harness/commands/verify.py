@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     verdict = verify.verify(recipe, args.backend, builds_dir=args.builds_dir, jobs=args.jobs, ccache=args.ccache, keep=args.keep)
     if args.json:
-        console.emit_json(asdict(verdict))
+        console.emit_json({"ok": verdict.identical, **asdict(verdict)})
     elif verdict.identical:
         console.out(f"reproducible: {verdict.compared} files identical to the published manifest")
     else:
