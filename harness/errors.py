@@ -10,13 +10,15 @@ never parsed back out of the message), and the exit code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem in an input file: ``FILE:LINE: key.path: message`` (line 1-based, key a dotted path)."""
+class Problem(NamedTuple):
+    """One problem in an input file: ``FILE:LINE: key.path: message`` (line 1-based, key a dotted path).
+
+    (A NamedTuple, not a dataclass: this module is imported on every start, and dataclasses
+    pulls in ``inspect``.)
+    """
 
     file: str
     line: int | None
@@ -82,7 +84,7 @@ class InputError(HarnessError):
             file=first.file,
             line=first.line,
             key=first.key,
-            details={"problems": [asdict(p) for p in problems]},
+            details={"problems": [p._asdict() for p in problems]},
         )
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import console, runner
+from harness import console
 from harness.commands.serve import add_server_options, existing_file, handle_stop_signals, positive_int
 from harness.errors import InputError
 
@@ -147,6 +147,8 @@ def _csv(text: str | None) -> list[str]:
 
 
 def _version(binary: Path) -> str:
+    from harness import runner
+
     result = runner.run([binary, "--version"], check=False, timeout=60)
     lines = (result.stdout + result.stderr).splitlines()
     return next((line.strip() for line in lines if line.startswith("version:")), "unknown")

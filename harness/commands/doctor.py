@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from typing import Any
 
 from harness import console
@@ -19,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     if args.recipe:
         return _recipe(args.recipe, as_json=args.json)
+    import shutil
+
     from harness import backends, cmake
     from harness.errors import InputError
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import console
@@ -21,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+    from datetime import UTC, datetime
+
     from harness import nightly, nightly_report
     from harness.recipe import load_recipe
 

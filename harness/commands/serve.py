@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from harness import console, server
+from harness import console
 from harness.errors import CommandFailed, InputError
 
 
@@ -51,10 +51,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     add_server_options(p)
     p.add_argument(
-        "--host", default=server.DEFAULT_HOST, help="bind address (default 127.0.0.1; others need an API key)"
+        "--host", help="bind address (default 127.0.0.1; others need an API key)"
     )
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--api-key-file", type=Path, metavar="FILE", help=f"API key (else ${server.KEY_ENV})")
+    p.add_argument("--api-key-file", type=Path, metavar="FILE", help="API key (else $LLAMA_API_KEY)")
     p.add_argument("--log", type=Path, metavar="FILE", help="server log (default: a temp file, printed)")
     p.add_argument(
         "--ready-timeout", type=float, default=300.0, metavar="S", help="seconds to wait for /health"
@@ -68,8 +68,10 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import server
     from harness.recipe import load_recipe
 
+    args.host = args.host or server.DEFAULT_HOST
     recipe = load_recipe(args.recipe)
     model = existing_file(args.model, "--model")
     draft = existing_file(args.draft, "--draft") if args.draft else None
