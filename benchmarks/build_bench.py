@@ -135,6 +135,7 @@ def main() -> int:
         for i in range(args.pairs):
             order = [("harness", harness_cold), ("plain", plain_cold)]
             for name, run in order if i % 2 == 0 else reversed(order):
+                print(f"cold pair {i + 1}/{args.pairs}: {name} build starts", file=sys.stderr, flush=True)
                 cold[name].append(run())
                 print(f"cold pair {i + 1}/{args.pairs}: {name} {cold[name][-1]:.0f}s", file=sys.stderr)
         results["harness_cold_s"] = statistics.median(cold["harness"])

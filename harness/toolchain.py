@@ -2,9 +2,9 @@
 
 Asking ``cmake``, ``ninja``, ``cc`` and ``c++`` for ``--version`` costs a few tens of
 milliseconds each, on every build.  The answers are cached in
-``<cache>/toolchain-versions.json``, keyed on the program's resolved path, size and
-mtime: a reinstalled or upgraded compiler (or ``cc`` pointed at another one) is asked
-again.  The cache is written atomically; a lost update only means asking again.
+``<cache>/toolchain-versions.json``, keyed on the program as invoked and the resolved
+path, size and mtime of what it runs: a reinstalled or upgraded compiler (or ``cc``
+pointed at another one) is asked again.  The cache is written atomically; a lost update only means asking again.
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ def version(program: str, *args: str) -> str:
         return first_line([program, *args])
     cache_file = _cache_file()
     cache = _read(cache_file)
-    slot = "\0".join([key["path"], *args])
+    # keyed on the name as invoked too: `cc --version` and `gcc --version` print their own argv[0]
+    slot = "\0".join([program, *args])
     entry = cache.get(slot)
-    if isinstance(entry, dict) and entry.get("size") == key["size"] and entry.get("mtime_ns") == key["mtime_ns"]:
+    if isinstance(entry, dict) and {k: entry.get(k) for k in key} == key:
         return str(entry["version"])
     found = first_line([program, *args])
-    cache[slot] = {"size": key["size"], "mtime_ns": key["mtime_ns"], "version": found}
+    cache[slot] = {**key, "version": found}
     from harness import atomic
 
     atomic.write_json(cache_file, cache)

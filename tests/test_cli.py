@@ -207,7 +207,8 @@ def test_toolchain_versions_are_cached_on_path_size_and_mtime(tmp_path: Path) ->
     assert toolchain.version(str(cc)) == "fakecc 2.0.1"
     assert runs.read_text().count("run") == 2
     cache = json.loads((Path(os.environ["HARNESS_CACHE"]) / toolchain.CACHE_NAME).read_text())
-    assert any(k.startswith(str(cc.resolve())) for k in cache)
+    (entry,) = [v for k, v in cache.items() if k.startswith(str(cc))]
+    assert entry["path"] == str(cc.resolve()) and entry["version"] == "fakecc 2.0.1"
 
 
 # -- the no-op fast path (harness/uptodate.py) ----------------------------------------------
