@@ -4,8 +4,9 @@ A full ``harness build`` that ends with every backend published (built or found 
 date) records what it depended on, in a form that is cheap to check again:
 
 - the sha256 of the recipe, its lock and every local patch file the stack names;
-- resolved path, size and mtime of each program behind the build identity's toolchain
-  versions (cmake, ninja, cc, c++) and of ccache (or its absence);
+- resolved path, size and mtime (or absence) of every program the build could pick for the
+  identity's toolchain: cmake and ninja beside the interpreter and on PATH, ``$CC``/``cc``,
+  ``$CXX``/``c++``, and ccache (so installing one, or a new ``cc`` earlier on PATH, misses);
 - the environment variables that choose those programs or reach the compiles (``PATH``,
   ``CC``, ``CXX``, ``*FLAGS``, ``CMAKE_*``, ``CCACHE_*``, ``HARNESS_*`` ...);
 - this machine (``uname``; on Linux the CPU model and flags: native builds target them);
@@ -51,16 +52,29 @@ def digests(files: Iterable[Path]) -> dict[str, str | None]:
     return {str(p): _sha256(p) for p in files}
 
 
-def inputs(files: Mapping[str, str | None], programs: Mapping[str, str | None]) -> dict[str, Any]:
-    """Everything a build identity rests on that can be checked without loading the recipe:
-    ``files`` from ``digests``, ``programs`` name -> the path the build runs (None: not used)."""
+def programs(*, ccache: bool) -> dict[str, str]:
+    """Every program the build's toolchain could resolve to, as it is looked up: by path for
+    ``cmake.program``'s first choice (beside the interpreter), by name for PATH lookups
+    (``cmake.program``'s fallback, ``toolchain.compilers``, ``cmake.ccache_program``)."""
+    beside = Path(sys.executable).parent
+    found = {"cmake": str(beside / "cmake"), "cmake on PATH": "cmake",
+             "ninja": str(beside / "ninja"), "ninja on PATH": "ninja",
+             "cc": os.environ.get("CC") or "cc", "c++": os.environ.get("CXX") or "c++"}  # fmt: skip
+    if ccache:
+        found["ccache"] = "ccache"
+    return found
+
+
+def inputs(files: Mapping[str, str | None], *, ccache: bool) -> dict[str, Any]:
+    """Everything a build identity rests on that can be checked without loading the recipe
+    (``files`` from ``digests``; ``ccache``: whether the build may use it)."""
     from harness import toolchain
 
     return {
         "schema": SCHEMA,
         "files": dict(files),
-        "programs": {name: {"program": path, "stat": toolchain.stat_key(path) if path else None}
-                     for name, path in programs.items()},
+        "ccache": ccache,
+        "programs": {name: toolchain.stat_key(program) for name, program in programs(ccache=ccache).items()},
         "env": {k: v for k, v in os.environ.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)},
         "host": _host(),
         "harness": _code_digest(),
@@ -72,7 +86,7 @@ def check(record_key: str) -> list[dict[str, Any]] | None:
     try:
         record = json.loads(_record_path(record_key).read_text())
         old = record["inputs"]
-        now = inputs(digests(Path(p) for p in old["files"]), {n: p["program"] for n, p in old["programs"].items()})
+        now = inputs(digests(Path(p) for p in old["files"]), ccache=old["ccache"])
         if now != old:
             return None
         results: list[dict[str, Any]] = []

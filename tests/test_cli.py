@@ -229,12 +229,16 @@ def test_fast_path_answers_only_while_nothing_changed(tmp_path: Path, monkeypatc
     recipe.write_text("name: r\n")
     lock.write_text("{}\n")
     cc = _fake_program(tmp_path / "cc", "cc 1")
+    monkeypatch.setenv("CC", str(cc))
+    tools = tmp_path / "tools"  # first on PATH: a ccache installed there later is a change
+    tools.mkdir()
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
     root = _published(tmp_path, "id-1")
     key = uptodate.key(recipe, None, tmp_path / "builds", ccache=True)
     result = {"recipe": "r", "backend": "cpu", "path": str(root), "identity": "id-1", "noop": False}
 
     def record() -> None:
-        uptodate.record(key, uptodate.inputs(uptodate.digests([recipe, lock]), {"cc": str(cc)}), [result])
+        uptodate.record(key, uptodate.inputs(uptodate.digests([recipe, lock]), ccache=True), [result])
 
     assert uptodate.check(key) is None  # nothing recorded yet
     record()
@@ -252,6 +256,10 @@ def test_fast_path_answers_only_while_nothing_changed(tmp_path: Path, monkeypatc
     assert uptodate.check(key) is None
     monkeypatch.delenv("CXXFLAGS")
     assert uptodate.check(key) is not None
+    _fake_program(tools / "ccache", "ccache 9")  # a ccache that was not there (the launcher flags change)
+    assert uptodate.check(key) is None
+    record()
+    assert uptodate.check(key) is not None
     (root / "bin" / "llama-server").unlink()  # a published file gone
     assert uptodate.check(key) is None
     (root / "bin" / "llama-server").write_text("binary")
@@ -264,7 +272,7 @@ def test_gpu_builds_are_not_recorded(tmp_path: Path) -> None:
     root = _published(tmp_path, "id-1")
     key = uptodate.key(tmp_path / "r.yaml", None, tmp_path / "builds", ccache=True)
     gpu = {"recipe": "r", "backend": "cuda", "path": str(root), "identity": "id-1"}
-    uptodate.record(key, uptodate.inputs({}, {}), [gpu])
+    uptodate.record(key, uptodate.inputs({}, ccache=False), [gpu])
     assert uptodate.check(key) is None
 
 

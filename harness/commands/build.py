@@ -31,16 +31,14 @@ def run(args: argparse.Namespace) -> int:
     record_key = uptodate.key(args.recipe, args.backends, args.builds_dir, ccache=not args.no_ccache)
     if not args.force and (done := uptodate.check(record_key)) is not None:
         return _report(done, as_json=args.json)
-    from harness import build, cmake, toolchain
+    from harness import build
     from harness.recipe import load_recipe
 
     recipe_path = Path(args.recipe).resolve()
     files = uptodate.digests([recipe_path])  # before parsing: an edit from now on is a miss next time
     recipe = load_recipe(recipe_path)
     files.update(uptodate.digests([recipe.lock_path, *_patch_files(recipe)]))
-    programs = {"cmake": cmake.program("cmake"), "ninja": cmake.program("ninja"), **toolchain.compilers(),
-                "ccache": None if args.no_ccache else cmake.ccache_program()}
-    before = uptodate.inputs(files, programs)
+    before = uptodate.inputs(files, ccache=not args.no_ccache)
     results = []
     for backend in args.backends or recipe.spec.build.backends:
         result = build.build(recipe, backend, builds_dir=args.builds_dir, jobs=args.jobs, force=args.force,
@@ -64,4 +62,7 @@ def _report(results: list[dict[str, Any]], *, as_json: bool) -> int:
 
 
 def _patch_files(recipe: Recipe) -> list[Path]:
-    return [recipe.resolve_local(i.patch) for i in recipe.spec.stack if i.patch and "://" not in i.patch]
+    """Both places a local patch may be found (recipe.py's ``_local``): a file appearing at the
+    first one would shadow the second."""
+    rels = [i.patch for i in recipe.spec.stack if i.patch and "://" not in i.patch]
+    return [p for rel in rels for p in (recipe.path.parent / rel, recipe.root / rel)]
