@@ -15,6 +15,17 @@ _state = {"verbose": False, "quiet": False}
 _consoles: dict[str, Console] = {}
 
 
+class _OnFirstUse:
+    """Stands in for the stderr console: rich is imported when something is first printed
+    (``--help`` and a no-op build never pay for it)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(err_console(), name)
+
+
+_err: Any = _OnFirstUse()
+
+
 def configure(*, verbose: bool = False, quiet: bool = False) -> None:
     _state["verbose"] = verbose or os.environ.get("HARNESS_VERBOSE", "") not in ("", "0")
     _state["quiet"] = quiet
@@ -25,7 +36,7 @@ def verbose() -> bool:
 
 
 def err_console() -> Console:
-    """The stderr console; rich is imported on first use (a no-op build or --help never pays for it)."""
+    """The stderr console (made, and rich imported, on first use)."""
     if "err" not in _consoles:
         from rich.console import Console
 
@@ -35,25 +46,25 @@ def err_console() -> Console:
 
 def echo_command(argv: list[str]) -> None:
     if not _state["quiet"]:
-        err_console().print(f"[dim]+ {_escape(shlex.join(argv))}[/dim]")
+        _err.print(f"[dim]+ {_escape(shlex.join(argv))}[/dim]")
 
 
 def info(message: str) -> None:
     if not _state["quiet"]:
-        err_console().print(_escape(message))
+        _err.print(_escape(message))
 
 
 def step(message: str) -> None:
     if not _state["quiet"]:
-        err_console().print(f"[bold]==>[/bold] {_escape(message)}")
+        _err.print(f"[bold]==>[/bold] {_escape(message)}")
 
 
 def warn(message: str) -> None:
-    err_console().print(f"[yellow]warning:[/yellow] {_escape(message)}")
+    _err.print(f"[yellow]warning:[/yellow] {_escape(message)}")
 
 
 def error(message: str) -> None:
-    err_console().print(f"[red]error:[/red] {_escape(message)}")
+    _err.print(f"[red]error:[/red] {_escape(message)}")
 
 
 def emit_json(data: Any) -> None:
