@@ -41,8 +41,20 @@ install: $(VENV)/.installed  ## create .venv and install the harness
 install-convert: $(VENV)/.installed-convert  ## ... plus what convert_hf_to_gguf.py needs (torch, transformers)
 install-test: $(VENV)/.installed-test  ## ... plus the test tools
 
-ccache:
-	@command -v ccache >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq ccache >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq ccache >/dev/null)) || echo "ccache not installed (optional)"; }
+# ccache is optional (it caches compiles).  When it is missing: at a terminal, ask before running
+# apt-get; otherwise only print the command, unless CCACHE_INSTALL=yes or CI=true (CI's clean
+# machines rely on it to stay inside their time budget) say to install it.
+CCACHE_INSTALL ?=
+ccache:  ## install ccache if missing: asks first (CCACHE_INSTALL=yes: without asking)
+	@command -v ccache >/dev/null && exit 0; \
+	sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo "); cmd="$${sudo}apt-get install -y ccache"; \
+	if ! command -v apt-get >/dev/null; then echo "ccache not installed (optional): install it with your package manager"; exit 0; fi; \
+	if [ "$(CCACHE_INSTALL)" != yes ] && [ "$${CI:-}" != true ]; then \
+		if [ -t 0 ]; then read -r -p "ccache is not installed (optional: caches compiles). Run '$$cmd'? [y/N] " answer; \
+			case "$$answer" in [yY]*) ;; *) echo "not installed; later: $$cmd"; exit 0;; esac; \
+		else echo "ccache not installed (optional: caches compiles): $$cmd  (or make ccache CCACHE_INSTALL=yes)"; exit 0; fi; \
+	fi; \
+	echo "+ $$cmd"; $$cmd -qq >/dev/null 2>&1 || { $${sudo}apt-get update -qq && $$cmd -qq >/dev/null; } || echo "ccache install failed (optional)"
 
 DEMO_PROMPT ?= The three primary colors are
 
@@ -69,7 +81,33 @@ imatrix: install-convert  ## MODEL=<repo-or-dir>: convert, then the importance m
 quantize: install-convert  ## MODEL=<repo-or-dir> [QUANT=Q4_K_M] [RECIPE=recipes/demo.yaml] [OUT=models/<name>]: the whole pipeline, cached
 	$(HARNESS) quantize $(RECIPE) $(MODEL_ARGS) $(if $(QUANT),--type $(QUANT))
 
-test: install-test ccache  ## install and run the whole test suite (builds llama.cpp once, cached outside the checkout)
+.PHONY: verify serve bench nightly
+GGUF ?=
+SPEC ?=
+SWEEP ?=
+ARGS ?=
+RECIPES ?= $(RECIPE)
+REPORT ?= reports/nightly
+# serve and bench use the recipe's first build unless BACKEND is given on the command line
+BACKEND_ARG = $(if $(filter file,$(origin BACKEND)),,--backend $(BACKEND))
+NEED_GGUF = @test -n "$(GGUF)" || { echo "usage: make $@ GGUF=path/to/model.gguf [RECIPE=$(RECIPE)]"; exit 2; }
+
+verify: install  ## [RECIPE=...] [BACKEND=cpu]: rebuild from scratch elsewhere, compare every file with the manifest
+	$(HARNESS) verify $(RECIPE) --backend $(BACKEND)
+
+serve: install  ## GGUF=<file> [RECIPE=...] [ARGS='--mtp']: the recipe's llama-server on that model; Ctrl-C stops it
+	$(NEED_GGUF)
+	$(HARNESS) serve $(RECIPE) --model $(GGUF) $(BACKEND_ARG) $(ARGS)
+
+bench: install  ## GGUF=<file> [SPEC=none,ngram-mod,mtp] [SWEEP=draft-n-max=1..6]: tok/s and acceptance per task category
+	$(NEED_GGUF)
+	$(HARNESS) bench $(RECIPE) --model $(GGUF) $(BACKEND_ARG) $(if $(SPEC),--spec $(SPEC)) $(if $(SWEEP),--sweep $(SWEEP)) $(ARGS)
+
+nightly: install  ## [RECIPES='recipes/a.yaml ...'] [REPORT=reports/nightly]: re-lock, rebuild, smoke-test, adopt what passes
+	$(HARNESS) nightly $(RECIPES) --report $(REPORT)
+
+test: install-test  ## install everything (ccache too) and run the whole test suite (builds llama.cpp once, cached outside the checkout)
+	@$(MAKE) --no-print-directory ccache CCACHE_INSTALL=yes
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install-test  ## ruff and mypy --strict

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import InputError
-from harness.recipe import Recipe
+
+if TYPE_CHECKING:
+    from harness.recipe import Recipe
 
 DEFAULT_BUILDS_DIR = Path("builds")
 

@@ -62,9 +62,11 @@ class ConflictReport:
 
 
 class ConflictError(StepError):
+    kind = "conflict"
+
     def __init__(self, report: ConflictReport, recipe_path: str | None = None) -> None:
         self.report = report
-        super().__init__(report.format(recipe_path))
+        super().__init__(report.format(recipe_path), file=recipe_path, details={"conflict": report.to_json()})
 
 
 _START = re.compile(r"^<{7}( |$)")

@@ -6,12 +6,24 @@ import json
 import os
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"verbose": False, "quiet": False}
+_consoles: dict[str, Console] = {}
+
+
+class _OnFirstUse:
+    """Stands in for the stderr console: rich is imported when something is first printed
+    (``--help`` and a no-op build never pay for it)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(err_console(), name)
+
+
+_err: Any = _OnFirstUse()
 
 
 def configure(*, verbose: bool = False, quiet: bool = False) -> None:
@@ -24,7 +36,12 @@ def verbose() -> bool:
 
 
 def err_console() -> Console:
-    return _err
+    """The stderr console (made, and rich imported, on first use)."""
+    if "err" not in _consoles:
+        from rich.console import Console
+
+        _consoles["err"] = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _consoles["err"]
 
 
 def echo_command(argv: list[str]) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness import yamlpos
-from harness.errors import InputError
+from harness.errors import InputError, Problem
 from harness.yamlpos import KeyPath
 
 SHA40 = re.compile(r"^[0-9a-f]{40}$")
@@ -332,13 +332,13 @@ def load_recipe(path: str | Path) -> Recipe:
     """Load and validate a recipe; raise InputError listing every problem."""
     path = Path(path)
     pos = yamlpos.load(path)
-    problems: list[tuple[int, str]] = []
+    problems: list[tuple[int, str, str]] = []  # (line, key path, message)
     for dup_path, line in pos.duplicates:
-        problems.append((line, f"{yamlpos.format_path(dup_path)}: duplicate key"))
+        problems.append((line, yamlpos.format_path(dup_path), "duplicate key"))
     data = pos.data if pos.data is not None else {}
     spec: RecipeModel | None = None
     if not isinstance(data, dict):
-        problems.append((1, "(top): a recipe is a mapping of keys (name, upstream, stack, build, ...)"))
+        problems.append((1, "(top)", "a recipe is a mapping of keys (name, upstream, stack, build, ...)"))
     else:
         try:
             spec = RecipeModel.model_validate(data)
@@ -353,24 +353,24 @@ def load_recipe(path: str | Path) -> Recipe:
                 try:
                     target = _local(path.resolve().parent, root, item.patch)
                 except ValueError as exc:
-                    problems.append((pos.line(("stack", i, "patch")), f"stack[{i}].patch: {exc}"))
+                    problems.append((pos.line(("stack", i, "patch")), f"stack[{i}].patch", str(exc)))
                     continue
                 if not target.is_file():
-                    problems.append((pos.line(("stack", i, "patch")), f"stack[{i}].patch: no such file: {item.patch}"))
+                    problems.append((pos.line(("stack", i, "patch")), f"stack[{i}].patch", f"no such file: {item.patch}"))
         if spec.model and spec.model.imatrix and spec.model.imatrix.calibration:
             cal = spec.model.imatrix.calibration
             try:
                 _local(path.resolve().parent, root, cal)
             except ValueError as exc:
-                problems.append((pos.line(("model", "imatrix", "calibration")), f"model.imatrix.calibration: {exc}"))
+                problems.append((pos.line(("model", "imatrix", "calibration")), "model.imatrix.calibration", str(exc)))
     if problems:
         problems.sort(key=lambda p: p[0])
-        raise InputError("\n".join(f"{path}:{line}: {msg}" for line, msg in problems))
+        raise InputError.of([Problem(str(path), line, key, msg) for line, key, msg in problems])
     assert spec is not None
     return Recipe(path=path.resolve(), spec=spec, root=root)
 
 
-def _describe(err: Any, loc: KeyPath, pos: yamlpos.Positioned) -> tuple[int, str]:
+def _describe(err: Any, loc: KeyPath, pos: yamlpos.Positioned) -> tuple[int, str, str]:
     # pydantic puts model-validator errors at the item; drop pydantic's internal loc parts
     loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
     where = yamlpos.format_path(loc)
@@ -381,10 +381,10 @@ def _describe(err: Any, loc: KeyPath, pos: yamlpos.Positioned) -> tuple[int, str
         allowed = _fields(RecipeModel, loc[:-1])
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else (f" (allowed: {', '.join(allowed)})" if allowed else "")
-        return line, f"{where}: unknown key{hint}"
+        return line, where, f"unknown key{hint}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind == "missing":
         msg = "required key missing"
-    return line, f"{where}: {msg}"
+    return line, where, msg

@@ -29,12 +29,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
 
 from harness import console
 from harness.errors import CommandFailed, InputError, StepError
-from harness.recipe import Recipe, Serve
+
+if TYPE_CHECKING:
+    from harness.recipe import Recipe, Serve
 
 DEFAULT_HOST = "127.0.0.1"
 GPU_BACKENDS = ("cuda", "metal", "vulkan", "hip")
@@ -319,6 +320,8 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 
 def _wait_ready(server: Server, timeout: float) -> None:
+    import requests
+
     assert server.process is not None
     deadline = time.monotonic() + timeout
     while True:

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import InputError
+from harness.errors import InputError, Problem
 
 KeyPath = tuple[str | int, ...]
 
@@ -31,9 +31,9 @@ def load(path: Path) -> Positioned:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError.of([Problem(str(path), None, None, "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+        raise InputError.of([Problem(str(path), None, None, f"cannot read: {exc}")]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -43,9 +43,9 @@ def load(path: Path) -> Positioned:
         context = ""
         if exc.context and exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
             context = f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
-        raise InputError(f"{path}:{line}: yaml: {exc.problem or exc}{context}") from None
+        raise InputError.of([Problem(str(path), line, None, f"yaml: {exc.problem or exc}{context}")]) from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}:1: yaml: {exc}") from None
+        raise InputError.of([Problem(str(path), 1, None, f"yaml: {exc}")]) from None
     pos = Positioned(data)
     if node is not None:
         _walk(node, (), pos)

@@ -318,6 +318,10 @@ def test_malformed_files_are_rejected_cleanly(files, capsys, tmp_path, name):
         assert code == 2, (argv, message)
         assert message.startswith(f"error: {path}:"), message
         assert bad_gguf.CASES[name][1] in message
-        assert "Traceback" not in err and stdout == ""
+        assert "Traceback" not in err
+        if "--json" in argv:  # one failure object on stdout, nothing else
+            assert json.loads(stdout)["error"]["exit_code"] == 2
+        else:
+            assert stdout == ""
         assert peak < 16 << 20, f"{peak / 2**20:.1f} MiB allocated while rejecting {name}"
         assert not out.exists() and not os.listdir(tmp_path)

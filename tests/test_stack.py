@@ -116,8 +116,8 @@ def test_conflict_report_then_export(tmp_path: Path, world: w.World, world_env: 
     assert "- # llama.cpp (upstream title)" in err and "+ # llama.cpp (PR 2 title)" in err
     assert "harness patches export" in err
     js = json.loads(_prepare(recipe).stdout)
-    assert js["status"] == "conflict"
-    conflict = js["conflict"]
+    assert js["ok"] is False and js["error"]["kind"] == "conflict" and js["error"]["exit_code"] == 1
+    conflict = js["error"]["conflict"]
     assert conflict["files"][0]["path"] == "README.md"
     work = Path(conflict["worktree"])
     assert "<<<<<<<" in (work / "README.md").read_text()

@@ -12,21 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from harness import atomic, console, runner, server
-from harness.bench import chart, modes, prompts, report
-from harness.bench.runner import Settings, run_plan
-from harness.commands.serve import (
-    accept_passthrough,
-    add_server_options,
-    existing_file,
-    handle_stop_signals,
-    positive_int,
-)
+from harness import console
+from harness.commands.serve import add_server_options, existing_file, handle_stop_signals, positive_int
 from harness.errors import InputError
-from harness.recipe import load_recipe
 
 DEFAULT_SPEC = "none,ngram-simple,ngram-mod"
 
@@ -36,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "bench",
         help="measure speculative modes per task category against the recipe's llama-server",
         usage="harness bench RECIPE --model GGUF [options] [-- LLAMA_SERVER_ARGS...]",
+        passthrough="server_args",
     )
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--model", "-m", required=True, type=Path, metavar="GGUF")
@@ -70,10 +59,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--json", action="store_true", help="print bench.json's content")
     add_server_options(p)
-    accept_passthrough(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness import atomic, server
+    from harness.bench import chart, modes, prompts, report
+    from harness.bench.runner import Settings, run_plan
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     model = existing_file(args.model, "--model")
     draft = existing_file(args.draft, "--draft") if args.draft else None
@@ -151,6 +147,8 @@ def _csv(text: str | None) -> list[str]:
 
 
 def _version(binary: Path) -> str:
+    from harness import runner
+
     result = runner.run([binary, "--version"], check=False, timeout=60)
     lines = (result.stdout + result.stderr).splitlines()
     return next((line.strip() for line in lines if line.startswith("version:")), "unknown")

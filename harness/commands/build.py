@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from harness import build, console
-from harness.errors import InputError
-from harness.recipe import SMOKE_TESTS, load_recipe
+from harness import console
+
+if TYPE_CHECKING:
+    from harness.recipe import Recipe
+
+SMOKE_CHECKS = ("version", "decode", "quantize", "serve")  # harness/smoke/ (recipe.py: SmokeTest)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-ccache", action="store_true", help="do not use ccache even when installed")
     p.add_argument("--builds-dir", type=Path, help="where builds/<recipe>/<backend> go (default: ./builds)")
     p.add_argument("--smoke", metavar="LIST",
-                   help=f"smoke checks before publishing, comma-separated from {','.join(SMOKE_TESTS)} "
+                   help=f"smoke checks before publishing, comma-separated from {','.join(SMOKE_CHECKS)} "
                         "(default: the recipe's build.smoke, version,decode)")
     p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve checks (default: SmolLM2-135M from PyPI)")
     p.add_argument("--strict", action="store_true",
@@ -30,33 +34,38 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _checks(value: str | None) -> list[str] | None:
+    from harness.errors import InputError
+
     if value is None:
         return None
     checks = [c.strip() for c in value.split(",") if c.strip()]
-    unknown = [c for c in checks if c not in SMOKE_TESTS]
+    unknown = [c for c in checks if c not in SMOKE_CHECKS]
     if unknown:
-        raise InputError(f"--smoke: unknown check {', '.join(map(repr, unknown))}; one of {', '.join(SMOKE_TESTS)}")
+        raise InputError(f"--smoke: unknown check {', '.join(map(repr, unknown))}; one of {', '.join(SMOKE_CHECKS)}",
+                         key="--smoke")
     return checks
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
-    checks = _checks(args.smoke)
-    wanted = args.backends or recipe.spec.build.backends
-    if args.dry_run:
-        from harness import build_plan
+    from harness import uptodate
 
-        plans = [build_plan.dry_run(recipe, b, builds_dir=args.builds_dir, checks=checks, jobs=args.jobs,
-                                    ccache=not args.no_ccache) for b in wanted]
-        if args.json:
-            console.emit_json(plans)
-        else:
-            for p in plans:
-                for line in build_plan.describe(p):
-                    console.out(line)
-        return 0
+    checks = _checks(args.smoke)
+    if args.dry_run:
+        return _dry_run(args, checks)
+    # the no-op fast path: nothing the last build depended on changed (see harness/uptodate.py)
+    record_key = uptodate.key(args.recipe, args.backends, args.builds_dir, ccache=not args.no_ccache, smoke=checks)
+    if not args.force and (done := uptodate.check(record_key)) is not None:
+        return _report(done, as_json=args.json)
+    from harness import build
+    from harness.recipe import load_recipe
+
+    recipe_path = Path(args.recipe).resolve()
+    files = uptodate.digests([recipe_path])  # before parsing: an edit from now on is a miss next time
+    recipe = load_recipe(recipe_path)
+    files.update(uptodate.digests([recipe.lock_path, *_patch_files(recipe), uptodate.learned_isa()]))
+    before = uptodate.inputs(files, ccache=not args.no_ccache)
     results = []
-    for backend in wanted:
+    for backend in args.backends or recipe.spec.build.backends:
         result = build.build(recipe, backend, builds_dir=args.builds_dir, jobs=args.jobs, force=args.force,
                              frozen=args.frozen, ccache=not args.no_ccache, checks=checks,
                              smoke_model=args.smoke_model, strict=args.strict)
@@ -66,11 +75,40 @@ def run(args: argparse.Namespace) -> int:
                         "identity": result.identity, "noop": result.noop, "stamp": m.get("stamp"),
                         "timings": m.get("timings"), "patched_commit": m.get("patched_commit"),
                         "isa": {k: isa.get(k) for k in ("variant", "enabled", "disabled", "fallbacks", "ggml_features")}})
-        if not args.json:
-            what = "up to date" if result.noop else f"built in {m['timings']['total_s']:.1f}s"
-            console.out(f"{result.recipe}/{result.backend}: {what} -> {result.root} ({m['stamp']['commit']})")
-            for ext, why in isa.get("disabled", {}).items():
-                console.out(f"  cpu: without {ext}: {why}")
+    uptodate.record(record_key, before, results)
+    return _report(results, as_json=args.json)
+
+
+def _dry_run(args: argparse.Namespace, checks: list[str] | None) -> int:
+    from harness import build_plan
+    from harness.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    plans = [build_plan.dry_run(recipe, b, builds_dir=args.builds_dir, checks=checks, jobs=args.jobs,
+                                ccache=not args.no_ccache) for b in args.backends or recipe.spec.build.backends]
     if args.json:
-        console.emit_json(results)
+        console.emit_json(plans)
+    else:
+        for p in plans:
+            for line in build_plan.describe(p):
+                console.out(line)
     return 0
+
+
+def _report(results: list[dict[str, Any]], *, as_json: bool) -> int:
+    if as_json:
+        console.emit_json(results)
+        return 0
+    for r in results:
+        what = "up to date" if r["noop"] else f"built in {r['timings']['total_s']:.1f}s"
+        console.out(f"{r['recipe']}/{r['backend']}: {what} -> {r['path']} ({r['stamp']['commit']})")
+        for ext, why in (r.get("isa") or {}).get("disabled", {}).items():
+            console.out(f"  cpu: without {ext}: {why}")
+    return 0
+
+
+def _patch_files(recipe: Recipe) -> list[Path]:
+    """Both places a local patch may be found (recipe.py's ``_local``): a file appearing at the
+    first one would shadow the second."""
+    rels = [i.patch for i in recipe.spec.stack if i.patch and "://" not in i.patch]
+    return [p for rel in rels for p in (recipe.path.parent / rel, recipe.root / rel)]

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from typing import Any
 
-from harness import backends, cmake, console, isa, toolchain
-from harness.errors import InputError
-from harness.recipe import Build
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("doctor", help="check the toolchains for each backend")
+    p = sub.add_parser("doctor", help="check the toolchains for each backend, or what one recipe needs")
+    p.add_argument("recipe", nargs="?", metavar="RECIPE",
+                   help="check only what this recipe needs (exit 1 when something required is missing)")  # fmt: skip
     p.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.recipe:
+        return _recipe(args.recipe, as_json=args.json)
+    import shutil
+
+    from harness import backends, cmake
+    from harness.errors import InputError
+
     common: dict[str, str | None] = {}
     for name in ("cmake", "ninja"):
         try:
@@ -64,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _cpu() -> dict[str, Any]:
     """This CPU, its extensions, and what each CPU variant would use and exclude here (harness/isa.py)."""
+    from harness import isa, toolchain
+    from harness.recipe import Build
+
     compiler = toolchain.compiler()
     cpu = isa.detect_cpu()
     policy = {v: isa.plan(Build.model_validate({"cpu": {"variant": v}}), compiler, cpu).to_json() for v in isa.VARIANTS}
@@ -71,3 +80,23 @@ def _cpu() -> dict[str, Any]:
             "compiler": str(compiler),
             "policy": {v: {"enabled": p["enabled"], "disabled": p["disabled"], "cmake": p["cmake"], "cflags": p["cflags"]}
                        for v, p in policy.items()}}
+
+
+def _recipe(path: str, *, as_json: bool) -> int:
+    """``harness doctor RECIPE``: the checks of harness/needs.py; exit 1 when a required one failed."""
+    from dataclasses import asdict
+
+    from harness import needs
+    from harness.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    checks = needs.check(recipe)
+    ok = all(c.ok for c in checks if c.required)
+    if as_json:
+        console.emit_json({"recipe": str(recipe.path), "ok": ok, "checks": [asdict(c) for c in checks]})
+    else:
+        for c in checks:
+            mark = "ok  " if c.ok else ("MISSING" if c.required else "warn")
+            console.out(f"{mark:8}{c.what:22}{c.detail}")
+        console.out(f"{recipe.name}: " + ("ready" if ok else "something required is missing"))
+    return 0 if ok else 1

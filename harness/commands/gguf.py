@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from harness import console
-from harness.gguf_files import audit, inspect, surgery
-from harness.gguf_files.reader import open_gguf
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def add_parser(subparsers: Any) -> None:
@@ -53,6 +51,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.gguf_files import surgery
+
     command: str = args.gguf_command
     if command == "inspect":
         return _inspect(args.file, as_json=args.json)
@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inspect(path: Path, *, as_json: bool) -> int:
+    from rich.table import Table
+
+    from harness.gguf_files import inspect
+    from harness.gguf_files.reader import open_gguf
+
     with open_gguf(path) as gf:
         info = inspect.inspect(gf)
     if as_json:
@@ -104,6 +109,9 @@ def _inspect(path: Path, *, as_json: bool) -> int:
 
 
 def _audit(path: Path, *, as_json: bool) -> int:
+    from harness.gguf_files import audit
+    from harness.gguf_files.reader import open_gguf
+
     with open_gguf(path) as gf:
         report = audit.audit(gf)
     if as_json:
@@ -124,6 +132,8 @@ def _audit(path: Path, *, as_json: bool) -> int:
 
 def _print_stdout(table: Table) -> None:
     """On stdout (it is the command's result); piped output gets room for long tensor names."""
+    from rich.console import Console
+
     out = Console(highlight=False)
     if not out.is_terminal:
         out = Console(highlight=False, width=160)

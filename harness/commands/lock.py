@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness import console, lock
-from harness.recipe import load_recipe
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import lock
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     existing = lock.read(recipe.lock_path)
     if args.check:

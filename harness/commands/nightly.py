@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import console, nightly, nightly_report
-from harness.recipe import load_recipe
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,6 +19,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from harness import nightly, nightly_report
+    from harness.recipe import load_recipe
+
     recipes = [load_recipe(p) for p in args.recipes]  # all bad input before any work
     entries = []
     for recipe in recipes:

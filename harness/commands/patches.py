@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from harness import console
-from harness.patchfile import export_conflict
-from harness.recipe import load_recipe
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.patchfile import export_conflict
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     done = export_conflict(recipe)
     if args.json:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness import console, lock, stack
-from harness.conflicts import ConflictError
-from harness.recipe import load_recipe
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,14 +17,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import lock, stack
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     the_lock = lock.ensure(recipe, frozen=args.frozen)
-    try:
-        prepared = stack.prepare(recipe, the_lock, check_remote=not args.offline, skip_conflicts=args.skip_conflicts)
-    except ConflictError as exc:
-        if args.json:
-            console.emit_json({"recipe": recipe.name, "status": "conflict", "conflict": exc.report.to_json()})
-        raise
+    # a conflict is a ConflictError: with --json, the CLI prints it with the report under error.conflict
+    prepared = stack.prepare(recipe, the_lock, check_remote=not args.offline, skip_conflicts=args.skip_conflicts)
     if args.json:
         console.emit_json({"status": "ok", **prepared.to_json()})
         return 0

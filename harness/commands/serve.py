@@ -1,7 +1,8 @@
 """harness serve RECIPE --model GGUF: run the recipe's llama-server with its speculative flags.
 
 Flags come from the recipe's ``serve:`` section, overridden by ``--mtp``/``--spec``/
-``--draft``/``--draft-n-max``; everything after ``--`` goes to llama-server as is.
+``--draft``/``--draft-n-max``; everything after ``--`` goes to llama-server as is
+(``args.server_args``, split off by ``harness.cli.Parser``'s ``passthrough``).
 Prints the URL once ``/health`` answers (a JSON line with ``--json``) and runs until
 Ctrl-C, which stops the server's whole process group (exit 130).
 """
@@ -15,11 +16,13 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
-from harness import console, server
+from harness import console
 from harness.errors import CommandFailed, InputError
-from harness.recipe import load_recipe
+
+if TYPE_CHECKING:
+    from harness.server import Server
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve",
         help="run the recipe's llama-server (MTP / speculative flags from the recipe)",
         usage="harness serve RECIPE --model GGUF [options] [-- LLAMA_SERVER_ARGS...]",
+        passthrough="server_args",
     )
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--model", "-m", required=True, type=Path, metavar="GGUF")
@@ -51,10 +55,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     add_server_options(p)
     p.add_argument(
-        "--host", default=server.DEFAULT_HOST, help="bind address (default 127.0.0.1; others need an API key)"
+        "--host", help="bind address (default 127.0.0.1; others need an API key)"
     )
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--api-key-file", type=Path, metavar="FILE", help=f"API key (else ${server.KEY_ENV})")
+    p.add_argument("--api-key-file", type=Path, metavar="FILE", help="API key (else $LLAMA_API_KEY)")
     p.add_argument("--log", type=Path, metavar="FILE", help="server log (default: a temp file, printed)")
     p.add_argument(
         "--ready-timeout", type=float, default=300.0, metavar="S", help="seconds to wait for /health"
@@ -63,7 +67,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--prompt", metavar="TEXT",
                    help="ask once, print the completion and stop the server (a quick check of a build and a model)")
     p.add_argument("--n-predict", type=positive_int, default=48, metavar="N", help="tokens for --prompt (default 48)")
-    accept_passthrough(p)
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
@@ -71,28 +74,11 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--builds-dir", type=Path, metavar="DIR", help="where builds live (default: builds/)")
 
 
-def accept_passthrough(parser: argparse.ArgumentParser, dest: str = "server_args") -> None:
-    """Let ``-- ARGS...`` at the end reach llama-server untouched.
-
-    argparse cannot put a positional after ``--`` once RECIPE has been matched, so this
-    parser splits its own arguments at the first ``--`` before parsing the rest.
-    """
-    original = parser.parse_known_args
-
-    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
-        argv = list(sys.argv[1:] if args is None else args)
-        rest: list[str] = []
-        if "--" in argv:
-            cut = argv.index("--")
-            argv, rest = argv[:cut], argv[cut + 1 :]
-        ns, unknown = original(argv, namespace)
-        setattr(ns, dest, rest)
-        return ns, unknown
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
-
-
 def run(args: argparse.Namespace) -> int:
+    from harness import server
+    from harness.recipe import load_recipe
+
+    args.host = args.host or server.DEFAULT_HOST
     recipe = load_recipe(args.recipe)
     model = existing_file(args.model, "--model")
     draft = existing_file(args.draft, "--draft") if args.draft else None
@@ -135,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask(srv: server.Server, prompt: str, n_predict: int, *, as_json: bool) -> int:
+def _ask(srv: Server, prompt: str, n_predict: int, *, as_json: bool) -> int:
     """One completion at temperature 0 (llama-server's /completion), printed; the server stops after."""
     import requests
+
+    from harness import server
 
     try:
         resp = requests.post(f"{srv.url}/completion", headers=srv.headers(), timeout=600,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
-from harness import console, verify
-from harness.recipe import load_recipe
+from harness import console
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,10 +20,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from harness import verify
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     verdict = verify.verify(recipe, args.backend, builds_dir=args.builds_dir, jobs=args.jobs, ccache=args.ccache, keep=args.keep)
     if args.json:
-        console.emit_json(asdict(verdict))
+        console.emit_json({"ok": verdict.identical, **asdict(verdict)})
     elif verdict.identical:
         console.out(f"reproducible: {verdict.compared} files identical to the published manifest")
     else:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from harness import console
-from harness.pipeline import progress, summary
-from harness.pipeline.plan import Options
-from harness.pipeline.run import Report, pipeline
+
+if TYPE_CHECKING:
+    from harness.pipeline.run import Report
 
 
 def add_arguments(p: argparse.ArgumentParser, *, types: bool) -> None:
@@ -30,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser, *, types: bool) -> None:
 
 
 def run(args: argparse.Namespace, until: str) -> int:
+    from harness.pipeline import progress
+    from harness.pipeline.plan import Options
+    from harness.pipeline.run import pipeline
+
     options = Options(
         recipe=Path(args.recipe),
         until=until,
@@ -52,6 +54,10 @@ def run(args: argparse.Namespace, until: str) -> int:
 
 
 def print_report(report: Report) -> None:
+    from rich.console import Console
+
+    from harness.pipeline import summary
+
     out = Console(highlight=False, soft_wrap=True)
     summary.render(report.outcomes, out)
     skipped = sum(o.skipped for o in report.outcomes)
