@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import pytest
 
 from harness.cli import main
 from harness.errors import StepError
-from harness.gguf_files.reader import GGUFFile, open_gguf
+from harness.gguf_files.split import GGUFModel as GGUFFile
+from harness.gguf_files.split import open_model as open_gguf
 from harness.gguf_files.writer import TensorSource, write_gguf
 from tests import bad_gguf, models
 
@@ -321,3 +324,34 @@ def test_malformed_files_are_rejected_cleanly(files, capsys, tmp_path, name):
         assert "Traceback" not in err and stdout == ""
         assert peak < 16 << 20, f"{peak / 2**20:.1f} MiB allocated while rejecting {name}"
         assert not out.exists() and not os.listdir(tmp_path)
+
+
+BOUNDS_SCRIPT = """
+import json, resource, sys, time
+from pathlib import Path
+from harness.cli import main
+files, out, good = [Path(p) for p in sys.argv[1:-2]], Path(sys.argv[-2]), sys.argv[-1]
+slowest = 0.0
+for path in files:
+    for argv in (["inspect", path], ["audit", path], ["extract-mtp", path, "-o", out], ["graft", path, good, "-o", out]):
+        t0 = time.monotonic()
+        code = main(["gguf", *map(str, argv)])
+        slowest = max(slowest, time.monotonic() - t0)
+        assert code == 2, (argv, code)
+print(json.dumps({"slowest": slowest, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_hostile_files_cost_little_time_and_memory(files, tmp_path):
+    """In a real process: every command on every malformed file (each under 1 MB) takes under 5 s,
+    and the process never holds 256 MB (numbers a 10^8 block_count once turned into 3.9 GB)."""
+    bad = sorted(bad_gguf.DIR.glob("*.gguf"))
+    assert all(p.stat().st_size < 1 << 20 for p in bad)
+    res = subprocess.run(
+        [sys.executable, "-c", BOUNDS_SCRIPT, *map(str, bad), str(tmp_path / "out.gguf"), str(files["full"])],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    measured = json.loads(res.stdout.strip().splitlines()[-1])
+    assert measured["slowest"] < 5, measured
+    assert measured["maxrss_mib"] < 256, measured

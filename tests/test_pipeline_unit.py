@@ -20,7 +20,7 @@ import pytest
 from harness import atomic
 from harness.errors import InputError, StepError
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import open_gguf
+from harness.gguf_files.split import open_model as open_gguf
 from harness.pipeline import (
     cache,
     checkpoint,
@@ -133,16 +133,36 @@ def test_a_failed_write_leaves_the_old_output_and_no_temp_file(tmp_path: Path) -
     out = tmp_path / "m.gguf"
     out.write_bytes(b"old")
     with pytest.raises(RuntimeError), cache.temp_output(out) as tmp:
-        assert tmp.name.endswith(".gguf") and tmp.parent == tmp_path
-        tmp.write_bytes(b"half a file")
+        assert tmp.path.name.endswith(".gguf") and tmp.path.parent == tmp_path
+        tmp.path.write_bytes(b"half a file")
         raise RuntimeError("llama-quantize exited with 1")
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
     with cache.temp_output(out) as tmp:
-        tmp.write_bytes(b"new")
+        tmp.path.write_bytes(b"new")
+        assert tmp.publish() == [out]
     assert out.read_bytes() == b"new"
     (tmp_path / ".m.gguf.abc.tmp.gguf").write_bytes(b"left by a kill")
     assert [p.name for p in cache.remove_stale_temps(tmp_path)] == [".m.gguf.abc.tmp.gguf"]
+
+
+def test_a_split_output_is_published_under_the_outputs_shard_names(tmp_path: Path) -> None:
+    """A tool told to write X writes X-0000i-of-0000N.gguf (llama-quantize --keep-split, the converter's
+    --split-max-*): the shards take the output's names, and the files of an older output go."""
+    out = tmp_path / "m-Q4_K_M.gguf"
+    out.write_bytes(b"an older single-file output")
+    (tmp_path / "m-Q4_K_M-00003-of-00003.gguf").write_bytes(b"the last shard of an older set of 3")
+    with cache.temp_output(out) as tmp:
+        stem = tmp.path.with_suffix("")
+        for i in (1, 2):
+            stem.with_name(f"{stem.name}-{i:05d}-of-00002.gguf").write_bytes(f"shard {i}".encode())
+        assert [p.name for p in tmp.publish()] == ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"]
+    with pytest.raises(RuntimeError), cache.temp_output(out) as tmp:
+        stem = tmp.path.with_suffix("")
+        stem.with_name(f"{stem.name}-00001-of-00002.gguf").write_bytes(b"half a set")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"]
 
 
 # --- checkpoints and sources ------------------------------------------------------------------
@@ -473,8 +493,9 @@ def test_a_failed_tool_never_publishes_its_full_size_output(tmp_path: Path) -> N
     with pytest.raises(CommandFailed, match="exit code 1"):
         execute(ctx, _job(ctx, crash, out))
     garbage = "import sys; open(sys.argv[1], 'wb').write(b'\\0' * 100000)"  # exit 0, invalid file
-    with pytest.raises(InputError, match="not a GGUF"):
+    with pytest.raises(StepError, match=r"exited 0, but its output failed the check: m-X.gguf: not a GGUF") as err:
         execute(ctx, _job(ctx, garbage, out))
+    assert err.value.exit_code == 1 and ".tmp" not in str(err.value).splitlines()[0]  # the output, not a deleted temp
     assert out.read_bytes() == b"the previous output" and not cache.sidecar_path(out).exists()
     assert sorted(p.name for p in out.parent.iterdir() if p.is_file()) == ["m-X.gguf"]
 

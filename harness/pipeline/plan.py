@@ -98,7 +98,8 @@ class Context:
         return self.out / f"mtp-{self.name}-{self.outtype_label}.gguf"
 
     def imatrix_path(self) -> Path:
-        return self.out / f"{self.name}.imatrix.gguf"
+        imx = self.section.imatrix
+        return self.out / f"{self.name}.imatrix.{'dat' if imx is not None and imx.format == 'dat' else 'gguf'}"
 
     def quant_path(self, qtype: str) -> Path:
         return self.out / f"{self.name}-{qtype}.gguf"

@@ -21,7 +21,7 @@ from gguf import GGMLQuantizationType
 
 from harness.errors import InputError
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import GGUFFile
+from harness.gguf_files.split import GGUFModel
 
 TENSOR_TYPES = frozenset(t.name.lower() for t in GGMLQuantizationType)
 _CASE_SENSITIVE_ESCAPE = re.compile(r"\\[DSWB]")
@@ -86,7 +86,7 @@ def argv(rules: list[str]) -> list[str]:
     return out
 
 
-def mtp_type_mismatches(gf: GGUFFile, layout: mtp.Layout, mtp_type: str) -> list[str]:
+def mtp_type_mismatches(gf: GGUFModel, layout: mtp.Layout, mtp_type: str) -> list[str]:
     """MTP matrices whose type is not ``mtp_type`` (llama-quantize may fall back on odd shapes)."""
     want = mtp_type.lower()
     bad = []
