@@ -91,6 +91,33 @@ def test_bad_tensor_type_rules_are_input_errors(tensor_types: dict[str, str], me
         rules.user_rules(tensor_types)
 
 
+QUANTIZE_HELP = """usage: llama-quantize [--help] ...
+-----------------------------------------------------------------------------
+ allowed quantization types
+-----------------------------------------------------------------------------
+
+  41  or  Q1_0    :  1.125 bpw quantization
+  39  or  MXFP4_MOE : MXFP4 MoE
+  17  or  IQ2_XS  :  2.31 bpw quantization
+  15  or  Q4_K_M  :  4.58G, +0.1754 ppl @ Llama-3-8B
+  15  or  Q4_K    : alias for Q4_K_M
+   7  or  Q8_0    :  7.96G, +0.0026 ppl @ Llama-3-8B
+  32  or  BF16    : 14.00G, -0.0050 ppl @ Mistral-7B
+          COPY    : only copy tensors, no quantizing
+"""
+
+
+def test_the_quant_type_table_is_read_from_llama_quantize_help() -> None:
+    """The lines of QUANT_OPTIONS (tools/quantize/quantize.cpp) as --help prints them."""
+    table = qtypes.parse_help(QUANTIZE_HELP)
+    assert set(table) == {"Q1_0", "MXFP4_MOE", "IQ2_XS", "Q4_K_M", "Q4_K", "Q8_0", "BF16", "COPY"}
+    assert (table["Q1_0"], table["IQ2_XS"]) == (1.125, 2.31)
+    assert table["Q4_K_M"] == table["Q4_K"] == pytest.approx(4.9, abs=0.05)  # 4.58 GiB of 8.03e9 weights
+    assert table["Q8_0"] == pytest.approx(8.5, abs=0.05) and table["BF16"] == pytest.approx(16.6, abs=0.1)
+    assert table["MXFP4_MOE"] is None and qtypes.bpw("MXFP4_MOE", table) == 4.25  # the ggml type MXFP4
+    assert qtypes.bpw("NEW_FORK_TYPE", table) == qtypes.UNKNOWN_BPW
+
+
 def test_quant_types_are_checked_against_the_tools_list() -> None:
     assert qtypes.check(["q4_k_m", "IQ2_XS"], {"Q4_K_M", "IQ2_XS"}, what="x") == ["Q4_K_M", "IQ2_XS"]
     with pytest.raises(InputError, match=r"Q4_K_X.*did you mean Q4_K_M"):
@@ -329,10 +356,11 @@ def test_disk_preflight_refuses_a_run_that_does_not_fit(tmp_path: Path) -> None:
 def test_the_estimate_counts_each_output_by_bits_per_weight(tmp_path: Path) -> None:
     ctx = _context(tmp_path, source_spec=str(fake_checkpoint(tmp_path / "ck")))
     ctx.types = ["Q4_K_M", "IQ2_XS"]
+    ctx.type_bpw = qtypes.parse_help(QUANTIZE_HELP)  # the build's llama-quantize --help
     ctx.use_imatrix = True
     est = dict(preflight.estimate(ctx, params=10**9, mtp_layers=0, download=0).items)
     assert est["m-BF16.gguf"] == 2 * 10**9
-    assert est["m-Q4_K_M.gguf"] == int(10**9 * 4.89 / 8 * 1.02)
+    assert est["m-Q4_K_M.gguf"] == int(10**9 * ctx.type_bpw["Q4_K_M"] / 8 * 1.02)
     assert est["m-IQ2_XS.gguf"] < est["m-Q4_K_M.gguf"]
     # an output already in place (with its sidecar) is not counted again
     done = ctx.quant_path("Q4_K_M")
@@ -348,7 +376,7 @@ def test_the_pipeline_refuses_to_start_when_the_disk_is_short(
     ck = fake_checkpoint(tmp_path / "ck")
     fake_build(tmp_path / "builds" / "session" / "cpu")
     recipe = _recipe(tmp_path, f"model: {{source: {ck}, quantize: {{types: [Q4_K_M]}}}}\n")
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M", "Q8_0"})
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89, "Q8_0": 8.5})
     out = tmp_path / "out"
     options = plan.Options(recipe, builds_dir=tmp_path / "builds", out=out)
     with pytest.raises(InputError, match="not enough disk space"):
@@ -362,7 +390,7 @@ def test_an_unsupported_architecture_is_refused_before_anything_runs(
     ck = fake_checkpoint(tmp_path / "ck", arch="FancyNewForCausalLM", mtp_layers=0)
     fake_build(tmp_path / "builds" / "session" / "cpu")
     recipe = _recipe(tmp_path, f"model: {{source: {ck}}}\n")
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M"})
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89})
     with pytest.raises(InputError, match="FancyNewForCausalLM is not supported by the converter"):
         pipeline(plan.Options(recipe, builds_dir=tmp_path / "builds", out=tmp_path / "out"))
 
@@ -372,7 +400,7 @@ def test_missing_tools_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     root = fake_build(tmp_path / "builds" / "session" / "cpu")
     (root / "bin" / tools.IMATRIX).unlink()
     recipe = _recipe(tmp_path, f"model: {{source: {ck}, imatrix: {{chunks: 2}}}}\n")
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M"})
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89})
     with pytest.raises(InputError, match=r"lacks what the pipeline needs: .*llama-imatrix"):
         pipeline(plan.Options(recipe, builds_dir=tmp_path / "builds", out=tmp_path / "out"))
 
@@ -546,7 +574,10 @@ def test_a_hub_model_is_sized_before_it_is_downloaded(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M"})
+    # the safetensors headers on the Hub: 8 Gi parameters in BF16 (the 16 GiB of model.safetensors)
+    monkeypatch.setattr(huggingface_hub, "get_safetensors_metadata",
+                        lambda repo_id, **kw: types.SimpleNamespace(parameter_count={"BF16": 8 * 2**30}))  # fmt: skip
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89})
     fake_build(tmp_path / "builds" / "session" / "cpu")
     recipe = _recipe(tmp_path, f"model: {{source: org/big-model, revision: {'e' * 40}}}\n")
     with pytest.raises(InputError, match=r"needs about 39\.\d\d GiB \(download 16\.00 GiB, big-model-BF16\.gguf 16\.00 GiB"):

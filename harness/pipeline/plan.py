@@ -73,6 +73,7 @@ class Context:
     mtp_head: Path | None = None
     imatrix: Path | None = None
     types: list[str] = field(default_factory=list)
+    type_bpw: dict[str, float | None] = field(default_factory=dict)  # llama-quantize --help's table
     use_imatrix: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
 
