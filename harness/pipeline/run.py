@@ -60,7 +60,7 @@ def pipeline(options: Options, *, free_space: preflight.FreeSpace = preflight.fr
     name = plan.model_name(section, src)
     out = (options.out or plan.DEFAULT_MODELS_DIR / name).absolute()
     build = tools.find(recipe, backend=options.backend, builds_dir=options.builds_dir, python=section.python)
-    if (build.root / "gguf-py").is_dir():
+    if (build.root / "gguf-py" / gguf_py.CONSTANTS).is_file():
         gguf_py.use_build(build.root)  # the tree's own weight types and MTP architectures
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
