@@ -107,9 +107,12 @@ class Audit:
 def audit(gf: GGUFModel, *, target: GGUFModel | None = None) -> Audit:
     lay = mtp.layout(gf)
     draft = mtp.is_draft_only(gf, lay)
+    spec = mtp.spec(lay.arch)
+    assistant = spec is not None and spec.blocks == "assistant"  # its own width: nothing to compare shapes with
     problems: list[str] = []
     warnings: list[str] = []
     layers: list[LayerReport] = []
+    misfit: list[str] = []  # ways the draft does not fit --target
     status = "ok"
     full = True
     by_block = mtp.blocks_of(gf)
@@ -152,8 +155,10 @@ def audit(gf: GGUFModel, *, target: GGUFModel | None = None) -> Audit:
                     report.missing.extend(f"blk.{block}.{name}" for name in req.missing(present))
             report.missing.sort()
             report.bad_shapes.extend(_nextn_shape_problems(gf, block))
-            if rule.reference is not None:
-                report.bad_shapes.extend(_mirror_shape_problems(gf, block, *rule.reference))
+            if draft and target is not None and not assistant and mtp.layout(target).arch == lay.arch:
+                ref = mtp.trunk_reference(target, present)
+                if ref is not None:
+                    misfit.extend(_target_shape_problems(gf, block, target, ref))
             layers.append(report)
         if all(r.tensors == 0 for r in layers):
             status = "heads-dropped"
@@ -174,7 +179,7 @@ def audit(gf: GGUFModel, *, target: GGUFModel | None = None) -> Audit:
     if problems and status in PASSING:
         status = "inconsistent"
     if target is not None:
-        mismatch = fit_problems(gf, lay, target, draft_only=draft)
+        mismatch = fit_problems(gf, lay, target, draft_only=draft) + misfit
         if mismatch:
             problems.extend(mismatch)
             if status in PASSING:
@@ -287,10 +292,8 @@ def _nextn_shape_problems(gf: GGUFModel, block: int) -> list[str]:
     return problems
 
 
-def _mirror_shape_problems(gf: GGUFModel, block: int, ref_model: Any, ref_block: int) -> list[str]:
-    """Matrices of an MTP block of another model (a draft's target) whose shapes differ from the mirrored block's."""
-    if ref_model is gf:
-        return []  # the file's own trunk: per-layer sizes may differ legitimately
+def _target_shape_problems(gf: GGUFModel, block: int, ref_model: GGUFModel, ref_block: int) -> list[str]:
+    """Tensors of a draft's MTP block whose shapes differ from the same tensors of a target trunk block of its kind."""
     problems = []
     for t in gf.tensors:
         if mtp.block_index(t.name) != block or ".nextn." in t.name:

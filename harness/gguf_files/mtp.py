@@ -14,9 +14,10 @@ What an MTP block must hold comes from two places, so that a new architecture ne
   have a loader of their own, e.g. qwen35, nemotron_h_moe), those it marks optional, and
   whether a file whose MTP tensors are missing still loads;
 - **the file itself**, where the MTP blocks are built by the trunk's own code (deepseek2/4,
-  glm4moe, mimo2, hy_v3, ...): an MTP block mirrors the trunk block of its own kind (dense or
-  MoE, attention or recurrent: the trunk block whose tensors overlap it most) plus the NextN
-  projections, less what the loader marks optional.
+  glm4moe, mimo2, hy_v3, ...): an MTP block mirrors the trunk blocks of its own kind (dense or
+  MoE, attention or recurrent): it must hold every tensor all of them hold (what varies from
+  layer to layer, such as DeepSeek V4's compressors or hash-routed gates, is left out) plus
+  the NextN projections, less what the loader marks optional.
 
 Architectures a build's gguf-py lists with NextN tensors but the table does not know get
 the NextN projections and the mirror (:func:`register_architectures`).
@@ -272,35 +273,45 @@ def block_rule(gf: Model, lay: Layout, block: int, *, trunk: Model | None = None
         if model is None:
             continue
         model_lay = lay if model is gf else layout(model)
-        ref = _closest_trunk_block(blocks_of(model), model_lay.trunk_layers, present)
-        if ref is not None:
-            ref_block, names = ref
+        core = _trunk_core(blocks_of(model), model_lay.trunk_layers, present)
+        if core is not None:
+            refs, names = core
             mirrored = sorted(n for n in names if n not in s.optional and not n.startswith("nextn."))
             where = "" if model is gf else f" of {_name(model)}"
             return BlockRule(
-                [*_req(*mirrored), *[r for r in table if not _covered(r, mirrored)]],
-                f"mirror of trunk block {ref_block}{where} + llama.cpp's NextN tensors ({s.source})",
+                [*_req(*mirrored), *[r for r in table if not r.satisfied(set(mirrored))]],
+                f"mirror of trunk block(s) {_span(refs)}{where} + llama.cpp's NextN tensors ({s.source})",
                 True,
-                (model, ref_block),
+                (model, refs[-1]),
             )
     return BlockRule(table, "the NextN projections only (no trunk block to mirror; check against a target)", False)
 
 
-def _covered(req: Requirement, names: list[str]) -> bool:
-    return req.satisfied(set(names))
+def trunk_reference(model: Model, present: set[str]) -> int | None:
+    """The last trunk block of ``model`` of the kind ``present`` is (shapes of a draft against its target)."""
+    core = _trunk_core(blocks_of(model), layout(model).trunk_layers, present)
+    return None if core is None else core[0][-1]
 
 
-def _closest_trunk_block(blocks: dict[int, set[str]], trunk_layers: int, present: set[str]) -> tuple[int, set[str]] | None:
-    """The trunk block most like ``present``: most names in common, fewest extra, the latest."""
-    best: tuple[tuple[int, int, int], int, set[str]] | None = None
-    plain = {n for n in present if not n.startswith("nextn.")}
-    for b, names in blocks.items():
-        if b >= trunk_layers:
-            continue
-        score = (len(names & plain), -len(names - plain), b)
-        if best is None or score > best[0]:
-            best = (score, b, names)
-    return None if best is None else (best[1], best[2])
+def kind(names: set[str]) -> tuple[bool, bool]:
+    """A block's kind: (MoE: it routes to experts, recurrent: it has SSM/linear-attention state)."""
+    return "ffn_gate_inp.weight" in names, any(n.startswith("ssm_") for n in names)
+
+
+def _trunk_core(blocks: dict[int, set[str]], trunk_layers: int, present: set[str]) -> tuple[list[int], set[str]] | None:
+    """The trunk blocks of ``present``'s kind (all trunk blocks when none is), and the names all of them hold."""
+    trunk = {b: names for b, names in blocks.items() if b < trunk_layers}
+    if not trunk:
+        return None
+    same = {b: names for b, names in trunk.items() if kind(names) == kind(present)} or trunk
+    refs = sorted(same)
+    return refs, set.intersection(*(same[b] for b in refs))
+
+
+def _span(blocks: list[int]) -> str:
+    if len(blocks) > 1 and blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return f"{blocks[0]}-{blocks[-1]}"
+    return ", ".join(map(str, blocks))
 
 
 def global_requirements(lay: Layout) -> list[str]:

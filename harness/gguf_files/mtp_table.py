@@ -300,26 +300,17 @@ def load(path: Path = OUTPUT) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m harness.gguf_files.mtp_table LLAMA_CPP_DIR [OUT.json]")
-        return 2
-    tree = Path(argv[0])
-    out = Path(argv[1]) if len(argv) > 1 else OUTPUT
-    table = {"source": "llama.cpp " + _commit(tree), "architectures": generate(tree)}
-    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    print(f"{out}: {len(table['architectures'])} architectures")
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.gguf_files.mtp_table", description=__doc__.split("\n")[0])
+    parser.add_argument("tree", type=Path, help="a llama.cpp source tree")
+    parser.add_argument("--commit", required=True, help="the tree's commit, recorded as the table's source")
+    parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    table = {"source": f"llama.cpp {args.commit[:12]}", "architectures": generate(args.tree)}
+    args.output.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"{args.output}: {len(table['architectures'])} architectures")
     return 0
-
-
-def _commit(tree: Path) -> str:
-    head = tree / ".git" / "HEAD"
-    if head.is_file():
-        ref = head.read_text().strip()
-        if ref.startswith("ref:"):
-            target = tree / ".git" / ref.split(None, 1)[1]
-            return target.read_text().strip()[:12] if target.exists() else "unknown"
-        return ref[:12]
-    return "unknown"
 
 
 if __name__ == "__main__":
