@@ -20,7 +20,7 @@ import pytest
 from harness import atomic
 from harness.errors import InputError, StepError
 from harness.gguf_files import mtp
-from harness.gguf_files.split import open_model as open_gguf
+from harness.gguf_files.split import open_model
 from harness.pipeline import (
     cache,
     checkpoint,
@@ -475,7 +475,7 @@ def test_progress_follows_the_tools_output() -> None:
 
 def test_summary_reports_real_bits_per_weight(tmp_path: Path) -> None:
     path = models.write_qwen35(tmp_path / "m.gguf")
-    with open_gguf(path) as gf:
+    with open_model(path) as gf:
         info = summary.gguf_info(gf)["gguf"]
         nbytes = sum(t.nbytes for t in gf.tensors)
         elements = sum(t.n_elements for t in gf.tensors)
@@ -502,7 +502,7 @@ def _job(ctx: plan.Context, code: str, output: Path) -> Any:
     from harness.pipeline.steps.job import Job
 
     def verify(tmp: Path) -> dict[str, Any]:
-        with open_gguf(tmp) as gf:  # raises InputError for anything that is not a GGUF
+        with open_model(tmp) as gf:  # raises InputError for anything that is not a GGUF
             return {"tensors": len(gf.tensors)}
 
     return Job(step="quantize", label="quantize X", output=output, tool=Path(sys.executable), inputs={},
