@@ -63,7 +63,7 @@ def mtp_architectures(module: ModuleType) -> set[str]:
 
 
 def use(gguf_py: Path) -> list[str]:
-    """Register a build's type and MTP architecture tables; returns the type names it added."""
+    """Register a build's type and MTP architecture tables; returns the type names it added or changed."""
     from harness.gguf_files import mtp, reader
 
     module = constants(gguf_py)

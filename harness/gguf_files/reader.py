@@ -93,25 +93,17 @@ TYPES: dict[int, tuple[str, int, int]] = {int(t): (t.name, b, s) for t, (b, s) i
 
 
 def register_types(table: dict[int, tuple[str, int, int]]) -> list[str]:
-    """Add the types of another table (a build's gguf-py); returns the names that were new.
+    """Take the types of a build's gguf-py table; returns the names that were new or changed.
 
-    A type id the installed table already has keeps its entry unless the new one differs
-    in block or byte size, which would make every size computed here wrong: that is an error.
+    The build's entry wins over the installed package's: its tree wrote the files (the pinned
+    tree's Q8_1 blocks, for one, are 36 bytes where gguf 0.19 says 40).
     """
-    added = []
+    changed = []
     for type_id, (name, block, size) in table.items():
-        if block <= 0 or size <= 0:
-            continue
-        known = TYPES.get(type_id)
-        if known is None:
+        if block > 0 and size > 0 and TYPES.get(type_id) != (name, block, size):
             TYPES[type_id] = (name, block, size)
-            added.append(name)
-        elif known[1:] != (block, size):
-            raise InputError(
-                f"ggml type {type_id} is {known[0]} ({known[1]} elements in {known[2]} bytes) here "
-                f"but {name} ({block} in {size}) in the build's gguf-py: a fork reuses the id"
-            )
-    return added
+            changed.append(name)
+    return changed
 
 
 def type_name(type_id: int) -> str:

@@ -54,7 +54,7 @@ class Estimate:
 
 
 def check_tools(ctx: Context) -> None:
-    gone = tools.missing(ctx.build, convert=True, imatrix=ctx.use_imatrix)
+    gone = tools.missing(ctx.build, convert=not ctx.source.gguf, imatrix=ctx.use_imatrix)
     if gone:
         raise InputError(
             f"the build at {ctx.build.root} lacks what the pipeline needs: " + ", ".join(gone),
@@ -110,7 +110,7 @@ def estimate(ctx: Context, *, params: int, mtp_layers: int, download: int) -> Es
     def pending(path: Path) -> bool:
         return ctx.force or cache.read_sidecar(path) is None or not path.exists()
 
-    if pending(ctx.converted_path()):
+    if pending(ctx.converted_path()) and not ctx.source.gguf:
         est.add(ctx.converted_path().name, converted)
     head_share = min(1.0, 1.5 * mtp_layers / max(layers, 1))
     if separate and pending(ctx.mtp_head_path()):
@@ -145,6 +145,13 @@ def run(ctx: Context, free: FreeSpace = free_space) -> Estimate:
     """All checks; for a Hub source it fetches config.json and sizes the download first."""
     check_tools(ctx)
     download = 0
+    if ctx.source.gguf:
+        assert ctx.source.path is not None
+        params, mtp_layers, ctx.trunk_layers = _gguf_source(ctx.source.path)
+        check_options(ctx, mtp_layers)
+        est = estimate(ctx, params=params, mtp_layers=mtp_layers, download=0)
+        check_disk(est, ctx.out, free)
+        return est
     if ctx.source.path is not None:
         ckpt = ctx.checkpoint or checkpoint.read(ctx.source.path)
         ctx.checkpoint = ckpt
@@ -158,6 +165,16 @@ def run(ctx: Context, free: FreeSpace = free_space) -> Estimate:
     est = estimate(ctx, params=params, mtp_layers=mtp_layers, download=download)
     check_disk(est, ctx.out, free)
     return est
+
+
+def _gguf_source(path: Path) -> tuple[int, int, int]:
+    """Parameters, MTP layers and trunk layers of a GGUF source (the whole set when it is split)."""
+    from harness.gguf_files import mtp
+    from harness.gguf_files.split import open_model
+
+    with open_model(path) as gf:
+        lay = mtp.layout(gf)
+        return sum(t.n_elements for t in gf.tensors), lay.nextn, max(lay.trunk_layers, 1)
 
 
 def _remote(ctx: Context) -> tuple[dict[str, Any], int, int, int]:

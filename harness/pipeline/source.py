@@ -1,4 +1,8 @@
-"""Where a model comes from: a local checkpoint directory or a Hugging Face repo id.
+"""Where a model comes from: a local checkpoint directory, a Hugging Face repo id, or a GGUF.
+
+A GGUF source (a file, or any shard of a split set) is a model that is already converted:
+the pipeline skips download and convert and makes the importance matrix and the quants
+from it (requantizing with ``--allow-requantize`` when its weights are quantized).
 
 Downloads take only what conversion reads (config, tokenizer, safetensors and their index,
 the model card) at one revision, into ``<model dir>/hf``.  The token comes from the
@@ -37,8 +41,9 @@ IGNORE_PATTERNS = ["*/*", "consolidated*.safetensors"]
 
 @dataclass(frozen=True)
 class Source:
-    spec: str  # as written: a directory or a repo id
-    path: Path | None  # the local checkpoint directory, when it is one
+    spec: str  # as written: a directory, a GGUF file or a repo id
+    path: Path | None  # the local checkpoint directory or GGUF file, when it is one
+    gguf: bool = False  # a GGUF model (a file or a shard of a split set), already converted
 
     @property
     def is_local(self) -> bool:
@@ -46,16 +51,29 @@ class Source:
 
     @property
     def default_name(self) -> str:
-        return self.path.name if self.path is not None else self.spec.rsplit("/", 1)[-1]
+        if self.path is None:
+            return self.spec.rsplit("/", 1)[-1]
+        if self.gguf:
+            return _SHARD_SUFFIX.sub("", self.path.name).removesuffix(".gguf")
+        return self.path.name
+
+
+_SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
 
 
 def parse(spec: str) -> Source:
-    """A local directory (when one exists at ``spec``) or a Hugging Face repo id."""
+    """A local directory or GGUF file (when one exists at ``spec``) or a Hugging Face repo id."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return Source(spec, path.resolve())
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(4) == b"GGUF":
+                return Source(spec, path.resolve(), gguf=True)
+        raise InputError(f"model source {spec!r} is a file but not a GGUF; give a checkpoint directory, "
+                         "a GGUF or a Hugging Face repo id")  # fmt: skip
     if path.exists():
-        raise InputError(f"model source {spec!r} is a file; give a checkpoint directory or a Hugging Face repo id")
+        raise InputError(f"model source {spec!r} is neither a directory nor a file")
     if _REPO_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return Source(spec, None)
     raise InputError(f"model source {spec!r}: no such directory, and not a Hugging Face repo id (owner/name)")

@@ -36,6 +36,8 @@ class Convert:
     name: ClassVar[str] = "convert"
 
     def run(self, ctx: Context) -> list[Outcome]:
+        if ctx.source.gguf:
+            return [self._gguf_source(ctx)]
         assert ctx.hf_dir is not None and ctx.checkpoint is not None
         mode = ctx.section.convert.mtp
         has_mtp = ctx.checkpoint.mtp_layers > 0
@@ -52,6 +54,22 @@ class Convert:
         ctx.converted = outcomes[0].output
         ctx.mtp_head = outcomes[1].output if len(outcomes) > 1 else None
         return outcomes
+
+    def _gguf_source(self, ctx: Context) -> Outcome:
+        """A GGUF source is the converted model: checked (as a whole set) and used where it is."""
+        assert ctx.source.path is not None
+        conv = ctx.section.convert
+        if conv.mtp != "keep" or conv.split_max_size or conv.split_max_tensors:
+            console.warn("model.convert settings do not apply to a GGUF source: it is used as it is")
+        with open_model(ctx.source.path) as gf:
+            info = summary.gguf_info(gf)
+            report = audit.audit(gf)
+            first = gf.path
+        if report.status in BROKEN:
+            raise StepError(f"the GGUF source {first.name} fails the MTP audit ({report.status}): " + "; ".join(report.problems))
+        console.info(f"convert: using the GGUF source {first} ({len(info['gguf']['shards'])} file(s))")
+        ctx.converted, ctx.mtp_head = first, None
+        return Outcome(self.name, "source GGUF", first, True, 0.0, {**info, "audit": report.status})
 
     def _job(self, ctx: Context, part: str, output: Path, flags: list[str], has_mtp: bool) -> Job:
         assert ctx.hf_dir is not None and ctx.checkpoint is not None

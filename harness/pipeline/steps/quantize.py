@@ -46,7 +46,7 @@ class Quantize:
     def _job(self, ctx: Context, qtype: str, layout: mtp.Layout, type_rules: list[str]) -> Job:
         assert ctx.converted is not None
         model, tool, imx = ctx.converted, ctx.build.quantize, ctx.imatrix
-        requant = ctx.section.convert.outtype == "q8_0"
+        requant = ctx.section.convert.outtype == "q8_0" or ctx.source.gguf  # a GGUF source may be quantized
         mtp_type = ctx.section.quantize.mtp_type
         output = ctx.quant_path(qtype)
 
