@@ -420,3 +420,25 @@ def test_bad_imatrix_files_are_named_with_the_problem(tmp_path, make, fragment):
     make(path)
     with pytest.raises(InputError, match=re.escape(fragment)):
         imatrix.read(path)
+
+
+def test_a_20_mb_file_of_metadata_costs_little(tmp_path):
+    """Big metadata arrays (a vocabulary's worth of strings, millions of numbers) in a real process:
+    inspect and audit stay under 256 MB (such a file once cost 448 MB) and well under a minute."""
+    big = tmp_path / "big.gguf"
+    n_str, n_int = 800_000, 2_500_000
+    strings = (bad_gguf.s("llama.strs") + bad_gguf.u32(bad_gguf.ARR) + bad_gguf.u32(bad_gguf.STR) + bad_gguf.u64(n_str)
+               + (bad_gguf.u64(2) + b"ab") * n_str)  # fmt: skip
+    ints = bad_gguf.s("llama.ints") + bad_gguf.u32(bad_gguf.ARR) + bad_gguf.u32(bad_gguf.I32) + bad_gguf.u64(n_int) + bytes(4 * n_int)
+    big.write_bytes(bad_gguf.gguf(kvs=[*bad_gguf.BASE_KVS, strings, ints]))
+    assert 18e6 < big.stat().st_size < 22e6
+    script = (
+        "import json, resource, sys, time; from harness.cli import main; t0 = time.monotonic(); "
+        f"codes = [main(['gguf', c, {str(big)!r}, '--json']) for c in ('inspect', 'audit')]; "
+        "print(json.dumps({'codes': codes, 'seconds': time.monotonic() - t0, "
+        "'maxrss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    measured = json.loads(res.stdout.strip().splitlines()[-1])
+    assert measured["codes"] == [0, 0], res.stderr[-2000:]
+    assert measured["maxrss_mib"] < 256 and measured["seconds"] < 60, measured

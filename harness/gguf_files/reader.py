@@ -395,7 +395,7 @@ def _read_value(cur: _Cursor, key: str) -> KV:
     if sub == GGUFValueType.STRING:
         if n * 8 > cur.left():
             raise _Malformed(f"{key!r} claims {n} strings, more than the rest of the file can hold")
-        return KV(key, vtype, [cur.string(f"element {j} of {key!r}") for j in range(n)], sub)
+        return KV(key, vtype, _string_array(cur, key, n), sub)
     width = _SCALARS[sub][1]
     cur.need(n * width, f"the {n} elements of {key!r}")
     values = np.frombuffer(cur.buf, dtype=_NUMPY[sub], count=n, offset=cur.pos)
@@ -403,6 +403,32 @@ def _read_value(cur: _Cursor, key: str) -> KV:
     items = [bool(v) for v in values] if sub == GGUFValueType.BOOL else values.tolist()
     del values  # release the buffer export so the map can close
     return KV(key, vtype, items, sub)
+
+
+_U64 = struct.Struct("<Q")
+
+
+def _string_array(cur: _Cursor, key: str, n: int) -> list[str]:
+    """``n`` strings (a tokenizer's vocabulary): the checks of :meth:`_Cursor.string` in one tight loop."""
+    buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
+    out: list[str] = []
+    append = out.append
+    try:
+        for _ in range(n):
+            if pos + 8 > size:
+                raise _Malformed(f"truncated at offset {pos}: element {len(out)} of {key!r}")
+            (length,) = unpack(buf, pos)
+            pos += 8
+            if length > MAX_STRING_LENGTH or pos + length > size:
+                raise _Malformed(
+                    f"element {len(out)} of {key!r} claims a length of {length} bytes, {size - pos} are left"
+                )
+            append(buf[pos : pos + length].decode("utf-8"))
+            pos += length
+    except UnicodeDecodeError:
+        raise _Malformed(f"element {len(out)} of {key!r} is not valid UTF-8") from None
+    cur.pos = pos
+    return out
 
 
 def _value_type(raw: int, key: str) -> GGUFValueType:
