@@ -15,7 +15,9 @@ from typing import Any
 from gguf import LlamaFileType
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from harness.console import plain
 from harness.gguf_files import mtp
 from harness.gguf_files.split import GGUFModel
 from harness.pipeline.plan import Outcome
@@ -83,7 +85,7 @@ def render(outcomes: list[Outcome], console: Console) -> None:
             took = "cached" + (f" ({row['recorded_seconds']:.1f}s)" if row["recorded_seconds"] is not None else "")
         else:
             took = f"{row['seconds']:.1f}s"
-        table.add_row(Path(row["file"]).name, str(row["type"]), _size(row["size"]),
+        table.add_row(Text(plain(Path(row["file"]).name)), Text(plain(str(row["type"]))), _size(row["size"]),
                       f"{bpw:.2f}" if bpw else "-", took)  # fmt: skip
     console.print(table)
 
