@@ -311,7 +311,7 @@ def test_mtp_separate_makes_a_head_for_draft_model_serving(
     head = out / "mtp-tiny-qwen35-Q8_0.gguf"
     with open_model(head) as gf:
         a = audit.audit(gf)
-    assert (a.status, a.block_count, a.nextn) == ("ok", 5, 1)
+    assert (a.status, a.block_count, a.nextn) == ("draft", 5, 1)  # an MTP-only head: a draft file for -md
     head_types = tensor_types(head)
     assert set(mtp_matrices(head_types).values()) == {"Q8_0"} and "token_embd.weight" in head_types
     assert not [n for n in head_types if n.startswith(("blk.0.", "blk.3."))]  # the head only
