@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from typing import TYPE_CHECKING, Any
@@ -77,5 +78,17 @@ def out(message: str = "") -> None:
     sys.stdout.write(message + "\n")
 
 
+# C0 and C1 control characters (ANSI escape sequences start with ESC), except tab and newline
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """Text from files, recipes or paths made safe for a terminal: control characters and ANSI codes removed."""
+    return _CONTROL.sub("", text)
+
+
 def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
+    """``plain`` text that rich prints literally: ``[/bold]`` or ``[link=...]`` in a name are not markup."""
+    from rich.markup import escape as markup_escape
+
+    return markup_escape(plain(text))

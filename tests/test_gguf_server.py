@@ -179,3 +179,45 @@ def test_a_qwen35_file_with_dropped_heads_does_not_load(llama_bin, tiny, tmp_pat
     )
     assert proc.returncode != 0
     assert "tensor 'blk.4.attn_norm.weight' not found" in proc.stdout + proc.stderr
+
+
+# --- split sets: llama-gguf-split's, and grafts into them ----------------------------------------
+
+
+def gguf_split(bin_dir: Path, src: Path, prefix: Path, max_tensors: int) -> list[Path]:
+    subprocess.run([str(bin_dir / "llama-gguf-split"), "--split", "--split-max-tensors", str(max_tensors), str(src), str(prefix)],
+                   check=True, capture_output=True)  # fmt: skip
+    return sorted(prefix.parent.glob(f"{prefix.name}-*-of-*.gguf"))
+
+
+def test_shard_1_of_a_split_mtp_model_audits_ok_and_drafts(llama_bin, tiny, tmp_path, capsys):
+    """The case of issue 13: audit on shard 1 said heads-dropped although llama-server drafts with it."""
+    shards = gguf_split(llama_bin, tiny["rigged-full"], tmp_path / "rigged", 30)
+    assert len(shards) == 3
+    for shard in (shards[0], shards[2]):
+        assert main(["gguf", "audit", str(shard), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["status"] == "ok" and report["shards"] == [str(s) for s in shards]
+    with llama_server(llama_bin, tmp_path / "server.log", "-m", shards[0], "--spec-type", "draft-mtp") as srv:
+        result = srv.complete("The weather today is")
+    timings = result["timings"]
+    assert result["content"] == models.RIGGED_TOKEN * N_PREDICT
+    assert timings["draft_n"] > 0 and timings["draft_n_accepted"] == timings["draft_n"]
+
+
+@pytest.mark.parametrize("split", [[], ["--split-max-tensors", "40"]])
+def test_graft_into_a_split_base_loads_and_drafts(llama_bin, tiny, tmp_path, capsys, split):
+    """A base split by llama-gguf-split, grafted as a whole file or as a new split set: llama-server
+    loads the result (every trunk tensor is there) and the rigged heads' drafts are all accepted."""
+    base = gguf_split(llama_bin, tiny["rigged-none"], tmp_path / "base", 25)
+    assert len(base) == 3
+    out = tmp_path / "grafted.gguf"
+    assert main(["gguf", "graft", str(base[0]), str(tiny["rigged-donor"]), "-o", str(out), *split, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    files = [Path(p) for p in result["files"]]
+    assert len(files) == (2 if split else 1) and result["tensors"] == 69
+    with llama_server(llama_bin, tmp_path / "server.log", "-m", files[0], "--spec-type", "draft-mtp") as srv:
+        completion = srv.complete("The weather today is")
+    timings = completion["timings"]
+    assert completion["content"] == models.RIGGED_TOKEN * N_PREDICT
+    assert timings["draft_n"] > 0 and timings["draft_n_accepted"] == timings["draft_n"]

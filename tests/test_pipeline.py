@@ -31,7 +31,7 @@ import pytest
 import requests
 
 from harness.gguf_files import audit
-from harness.gguf_files.reader import GGUFFile, open_gguf
+from harness.gguf_files.split import GGUFModel, open_model
 from harness.pipeline import tools
 from tests import hf_models
 from tests.conftest import run_harness, write_recipe
@@ -104,13 +104,28 @@ def complete(url: str, prompt: str, n: int = 24) -> dict[str, Any]:
 
 
 def tensor_types(path: Path) -> dict[str, str]:
-    with open_gguf(path) as gf:
+    with open_model(path) as gf:
         return {t.name: t.type_name for t in gf.tensors}
 
 
 def test_the_converter_of_the_build_registers_the_test_models(pipeline_build: Build) -> None:
     known = tools.supported_architectures(tools.Build(pipeline_build.root, "cpu", None, "python3"))
     assert {"LlamaForCausalLM", "Qwen3_5ForCausalLM", "Qwen3NextForCausalLM"} <= known
+
+
+def test_the_quant_type_table_comes_from_the_builds_llama_quantize(pipeline_build: Build) -> None:
+    table = tools.quant_types(tools.Build(pipeline_build.root, "cpu", None, "python3"))
+    assert table["Q4_K_M"] == table["Q4_K"] == pytest.approx(4.9, abs=0.05) and table["IQ2_XS"] == 2.31
+    assert "Q2_0" in table and "COPY" in table  # Q2_0: newer than the gguf package on PyPI
+
+
+def test_the_builds_gguf_py_knows_types_the_installed_package_does_not(pipeline_build: Build) -> None:
+    from harness.gguf_files import gguf_py
+
+    module = gguf_py.constants(pipeline_build.root / "gguf-py")
+    table = gguf_py.type_table(module)
+    assert table[42] == ("Q2_0", 64, 18)
+    assert {"qwen35", "deepseek4", "glm4moe"} <= gguf_py.mtp_architectures(module)
 
 
 # --- SmolLM2 ---------------------------------------------------------------------------------
@@ -158,7 +173,7 @@ def test_smollm2_is_converted_measured_and_quantized(smol: Run) -> None:
 def test_the_summary_shows_real_bits_per_weight(smol: Run) -> None:
     rows = {Path(r["file"]).name: r for r in smol.report["summary"]}
     q = rows["smollm2-Q4_K_M.gguf"]
-    with open_gguf(smol.out / "smollm2-Q4_K_M.gguf") as gf:
+    with open_model(smol.out / "smollm2-Q4_K_M.gguf") as gf:
         real = sum(t.nbytes for t in gf.tensors) * 8 / sum(t.n_elements for t in gf.tensors)
         kinds = {t.type_name for t in gf.tensors}
     assert q["bits_per_weight"] == pytest.approx(real, abs=1e-3)
@@ -167,7 +182,7 @@ def test_the_summary_shows_real_bits_per_weight(smol: Run) -> None:
     assert rows["smollm2-F32.gguf"]["bits_per_weight"] == pytest.approx(32.0)
 
 
-def assert_same_model(made: GGUFFile, original: GGUFFile) -> None:
+def assert_same_model(made: GGUFModel, original: GGUFModel) -> None:
     """Same tensors (names, types, shapes, bytes) and the same metadata values.
 
     Not the same file: llama-quantize at 0c1e570 moves general.file_type to the end of the
@@ -193,7 +208,7 @@ def test_the_rebuilt_checkpoint_quantizes_back_to_the_original(
          smol.out / "smollm2-F32.gguf", out, "Q4_1"],
         check=True, capture_output=True,
     )  # fmt: skip
-    with open_gguf(out) as made, open_gguf(smollm2_gguf) as original:
+    with open_model(out) as made, open_model(smollm2_gguf) as original:
         assert_same_model(made, original)
 
 
@@ -242,7 +257,7 @@ def test_mtp_keep_with_an_iq2_trunk(qwen_hf: Path, pipeline_build: Build, tmp_pa
     report = harness(pipeline_build, "pipeline", r, "--out", out)
     assert labels(report) == [("convert bf16", False), ("imatrix", False), ("quantize IQ2_XS", False)]
     quant = out / "tiny-qwen35-IQ2_XS.gguf"
-    with open_gguf(quant) as gf:
+    with open_model(quant) as gf:
         a = audit.audit(gf)
     assert (a.status, a.block_count, a.nextn) == ("ok", 5, 1)
     types = tensor_types(quant)
@@ -273,7 +288,7 @@ def test_mtp_drop_converts_without_the_mtp_layer(qwen_hf: Path, pipeline_build: 
     report = harness(pipeline_build, "convert", r, "--out", tmp_path / "out")
     [step] = report["steps"]
     assert "--no-mtp" in step["sidecar"]["command"]
-    with open_gguf(Path(step["output"])) as gf:
+    with open_model(Path(step["output"])) as gf:
         a = audit.audit(gf)
         names = [t.name for t in gf.tensors]
     assert (a.status, a.block_count, a.nextn) == ("no-mtp-heads", 4, 0)
@@ -291,12 +306,12 @@ def test_mtp_separate_makes_a_head_for_draft_model_serving(
     ]  # fmt: skip
     main_types = tensor_types(out / "tiny-qwen35-Q4_K_M.gguf")
     assert not mtp_matrices(main_types)
-    with open_gguf(out / "tiny-qwen35-Q4_K_M.gguf") as gf:
+    with open_model(out / "tiny-qwen35-Q4_K_M.gguf") as gf:
         assert (audit.audit(gf).block_count, audit.audit(gf).nextn) == (4, 0)
     head = out / "mtp-tiny-qwen35-Q8_0.gguf"
-    with open_gguf(head) as gf:
+    with open_model(head) as gf:
         a = audit.audit(gf)
-    assert (a.status, a.block_count, a.nextn) == ("ok", 5, 1)
+    assert (a.status, a.block_count, a.nextn) == ("draft", 5, 1)  # an MTP-only head: a draft file for -md
     head_types = tensor_types(head)
     assert set(mtp_matrices(head_types).values()) == {"Q8_0"} and "token_embd.weight" in head_types
     assert not [n for n in head_types if n.startswith(("blk.0.", "blk.3."))]  # the head only
@@ -304,4 +319,37 @@ def test_mtp_separate_makes_a_head_for_draft_model_serving(
     with server(pipeline_build, out / "tiny-qwen35-Q4_K_M.gguf", "-md", head, log=tmp_path / "server.log") as url:
         result = complete(url, "Hello world", n=8)
     assert "draft-mtp" in result["generation_settings"]["speculative.types"].split(",")
+    assert result["timings"]["draft_n"] > 0
+
+
+def test_mtp_keep_as_split_sets_made_by_the_converter_and_llama_quantize(
+    qwen_hf: Path, pipeline_build: Build, tmp_path: Path
+) -> None:
+    """The converter's own --split-max-tensors, then llama-quantize --keep-split: both outputs are
+    sets under the outputs' shard names, audited as wholes, and llama-server drafts with the quant."""
+    r = recipe(tmp_path, pipeline_build, f"""  source: {qwen_hf}
+  name: tiny-qwen35
+  convert: {{outtype: bf16, mtp: keep, split_max_tensors: 30}}
+  quantize: {{types: [Q4_K_M], mtp_type: Q8_0, keep_split: true}}
+""")
+    out = tmp_path / "out"
+    report = harness(pipeline_build, "pipeline", r, "--out", out)
+    assert labels(report) == [("convert bf16", False), ("quantize Q4_K_M", False)]
+    converted = sorted(out.glob("tiny-qwen35-BF16*.gguf"))
+    quants = sorted(out.glob("tiny-qwen35-Q4_K_M*.gguf"))
+    assert [p.name for p in converted] == [f"tiny-qwen35-BF16-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    assert [p.name for p in quants] == [f"tiny-qwen35-Q4_K_M-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    assert "--split-max-tensors" in report["steps"][0]["sidecar"]["command"]
+    assert report["steps"][1]["sidecar"]["command"][-3] == str(converted[0])  # the set, by its first shard
+    for shard in (converted[2], quants[1]):
+        with open_model(shard) as gf:
+            a = audit.audit(gf)
+        assert (a.status, a.block_count, a.nextn, len(a.shards)) == ("ok", 5, 1, 3)
+    types: dict[str, str] = {}
+    for q in quants:
+        with open_model(q) as gf:
+            types = {t.name: t.type_name for t in gf.tensors}
+    assert set(mtp_matrices(types).values()) == {"Q8_0"}
+    with server(pipeline_build, quants[0], "--spec-type", "draft-mtp", log=tmp_path / "server.log") as url:
+        result = complete(url, "Hello world", n=8)
     assert result["timings"]["draft_n"] > 0

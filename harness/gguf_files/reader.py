@@ -16,7 +16,11 @@ of one tensor's bytes, so copying a tensor streams it from the page cache.
 Why not ``gguf.GGUFReader``: it trusts the file's counts (a bad header makes it
 allocate or throw odd exceptions) and it is slow on real tokenizers (about 9 s to open
 a file with Qwen's 151,936-token vocabulary, since it builds a numpy view per array
-element).  The type tables and the writer still come from the ``gguf`` package.
+element).  The type table comes from the ``gguf`` package, extended by
+:func:`register_types` with the table of a build's own ``gguf-py`` (a fork's new weight
+types; see :mod:`harness.gguf_files.gguf_py`), and the writer is gguf-py's.
+
+One file is one shard; :mod:`harness.gguf_files.split` reads a split model as a set.
 """
 
 from __future__ import annotations
@@ -83,10 +87,23 @@ INTEGER_TYPES = frozenset(
     }
 )
 
-# ggml type id -> (name, block size, bytes per block).  From the gguf package, plus the
-# types llama.cpp knows that this gguf release does not (ggml/include/ggml.h, ggml.c).
+# ggml type id -> (name, block size, bytes per block): the gguf package's table, extended by
+# register_types() with a build's own gguf-py (ggml/include/ggml.h of that tree).
 TYPES: dict[int, tuple[str, int, int]] = {int(t): (t.name, b, s) for t, (b, s) in GGML_QUANT_SIZES.items()}
-TYPES.setdefault(42, ("Q2_0", 64, 18))
+
+
+def register_types(table: dict[int, tuple[str, int, int]]) -> list[str]:
+    """Take the types of a build's gguf-py table; returns the names that were new or changed.
+
+    The build's entry wins over the installed package's: its tree wrote the files (the pinned
+    tree's Q8_1 blocks, for one, are 36 bytes where gguf 0.19 says 40).
+    """
+    changed = []
+    for type_id, (name, block, size) in table.items():
+        if block > 0 and size > 0 and TYPES.get(type_id) != (name, block, size):
+            TYPES[type_id] = (name, block, size)
+            changed.append(name)
+    return changed
 
 
 def type_name(type_id: int) -> str:
@@ -125,9 +142,10 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]  # ggml order: ne[0] (the row length) first, as llama.cpp prints it
     type: int
-    offset: int  # relative to the start of the data section
+    offset: int  # relative to the start of the data section (of its shard)
     nbytes: int
     n_elements: int
+    shard: int = 0  # the index of the shard that holds it, in a split model
 
     @property
     def type_name(self) -> str:
@@ -318,7 +336,10 @@ def _parse(path: Path, buf: mmap.mmap, size: int) -> GGUFFile:
             raise _Malformed(f"tensor {name!r} has shape {list(shape)}: its element count overflows int64")
         type_id = cur.u32(f"the type of tensor {name!r}")
         if type_id not in TYPES:
-            raise _Malformed(f"tensor {name!r} has unknown ggml type {type_id}")
+            raise _Malformed(
+                f"tensor {name!r} has unknown ggml type {type_id} "
+                "(a type of a newer llama.cpp or a fork? give its build with --build)"
+            )
         tname, block, tsize = TYPES[type_id]
         row = shape[0] if shape else 1
         if row % block:
@@ -374,7 +395,7 @@ def _read_value(cur: _Cursor, key: str) -> KV:
     if sub == GGUFValueType.STRING:
         if n * 8 > cur.left():
             raise _Malformed(f"{key!r} claims {n} strings, more than the rest of the file can hold")
-        return KV(key, vtype, [cur.string(f"element {j} of {key!r}") for j in range(n)], sub)
+        return KV(key, vtype, _string_array(cur, key, n), sub)
     width = _SCALARS[sub][1]
     cur.need(n * width, f"the {n} elements of {key!r}")
     values = np.frombuffer(cur.buf, dtype=_NUMPY[sub], count=n, offset=cur.pos)
@@ -382,6 +403,32 @@ def _read_value(cur: _Cursor, key: str) -> KV:
     items = [bool(v) for v in values] if sub == GGUFValueType.BOOL else values.tolist()
     del values  # release the buffer export so the map can close
     return KV(key, vtype, items, sub)
+
+
+_U64 = struct.Struct("<Q")
+
+
+def _string_array(cur: _Cursor, key: str, n: int) -> list[str]:
+    """``n`` strings (a tokenizer's vocabulary): the checks of :meth:`_Cursor.string` in one tight loop."""
+    buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
+    out: list[str] = []
+    append = out.append
+    try:
+        for _ in range(n):
+            if pos + 8 > size:
+                raise _Malformed(f"truncated at offset {pos}: element {len(out)} of {key!r}")
+            (length,) = unpack(buf, pos)
+            pos += 8
+            if length > MAX_STRING_LENGTH or pos + length > size:
+                raise _Malformed(
+                    f"element {len(out)} of {key!r} claims a length of {length} bytes, {size - pos} are left"
+                )
+            append(buf[pos : pos + length].decode("utf-8"))
+            pos += length
+    except UnicodeDecodeError:
+        raise _Malformed(f"element {len(out)} of {key!r} is not valid UTF-8") from None
+    cur.pos = pos
+    return out
 
 
 def _value_type(raw: int, key: str) -> GGUFValueType:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def add_arguments(p: argparse.ArgumentParser, *, types: bool) -> None:
     p.add_argument("recipe", metavar="RECIPE")
-    p.add_argument("--model", metavar="SRC", help="a checkpoint directory or Hugging Face repo id (instead of model.source)")
+    p.add_argument("--model", metavar="SRC", help="a checkpoint directory, a GGUF (any shard of a split set) or a Hugging Face repo id (instead of model.source)")
     p.add_argument("--revision", metavar="REV", help="branch, tag or commit of a Hub repo (instead of model.revision)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where outputs go (default: models/<name>)")
     p.add_argument("--backend", metavar="B", help="use this backend's build (default: the first with llama-quantize)")

@@ -15,9 +15,11 @@ from typing import Any
 from gguf import LlamaFileType
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from harness.console import plain
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import GGUFFile
+from harness.gguf_files.split import GGUFModel
 from harness.pipeline.plan import Outcome
 
 
@@ -31,7 +33,7 @@ def file_type_name(value: Any) -> str | None:
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
-def gguf_info(gf: GGUFFile) -> dict[str, Any]:
+def gguf_info(gf: GGUFModel) -> dict[str, Any]:
     """Architecture, MTP layout, file type and real bits per weight of an opened GGUF."""
     lay = mtp.layout(gf)
     nbytes = sum(t.nbytes for t in gf.tensors)
@@ -47,6 +49,7 @@ def gguf_info(gf: GGUFFile) -> dict[str, Any]:
             "elements": elements,
             "bits_per_weight": round(nbytes * 8 / elements, 4) if elements else None,
             "file_size": gf.size,
+            "shards": [p.name for p in gf.paths],
         }
     }
 
@@ -82,7 +85,7 @@ def render(outcomes: list[Outcome], console: Console) -> None:
             took = "cached" + (f" ({row['recorded_seconds']:.1f}s)" if row["recorded_seconds"] is not None else "")
         else:
             took = f"{row['seconds']:.1f}s"
-        table.add_row(Path(row["file"]).name, str(row["type"]), _size(row["size"]),
+        table.add_row(Text(plain(Path(row["file"]).name)), Text(plain(str(row["type"]))), _size(row["size"]),
                       f"{bpw:.2f}" if bpw else "-", took)  # fmt: skip
     console.print(table)
 

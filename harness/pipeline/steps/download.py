@@ -21,6 +21,8 @@ class Download:
     name: ClassVar[str] = "download"
 
     def run(self, ctx: Context) -> list[Outcome]:
+        if ctx.source.gguf:
+            return []  # already converted: the convert step takes it as it is
         if ctx.source.path is not None:
             ctx.hf_dir = ctx.source.path
             ctx.checkpoint = ctx.checkpoint or checkpoint.read(ctx.source.path)
