@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as markup_escape
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"verbose": False, "quiet": False}
@@ -60,5 +62,15 @@ def out(message: str = "") -> None:
     sys.stdout.write(message + "\n")
 
 
+# C0 and C1 control characters (ANSI escape sequences start with ESC), except tab and newline
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """Text from files, recipes or paths made safe for a terminal: control characters and ANSI codes removed."""
+    return _CONTROL.sub("", text)
+
+
 def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
+    """``plain`` text that rich prints literally: ``[/bold]`` or ``[link=...]`` in a name are not markup."""
+    return markup_escape(plain(text))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, console, git
+from harness import atomic, console, git, hub
 from harness.errors import CommandFailed, InputError, StepError
 from harness.mirror import normalize_url
 from harness.recipe import SHA40, Recipe, StackItem
@@ -217,9 +217,9 @@ def _resolve_model(recipe: Recipe, existing: Lock | None, update: bool, moves: l
     old = dict(existing.model) if existing and existing.model else {}
     if old.get("source") == section.source and not update and (section.revision in (None, old.get("revision"))):
         return old
-    from harness.pipeline.source import resolve_revision
-
-    revision = resolve_revision(section.source, section.revision)
+    if hub.is_local(section.source):
+        return {}
+    revision = hub.resolve_revision(section.source, section.revision)
     if revision is None:
         return {}
     if old.get("revision") != revision:
@@ -237,6 +237,11 @@ def check(recipe: Recipe, lock: Lock) -> list[str]:
         )
     if SHA40.match(spec.upstream.ref) and lock.base_sha != spec.upstream.ref:
         problems.append(f"upstream: recipe pins {spec.upstream.ref}, lock has {lock.base_sha}")
+    if spec.model is not None and not lock.model and not hub.is_local(spec.model.source):
+        problems.append(
+            f"model: the revision of {spec.model.source} is not resolved (locked offline?); "
+            "run `harness lock` with the Hugging Face Hub reachable"
+        )
     if spec.model is not None and lock.model:
         if lock.model.get("source") != spec.model.source:
             problems.append(f"model: recipe has {spec.model.source}, lock has {lock.model.get('source')}")

@@ -194,18 +194,22 @@ class Build(_Model):
 class ModelConvert(_Model):
     outtype: Literal["f32", "f16", "bf16", "q8_0", "auto"] = "bf16"
     mtp: Literal["keep", "drop", "separate"] = "keep"
+    split_max_size: str | None = Field(default=None, pattern=r"^[1-9][0-9]*[MG]$")  # converter's --split-max-size
+    split_max_tensors: int | None = Field(default=None, gt=0)  # converter's --split-max-tensors
 
 
 class ModelImatrix(_Model):
     calibration: str | None = None
     chunks: int = Field(default=100, gt=0)
     ctx: int = Field(default=512, gt=0)
+    format: Literal["gguf", "dat"] | None = None  # llama-imatrix --output-format (None: the tool's default)
 
 
 class ModelQuantize(_Model):
     types: list[str] = Field(default_factory=lambda: ["Q4_K_M"])
     mtp_type: str | None = "Q8_0"
     tensor_types: dict[str, str] = Field(default_factory=dict)
+    keep_split: bool = False  # llama-quantize --keep-split: a split input gives a split output
 
 
 class ModelSection(_Model):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 DIR = Path(__file__).parent / "data" / "bad_gguf"
 
-U8, U32, I32, STR, ARR, U64 = 0, 4, 5, 8, 9, 10
+U8, U16, U32, I32, STR, ARR, U64 = 0, 2, 4, 5, 8, 9, 10
 F32_TYPE, Q8_0_TYPE = 0, 8
 
 
@@ -38,6 +38,20 @@ def kv_str(key: str | bytes, value: str) -> bytes:
 
 def kv_u32(key: str, value: int) -> bytes:
     return s(key) + u32(U32) + u32(value)
+
+
+def kv_u16(key: str, value: int) -> bytes:
+    return s(key) + u32(U16) + struct.pack("<H", value)
+
+
+def kv_i32(key: str, value: int) -> bytes:
+    return s(key) + u32(I32) + struct.pack("<i", value)
+
+
+def shard(no: int, count: int, tensors: int = 1, kvs: list[bytes] | None = None) -> bytes:
+    """A shard of a split model, with the split keys llama-gguf-split writes."""
+    split = [kv_u16("split.no", no), kv_u16("split.count", count), kv_i32("split.tensors.count", tensors)]
+    return gguf(kvs=[*(BASE_KVS if kvs is None else kvs), *split])
 
 
 def tensor_info(name: str, shape: list[int], type_id: int = F32_TYPE, offset: int = 0) -> bytes:
@@ -186,6 +200,31 @@ def _cases() -> dict[str, tuple[Callable[[], bytes], str]]:
             lambda: gguf(kvs=[*BASE_KVS, kv_u32("llama.nextn_predict_layers", 5)]),
             "nextn_predict_layers is 5 but llama.block_count is only 1",
         ),
+        # counts a 1.3 KB file cannot back: bounded by llama.cpp's limits before anything loops
+        "block_count_absurd.gguf": (
+            lambda: gguf(
+                kvs=[
+                    kv_str("general.architecture", "qwen35"),
+                    kv_u32("qwen35.block_count", 10**8),
+                    kv_u32("qwen35.nextn_predict_layers", 10**8),
+                    s("qwen35.feed_forward_length") + u32(ARR) + u32(U32) + u64(256) + b"\0" * 1024,
+                ]
+            ),
+            "qwen35.block_count is 100000000; llama.cpp allows at most 512",
+        ),
+        # split sets: a later shard alone, a missing shard, keys that do not fit
+        "lone-00002-of-00002.gguf": (lambda: shard(1, 2), "its first shard"),
+        "gap-00001-of-00002.gguf": (lambda: shard(0, 2), "shard 2 of 2 is missing"),
+        "split_no_past_count-00001-of-00002.gguf": (
+            lambda: shard(5, 2),
+            "split.no is 5, but split.count is only 2",
+        ),
+        "split_badly_named.gguf": (lambda: shard(0, 3), "its name does not end in -00001-of-00003.gguf"),
+        "split_count_wrong_type.gguf": (
+            lambda: gguf(kvs=[*BASE_KVS, kv_str("split.count", "2")]),
+            "split.count must be an integer from 0 to 65535",
+        ),
+        "split_count_absurd-00001-of-65535.gguf": (lambda: shard(0, 65535), "shard 2 of 65535 is missing"),
     }
 
 

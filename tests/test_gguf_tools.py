@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import StepError
-from harness.gguf_files.reader import GGUFFile, open_gguf
+from harness.gguf_files.split import GGUFModel, open_model
 from harness.gguf_files.writer import TensorSource, write_gguf
 from tests import bad_gguf, models
 
@@ -58,11 +61,11 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def tensors_of(gf: GGUFFile) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
+def tensors_of(gf: GGUFModel) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
     return {t.name: (t.type_name, t.shape, gf.data(t).tobytes()) for t in gf.tensors}
 
 
-def kvs_of(gf: GGUFFile) -> dict[str, tuple[Any, Any, Any]]:
+def kvs_of(gf: GGUFModel) -> dict[str, tuple[Any, Any, Any]]:
     return {k: (kv.type, kv.sub_type, kv.value) for k, kv in gf.kv.items() if not k.startswith("harness.")}
 
 
@@ -150,7 +153,7 @@ def test_extract_then_graft_restores_the_original_byte_for_byte(files, capsys, t
 
     code, out, _ = cli(capsys, "gguf", "extract-mtp", files["full"], "-o", donor, "--json")
     assert code == 0 and json.loads(out)["output"] == str(donor)
-    with open_gguf(files["full"]) as full, open_gguf(donor) as d:
+    with open_model(files["full"]) as full, open_model(donor) as d:
         # the llama.cpp MTP-only layout: globals + the MTP block, no trunk block, all metadata
         assert set(tensors_of(d)) == {"token_embd.weight", "output_norm.weight"} | {
             n for n in tensors_of(full) if n.startswith("blk.4.")
@@ -162,7 +165,7 @@ def test_extract_then_graft_restores_the_original_byte_for_byte(files, capsys, t
 
     small = tmp_path / "heads-only.gguf"
     assert cli(capsys, "gguf", "extract-mtp", files["full"], "-o", small, "--heads-only")[0] == 0
-    with open_gguf(small) as h:
+    with open_model(small) as h:
         assert set(tensors_of(h)) == {n for n in expected_tensors if n.startswith("blk.4.")}
     assert small.stat().st_size < donor.stat().st_size
 
@@ -170,7 +173,7 @@ def test_extract_then_graft_restores_the_original_byte_for_byte(files, capsys, t
         code, out, _ = cli(capsys, "gguf", "graft", files[base], source, "-o", grafted, "--json")
         assert code == 0, out
         assert json.loads(out)["mtp_tensors"] == [n for n in expected_tensors if n.startswith("blk.4.")]
-        with open_gguf(grafted) as g:
+        with open_model(grafted) as g:
             assert tensors_of(g) == expected_tensors  # names, types, shapes and data bytes
             assert kvs_of(g) == expected_kvs  # block_count 5, nextn 1, recurrent_layers extended
             assert g.value("harness.mtp_graft.donor_source_sha256") == before["full"]
@@ -252,10 +255,10 @@ def test_outputs_never_overwrite_inputs_or_leave_half_files(files, donor, capsys
     target = tmp_path / "out.gguf"
     target.write_bytes(b"previous result")
 
-    def refuse(_: GGUFFile) -> None:
+    def refuse(_: GGUFModel) -> None:
         raise StepError("verification failed")
 
-    with open_gguf(files["full"]) as src, pytest.raises(StepError):
+    with open_model(files["full"]) as src, pytest.raises(StepError):
         write_gguf(
             target,
             arch="qwen35",
@@ -272,7 +275,7 @@ def test_outputs_never_overwrite_inputs_or_leave_half_files(files, donor, capsys
 def test_reader_agrees_with_gguf_py(files):
     """Our bounded reader sees exactly what the reference GGUFReader sees."""
     ref = gguf.GGUFReader(files["low_mtp"])
-    with open_gguf(files["low_mtp"]) as ours:
+    with open_model(files["low_mtp"]) as ours:
         ref_kvs = {k: f.contents() for k, f in ref.fields.items() if not k.startswith("GGUF.")}
         assert list(ours.kv) == list(ref_kvs)
         for key, value in ref_kvs.items():
@@ -321,3 +324,99 @@ def test_malformed_files_are_rejected_cleanly(files, capsys, tmp_path, name):
         assert "Traceback" not in err and stdout == ""
         assert peak < 16 << 20, f"{peak / 2**20:.1f} MiB allocated while rejecting {name}"
         assert not out.exists() and not os.listdir(tmp_path)
+
+
+BOUNDS_SCRIPT = """
+import json, resource, sys, time
+from pathlib import Path
+from harness.cli import main
+files, out, good = [Path(p) for p in sys.argv[1:-2]], Path(sys.argv[-2]), sys.argv[-1]
+slowest = 0.0
+for path in files:
+    for argv in (["inspect", path], ["audit", path], ["extract-mtp", path, "-o", out], ["graft", path, good, "-o", out]):
+        t0 = time.monotonic()
+        code = main(["gguf", *map(str, argv)])
+        slowest = max(slowest, time.monotonic() - t0)
+        assert code == 2, (argv, code)
+print(json.dumps({"slowest": slowest, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_hostile_files_cost_little_time_and_memory(files, tmp_path):
+    """In a real process: every command on every malformed file (each under 1 MB) takes under 5 s,
+    and the process never holds 256 MB (numbers a 10^8 block_count once turned into 3.9 GB)."""
+    bad = sorted(bad_gguf.DIR.glob("*.gguf"))
+    assert all(p.stat().st_size < 1 << 20 for p in bad)
+    res = subprocess.run(
+        [sys.executable, "-c", BOUNDS_SCRIPT, *map(str, bad), str(tmp_path / "out.gguf"), str(files["full"])],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    measured = json.loads(res.stdout.strip().splitlines()[-1])
+    assert measured["slowest"] < 5, measured
+    assert measured["maxrss_mib"] < 256, measured
+
+
+# -- importance matrices: both formats, told apart by content --------------------------------------
+
+
+def write_legacy_imatrix(path: Path, entries: dict[str, list[float]], chunks: int = 3, dataset: str = "cal.txt") -> Path:
+    """The .dat layout of IMatrixCollector::save_imatrix_legacy (tools/imatrix/imatrix.cpp)."""
+    import struct
+
+    raw = struct.pack("<i", len(entries))
+    for name, values in entries.items():
+        raw += struct.pack("<i", len(name)) + name.encode() + struct.pack("<ii", chunks, len(values))
+        raw += struct.pack(f"<{len(values)}f", *values)
+    raw += struct.pack("<i", chunks) + struct.pack("<i", len(dataset)) + dataset.encode()
+    path.write_bytes(raw)
+    return path
+
+
+def write_gguf_imatrix(path: Path, names: list[str], *, metadata: bool = True) -> Path:
+    import numpy as np
+
+    w = gguf.GGUFWriter(path, "imatrix")
+    if metadata:
+        w.add_array("imatrix.datasets", ["cal.txt"])
+        w.add_uint32("imatrix.chunk_count", 3)
+        w.add_uint32("imatrix.chunk_size", 512)
+    for name in names:
+        w.add_tensor(f"{name}.in_sum2", np.ones(8, dtype=np.float32))
+        w.add_tensor(f"{name}.counts", np.ones(1, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_both_imatrix_formats_are_read_whatever_the_file_is_called(tmp_path):
+    from harness.gguf_files import imatrix
+
+    dat = write_legacy_imatrix(tmp_path / "m.imatrix.gguf", {"blk.0.ffn_up.weight": [1.0] * 8, "output.weight": [2.0] * 4})
+    got = imatrix.read(dat)  # legacy content under a .gguf name: what an older pin writes
+    assert (got.format, got.entries, got.chunks, got.datasets) == ("dat", 2, 3, ["cal.txt"])
+    g = imatrix.read(write_gguf_imatrix(tmp_path / "m.dat", ["blk.0.ffn_up.weight"]))
+    assert (g.format, g.entries, g.chunks) == ("gguf", 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p.write_bytes(b"\x05\x00\x00\x00" + b"\x00" * 7), "5 entries in 11 bytes"),
+        (lambda p: p.write_bytes(b"\x01\x00\x00\x00\xff\xff\xff\x7f" + bytes(12)), "a name of 2147483647 bytes"),
+        (lambda p: p.write_bytes(b"\x01\x00\x00\x00\x01\x00\x00\x00x\x01\x00\x00\x00\x00\x00\x00\x40"), "claims 1073741824 values"),
+        (lambda p: p.write_bytes(b"ab"), "2 bytes"),
+        (lambda p: write_gguf_imatrix(p, ["a"], metadata=False), "missing imatrix metadata"),
+        (lambda p: write_gguf_imatrix(p, []), "without importance data"),
+    ],
+)  # fmt: skip
+def test_bad_imatrix_files_are_named_with_the_problem(tmp_path, make, fragment):
+    from harness.errors import InputError
+    from harness.gguf_files import imatrix
+
+    path = tmp_path / "bad.imatrix"
+    make(path)
+    with pytest.raises(InputError, match=re.escape(fragment)):
+        imatrix.read(path)

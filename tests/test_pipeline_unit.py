@@ -20,7 +20,7 @@ import pytest
 from harness import atomic
 from harness.errors import InputError, StepError
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import open_gguf
+from harness.gguf_files.split import open_model
 from harness.pipeline import (
     cache,
     checkpoint,
@@ -91,6 +91,33 @@ def test_bad_tensor_type_rules_are_input_errors(tensor_types: dict[str, str], me
         rules.user_rules(tensor_types)
 
 
+QUANTIZE_HELP = """usage: llama-quantize [--help] ...
+-----------------------------------------------------------------------------
+ allowed quantization types
+-----------------------------------------------------------------------------
+
+  41  or  Q1_0    :  1.125 bpw quantization
+  39  or  MXFP4_MOE : MXFP4 MoE
+  17  or  IQ2_XS  :  2.31 bpw quantization
+  15  or  Q4_K_M  :  4.58G, +0.1754 ppl @ Llama-3-8B
+  15  or  Q4_K    : alias for Q4_K_M
+   7  or  Q8_0    :  7.96G, +0.0026 ppl @ Llama-3-8B
+  32  or  BF16    : 14.00G, -0.0050 ppl @ Mistral-7B
+          COPY    : only copy tensors, no quantizing
+"""
+
+
+def test_the_quant_type_table_is_read_from_llama_quantize_help() -> None:
+    """The lines of QUANT_OPTIONS (tools/quantize/quantize.cpp) as --help prints them."""
+    table = qtypes.parse_help(QUANTIZE_HELP)
+    assert set(table) == {"Q1_0", "MXFP4_MOE", "IQ2_XS", "Q4_K_M", "Q4_K", "Q8_0", "BF16", "COPY"}
+    assert (table["Q1_0"], table["IQ2_XS"]) == (1.125, 2.31)
+    assert table["Q4_K_M"] == table["Q4_K"] == pytest.approx(4.9, abs=0.05)  # 4.58 GiB of 8.03e9 weights
+    assert table["Q8_0"] == pytest.approx(8.5, abs=0.05) and table["BF16"] == pytest.approx(16.6, abs=0.1)
+    assert table["MXFP4_MOE"] is None and qtypes.bpw("MXFP4_MOE", table) == 4.25  # the ggml type MXFP4
+    assert qtypes.bpw("NEW_FORK_TYPE", table) == qtypes.UNKNOWN_BPW
+
+
 def test_quant_types_are_checked_against_the_tools_list() -> None:
     assert qtypes.check(["q4_k_m", "IQ2_XS"], {"Q4_K_M", "IQ2_XS"}, what="x") == ["Q4_K_M", "IQ2_XS"]
     with pytest.raises(InputError, match=r"Q4_K_X.*did you mean Q4_K_M"):
@@ -133,16 +160,36 @@ def test_a_failed_write_leaves_the_old_output_and_no_temp_file(tmp_path: Path) -
     out = tmp_path / "m.gguf"
     out.write_bytes(b"old")
     with pytest.raises(RuntimeError), cache.temp_output(out) as tmp:
-        assert tmp.name.endswith(".gguf") and tmp.parent == tmp_path
-        tmp.write_bytes(b"half a file")
+        assert tmp.path.name.endswith(".gguf") and tmp.path.parent == tmp_path
+        tmp.path.write_bytes(b"half a file")
         raise RuntimeError("llama-quantize exited with 1")
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
     with cache.temp_output(out) as tmp:
-        tmp.write_bytes(b"new")
+        tmp.path.write_bytes(b"new")
+        assert tmp.publish() == [out]
     assert out.read_bytes() == b"new"
     (tmp_path / ".m.gguf.abc.tmp.gguf").write_bytes(b"left by a kill")
     assert [p.name for p in cache.remove_stale_temps(tmp_path)] == [".m.gguf.abc.tmp.gguf"]
+
+
+def test_a_split_output_is_published_under_the_outputs_shard_names(tmp_path: Path) -> None:
+    """A tool told to write X writes X-0000i-of-0000N.gguf (llama-quantize --keep-split, the converter's
+    --split-max-*): the shards take the output's names, and the files of an older output go."""
+    out = tmp_path / "m-Q4_K_M.gguf"
+    out.write_bytes(b"an older single-file output")
+    (tmp_path / "m-Q4_K_M-00003-of-00003.gguf").write_bytes(b"the last shard of an older set of 3")
+    with cache.temp_output(out) as tmp:
+        stem = tmp.path.with_suffix("")
+        for i in (1, 2):
+            stem.with_name(f"{stem.name}-{i:05d}-of-00002.gguf").write_bytes(f"shard {i}".encode())
+        assert [p.name for p in tmp.publish()] == ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"]
+    with pytest.raises(RuntimeError), cache.temp_output(out) as tmp:
+        stem = tmp.path.with_suffix("")
+        stem.with_name(f"{stem.name}-00001-of-00002.gguf").write_bytes(b"half a set")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_K_M-00001-of-00002.gguf", "m-Q4_K_M-00002-of-00002.gguf"]
 
 
 # --- checkpoints and sources ------------------------------------------------------------------
@@ -309,10 +356,11 @@ def test_disk_preflight_refuses_a_run_that_does_not_fit(tmp_path: Path) -> None:
 def test_the_estimate_counts_each_output_by_bits_per_weight(tmp_path: Path) -> None:
     ctx = _context(tmp_path, source_spec=str(fake_checkpoint(tmp_path / "ck")))
     ctx.types = ["Q4_K_M", "IQ2_XS"]
+    ctx.type_bpw = qtypes.parse_help(QUANTIZE_HELP)  # the build's llama-quantize --help
     ctx.use_imatrix = True
     est = dict(preflight.estimate(ctx, params=10**9, mtp_layers=0, download=0).items)
     assert est["m-BF16.gguf"] == 2 * 10**9
-    assert est["m-Q4_K_M.gguf"] == int(10**9 * 4.89 / 8 * 1.02)
+    assert est["m-Q4_K_M.gguf"] == int(10**9 * ctx.type_bpw["Q4_K_M"] / 8 * 1.02)
     assert est["m-IQ2_XS.gguf"] < est["m-Q4_K_M.gguf"]
     # an output already in place (with its sidecar) is not counted again
     done = ctx.quant_path("Q4_K_M")
@@ -328,7 +376,7 @@ def test_the_pipeline_refuses_to_start_when_the_disk_is_short(
     ck = fake_checkpoint(tmp_path / "ck")
     fake_build(tmp_path / "builds" / "session" / "cpu")
     recipe = _recipe(tmp_path, f"model: {{source: {ck}, quantize: {{types: [Q4_K_M]}}}}\n")
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M", "Q8_0"})
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89, "Q8_0": 8.5})
     out = tmp_path / "out"
     options = plan.Options(recipe, builds_dir=tmp_path / "builds", out=out)
     with pytest.raises(InputError, match="not enough disk space"):
@@ -342,7 +390,7 @@ def test_an_unsupported_architecture_is_refused_before_anything_runs(
     ck = fake_checkpoint(tmp_path / "ck", arch="FancyNewForCausalLM", mtp_layers=0)
     fake_build(tmp_path / "builds" / "session" / "cpu")
     recipe = _recipe(tmp_path, f"model: {{source: {ck}}}\n")
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M"})
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89})
     with pytest.raises(InputError, match="FancyNewForCausalLM is not supported by the converter"):
         pipeline(plan.Options(recipe, builds_dir=tmp_path / "builds", out=tmp_path / "out"))
 
@@ -352,7 +400,7 @@ def test_missing_tools_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     root = fake_build(tmp_path / "builds" / "session" / "cpu")
     (root / "bin" / tools.IMATRIX).unlink()
     recipe = _recipe(tmp_path, f"model: {{source: {ck}, imatrix: {{chunks: 2}}}}\n")
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M"})
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89})
     with pytest.raises(InputError, match=r"lacks what the pipeline needs: .*llama-imatrix"):
         pipeline(plan.Options(recipe, builds_dir=tmp_path / "builds", out=tmp_path / "out"))
 
@@ -427,7 +475,7 @@ def test_progress_follows_the_tools_output() -> None:
 
 def test_summary_reports_real_bits_per_weight(tmp_path: Path) -> None:
     path = models.write_qwen35(tmp_path / "m.gguf")
-    with open_gguf(path) as gf:
+    with open_model(path) as gf:
         info = summary.gguf_info(gf)["gguf"]
         nbytes = sum(t.nbytes for t in gf.tensors)
         elements = sum(t.n_elements for t in gf.tensors)
@@ -454,7 +502,7 @@ def _job(ctx: plan.Context, code: str, output: Path) -> Any:
     from harness.pipeline.steps.job import Job
 
     def verify(tmp: Path) -> dict[str, Any]:
-        with open_gguf(tmp) as gf:  # raises InputError for anything that is not a GGUF
+        with open_model(tmp) as gf:  # raises InputError for anything that is not a GGUF
             return {"tensors": len(gf.tensors)}
 
     return Job(step="quantize", label="quantize X", output=output, tool=Path(sys.executable), inputs={},
@@ -473,8 +521,9 @@ def test_a_failed_tool_never_publishes_its_full_size_output(tmp_path: Path) -> N
     with pytest.raises(CommandFailed, match="exit code 1"):
         execute(ctx, _job(ctx, crash, out))
     garbage = "import sys; open(sys.argv[1], 'wb').write(b'\\0' * 100000)"  # exit 0, invalid file
-    with pytest.raises(InputError, match="not a GGUF"):
+    with pytest.raises(StepError, match=r"exited 0, but its output failed the check: m-X.gguf: not a GGUF") as err:
         execute(ctx, _job(ctx, garbage, out))
+    assert err.value.exit_code == 1 and ".tmp" not in str(err.value).splitlines()[0]  # the output, not a deleted temp
     assert out.read_bytes() == b"the previous output" and not cache.sidecar_path(out).exists()
     assert sorted(p.name for p in out.parent.iterdir() if p.is_file()) == ["m-X.gguf"]
 
@@ -525,7 +574,10 @@ def test_a_hub_model_is_sized_before_it_is_downloaded(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M"})
+    # the safetensors headers on the Hub: 8 Gi parameters in BF16 (the 16 GiB of model.safetensors)
+    monkeypatch.setattr(huggingface_hub, "get_safetensors_metadata",
+                        lambda repo_id, **kw: types.SimpleNamespace(parameter_count={"BF16": 8 * 2**30}))  # fmt: skip
+    monkeypatch.setattr(tools, "quant_types", lambda build: {"Q4_K_M": 4.89})
     fake_build(tmp_path / "builds" / "session" / "cpu")
     recipe = _recipe(tmp_path, f"model: {{source: org/big-model, revision: {'e' * 40}}}\n")
     with pytest.raises(InputError, match=r"needs about 39\.\d\d GiB \(download 16\.00 GiB, big-model-BF16\.gguf 16\.00 GiB"):

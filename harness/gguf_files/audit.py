@@ -1,11 +1,16 @@
-"""Does a GGUF keep the MTP promise its metadata makes?
+"""Does a GGUF keep the MTP promise its metadata makes?  Is a draft file fit for its target?
 
+A split model is audited as the set llama.cpp loads (:mod:`harness.gguf_files.split`).
 Statuses, and what ``harness gguf audit`` exits with:
 
 ``ok`` (0)
     ``<arch>.nextn_predict_layers`` = N > 0 and each of the last N blocks holds every tensor
-    llama.cpp's loader requires for an MTP block of this architecture (the full decoder block
-    plus ``nextn.eh_proj/enorm/hnorm``; see :mod:`harness.gguf_files.mtp`).
+    llama.cpp's loader requires of an MTP block of this architecture (see
+    :mod:`harness.gguf_files.mtp`: the tree's list, or the mirrored trunk block + NextN).
+``draft`` (0)
+    An MTP draft file: a Gemma 4 style assistant (``gemma4-assistant``: MTP blocks only) or an
+    MTP-only head (``convert_hf_to_gguf.py --mtp``, ``harness gguf extract-mtp``), complete as
+    its loader requires, to be loaded with ``-md`` next to its target.
 ``not-applicable`` (0)
     The architecture has no MTP graph in llama.cpp and the metadata declares no MTP layers.
 ``no-mtp-heads`` (1)
@@ -14,14 +19,17 @@ Statuses, and what ``harness gguf audit`` exits with:
     such a file.  Speculative decoding with ``--spec-type draft-mtp`` is impossible.
 ``heads-dropped`` (1)
     The metadata promises N MTP layers but none of their tensors are in the file: the
-    "community quant silently dropped the MTP heads" case.  For qwen35/qwen35moe/qwen3next
-    llama.cpp then refuses to load the file at all; for glm4moe it loads without MTP.
+    "community quant silently dropped the MTP heads" case.  Whether llama.cpp then refuses
+    the file or loads it without MTP depends on the architecture (the pinned tree says).
 ``incomplete`` (1)
     Some MTP tensors are present, some required ones are missing or have the wrong shape.
 ``inconsistent`` (1)
     The metadata and the tensors disagree in another way: MTP tensors present although no
     MTP layers are declared, tensors in blocks past ``block_count``, or per-layer metadata
     arrays whose length is not ``block_count``.
+``wrong-target`` (1)
+    With ``--target``: the draft does not fit the target (architecture, the hidden width the
+    MTP head reads, the vocabulary llama.cpp's speculative decoding compares, tensor shapes).
 
 Warnings never change the exit code: MTP matrices quantized below Q8_0 while the trunk's
 matrices have more bits per weight (low-precision heads lower the draft acceptance rate),
@@ -34,10 +42,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import GGUFFile, TensorInfo, bits_per_weight, type_name
+from harness.gguf_files.reader import TensorInfo, bits_per_weight, type_name
+from harness.gguf_files.split import GGUFModel
 
-PASSING = frozenset({"ok", "not-applicable"})
+PASSING = frozenset({"ok", "draft", "not-applicable"})
 Q8_0_BPW = 8.5
+# common/speculative.cpp: a draft's vocabulary may differ in size by this much, and token
+# texts are compared from this id on
+SPEC_VOCAB_MAX_SIZE_DIFFERENCE = 128
+SPEC_VOCAB_CHECK_START_TOKEN_ID = 5
 
 
 @dataclass(frozen=True)
@@ -46,52 +59,63 @@ class LayerReport:
     missing: list[str] = field(default_factory=list)  # full tensor names
     bad_shapes: list[str] = field(default_factory=list)
     tensors: int = 0
+    basis: str = ""
 
 
 @dataclass(frozen=True)
 class Audit:
     path: str
+    shards: list[str]
     arch: str
     block_count: int
     nextn: int
+    kind: str  # "model" or "draft"
     status: str
-    checked: str  # "full" (llama.cpp's full MTP block) or "nextn" (only the NextN projections)
+    checked: str  # "full" (the whole MTP block) or "nextn" (only the NextN projections)
     problems: list[str]
     warnings: list[str]
     layers: list[LayerReport]
+    target: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status in PASSING
 
+    @property
+    def heads_complete(self) -> bool:
+        """Every MTP block the metadata promises is there, whole (what a graft donor needs)."""
+        return self.nextn > 0 and all(r.tensors and not r.missing and not r.bad_shapes for r in self.layers)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.path,
+            "shards": self.shards,
             "ok": self.ok,
             "status": self.status,
+            "kind": self.kind,
             "architecture": self.arch,
             "block_count": self.block_count,
             "nextn_predict_layers": self.nextn,
             "checked": self.checked,
+            "target": self.target,
             "problems": self.problems,
             "warnings": self.warnings,
             "layers": [vars(layer) for layer in self.layers],
         }
 
 
-def audit(gf: GGUFFile) -> Audit:
+def audit(gf: GGUFModel, *, target: GGUFModel | None = None) -> Audit:
     lay = mtp.layout(gf)
-    reqs, full = mtp.layer_requirements(gf, lay)
+    draft = mtp.is_draft_only(gf, lay)
+    spec = mtp.spec(lay.arch)
+    assistant = spec is not None and spec.blocks == "assistant"  # its own width: nothing to compare shapes with
     problems: list[str] = []
     warnings: list[str] = []
     layers: list[LayerReport] = []
+    misfit: list[str] = []  # ways the draft does not fit --target
     status = "ok"
-
-    by_block: dict[int, set[str]] = {}
-    for t in gf.tensors:
-        block = mtp.block_index(t.name)
-        if block is not None:
-            by_block.setdefault(block, set()).add(t.name.split(".", 2)[2])
+    full = True
+    by_block = mtp.blocks_of(gf)
 
     beyond = sorted(b for b in by_block if b >= lay.block_count)
     if beyond:
@@ -120,13 +144,21 @@ def audit(gf: GGUFFile) -> Audit:
             warnings.append(
                 f"{lay.arch} has no MTP graph in llama.cpp; its {lay.nextn} MTP layer(s) go unused"
             )
+        trunk = target if draft else None
         for block in lay.mtp_layers:
             present = by_block.get(block, set())
-            report = LayerReport(block, tensors=len(present))
-            for req in reqs:
+            rule = mtp.block_rule(gf, lay, block, trunk=trunk)
+            full = full and rule.full
+            report = LayerReport(block, tensors=len(present), basis=rule.basis)
+            for req in rule.requirements:
                 if not req.satisfied(present):
                     report.missing.extend(f"blk.{block}.{name}" for name in req.missing(present))
+            report.missing.sort()
             report.bad_shapes.extend(_nextn_shape_problems(gf, block))
+            if draft and target is not None and not assistant and mtp.layout(target).arch == lay.arch:
+                ref = mtp.trunk_reference(target, present)
+                if ref is not None:
+                    misfit.extend(_target_shape_problems(gf, block, target, ref))
             layers.append(report)
         if all(r.tensors == 0 for r in layers):
             status = "heads-dropped"
@@ -136,26 +168,96 @@ def audit(gf: GGUFFile) -> Audit:
                 if r.missing:
                     problems.append(f"MTP block {r.block} is missing {_names(r.missing)}")
                 problems.extend(r.bad_shapes)
+            if draft:
+                problems.extend(_draft_global_problems(gf, lay))
             if problems and status == "ok":
                 status = "incomplete"
+            elif status == "ok" and draft:
+                status = "draft"
 
-    array_problems = mtp.per_layer_array_problems(gf, lay)
-    problems.extend(array_problems)
+    problems.extend(mtp.per_layer_array_problems(gf, lay))
     if problems and status in PASSING:
         status = "inconsistent"
+    if target is not None:
+        mismatch = fit_problems(gf, lay, target, draft_only=draft) + misfit
+        if mismatch:
+            problems.extend(mismatch)
+            if status in PASSING:
+                status = "wrong-target"
 
     warnings.extend(_precision_warnings(gf, lay))
     return Audit(
         path=str(gf.path),
+        shards=[str(p) for p in gf.paths],
         arch=lay.arch,
         block_count=lay.block_count,
         nextn=lay.nextn,
+        kind="draft" if draft else "model",
         status=status,
         checked="full" if full else "nextn",
         problems=problems,
         warnings=warnings,
         layers=layers,
+        target=None if target is None else str(target.path),
     )
+
+
+def fit_problems(draft: GGUFModel, lay: mtp.Layout, target: GGUFModel, *, draft_only: bool) -> list[str]:
+    """Ways ``draft`` cannot serve as ``-md`` for ``target`` (common/speculative.cpp's checks)."""
+    problems: list[str] = []
+    d, t = _name(draft), _name(target)
+    t_lay = mtp.layout(target)
+    spec = mtp.spec(lay.arch)
+    assistant = spec is not None and spec.blocks == "assistant"
+    if draft_only and not assistant and t_lay.arch != lay.arch:
+        problems.append(f"architecture: {d} is {lay.arch}, the target {t} is {t_lay.arch}")
+    if draft_only:
+        width_d, width_t = _embd_out(draft, lay.arch), _embd_out(target, t_lay.arch)
+        if width_d is not None and width_t is not None and width_d != width_t:
+            problems.append(
+                f"hidden width: the MTP head of {d} reads rows of {width_d} ({lay.arch}.embedding_length_out or "
+                f"embedding_length), the target {t} gives {width_t} (llama.cpp: 'MTP input row width must match')"
+            )
+    problems.extend(vocab_problems(draft, target))
+    return problems
+
+
+def vocab_problems(draft: GGUFModel, target: GGUFModel) -> list[str]:
+    """common_speculative_are_compatible: tokenizer model, BOS/EOS, size within 128, same token texts from id 5."""
+    d, t = _name(draft), _name(target)
+    problems = []
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+        a, b = draft.value(key), target.value(key)
+        if a != b:
+            problems.append(f"vocabulary: {key} is {a!r} in {d}, {b!r} in the target {t}")
+    dt, tt = draft.value("tokenizer.ggml.tokens"), target.value("tokenizer.ggml.tokens")
+    if isinstance(dt, list) and isinstance(tt, list):
+        if abs(len(dt) - len(tt)) > SPEC_VOCAB_MAX_SIZE_DIFFERENCE:
+            problems.append(
+                f"vocabulary size: {d} has {len(dt)} tokens, the target {t} {len(tt)} "
+                f"(llama.cpp allows a difference of {SPEC_VOCAB_MAX_SIZE_DIFFERENCE})"
+            )
+        else:
+            for i in range(SPEC_VOCAB_CHECK_START_TOKEN_ID, min(len(dt), len(tt))):
+                if dt[i] != tt[i]:
+                    problems.append(f"vocabulary: token {i} is {dt[i]!r} in {d}, {tt[i]!r} in the target {t}")
+                    break
+    return problems
+
+
+def _embd_out(model: GGUFModel, arch: str) -> int | None:
+    for key in (f"{arch}.embedding_length_out", f"{arch}.embedding_length"):
+        value = model.value(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _draft_global_problems(gf: GGUFModel, lay: mtp.Layout) -> list[str]:
+    """A draft file's loader still creates token_embd and output_norm (flag 0), and an assistant's projections."""
+    need = ["token_embd.weight", "output_norm.weight", *mtp.global_requirements(lay)]
+    missing = [name for name in need if gf.tensor(name) is None]
+    return [f"the draft lacks {', '.join(missing)}, which llama.cpp's loader requires"] if missing else []
 
 
 def _dropped_message(lay: mtp.Layout) -> str:
@@ -172,8 +274,9 @@ def _dropped_message(lay: mtp.Layout) -> str:
     return msg
 
 
-def _nextn_shape_problems(gf: GGUFFile, block: int) -> list[str]:
-    n_embd = gf.value(f"{gf.value('general.architecture')}.embedding_length")
+def _nextn_shape_problems(gf: GGUFModel, block: int) -> list[str]:
+    arch = gf.value("general.architecture")
+    n_embd = gf.value(f"{arch}.embedding_length")
     if not isinstance(n_embd, int):
         return []
     expected = {
@@ -189,7 +292,21 @@ def _nextn_shape_problems(gf: GGUFFile, block: int) -> list[str]:
     return problems
 
 
-def _precision_warnings(gf: GGUFFile, lay: mtp.Layout) -> list[str]:
+def _target_shape_problems(gf: GGUFModel, block: int, ref_model: GGUFModel, ref_block: int) -> list[str]:
+    """Tensors of a draft's MTP block whose shapes differ from the same tensors of a target trunk block of its kind."""
+    problems = []
+    for t in gf.tensors:
+        if mtp.block_index(t.name) != block or ".nextn." in t.name:
+            continue
+        ref = ref_model.tensor(f"blk.{ref_block}.{t.name.split('.', 2)[2]}")
+        if ref is not None and ref.shape != t.shape:
+            problems.append(
+                f"{t.name} has shape {list(t.shape)}, but blk.{ref_block} of the target has {list(ref.shape)}"
+            )
+    return problems
+
+
+def _precision_warnings(gf: GGUFModel, lay: mtp.Layout) -> list[str]:
     """MTP matrices below Q8_0 while the trunk's dominant matrix type (by weights) has more bits."""
     trunk_params: dict[int, int] = {}
     low: list[TensorInfo] = []
@@ -219,6 +336,10 @@ def _precision_warnings(gf: GGUFFile, lay: mtp.Layout) -> list[str]:
 def _nextn_text(lay: mtp.Layout) -> str:
     key = f"{lay.arch}.nextn_predict_layers"
     return f"{key} is 0" if lay.nextn_declared else f"{key} is absent"
+
+
+def _name(model: GGUFModel) -> str:
+    return model.path.name
 
 
 def _names(names: list[str], limit: int = 8) -> str:

@@ -1,4 +1,4 @@
-"""A summary of one GGUF file: its architecture, MTP layout, every tensor, and trunk/MTP totals."""
+"""A summary of one GGUF model (a file or a split set): architecture, MTP layout, every tensor, trunk/MTP totals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import GGUFFile, TensorInfo
+from harness.gguf_files.reader import TensorInfo
+from harness.gguf_files.split import GGUFModel
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Part:
 @dataclass(frozen=True)
 class Inspection:
     path: str
+    shards: list[tuple[str, int, int]]  # (path, bytes, tensors) of each file
+    draft: bool  # an MTP-only draft or assistant file
     file_size: int
     version: int
     alignment: int
@@ -40,6 +43,8 @@ class Inspection:
         lay = self.layout
         return {
             "file": self.path,
+            "shards": [{"file": p, "size": size, "tensors": n} for p, size, n in self.shards],
+            "draft": self.draft,
             "file_size": self.file_size,
             "gguf_version": self.version,
             "alignment": self.alignment,
@@ -60,6 +65,7 @@ class Inspection:
                     "params": t.n_elements,
                     "bytes": t.nbytes,
                     "mtp": t.name in self.mtp_names,
+                    **({"shard": t.shard + 1} if len(self.shards) > 1 else {}),
                 }
                 for t in self.tensors
             ],
@@ -75,7 +81,7 @@ class Inspection:
         }
 
 
-def inspect(gf: GGUFFile) -> Inspection:
+def inspect(gf: GGUFModel) -> Inspection:
     lay = mtp.layout(gf)
     trunk, head = Part(), Part()
     mtp_names = set()
@@ -85,8 +91,13 @@ def inspect(gf: GGUFFile) -> Inspection:
             head = head.add(t)
         else:
             trunk = trunk.add(t)
+    counts = [0] * len(gf.shards)
+    for t in gf.tensors:
+        counts[t.shard] += 1
     return Inspection(
         path=str(gf.path),
+        shards=[(str(s.path), s.size, n) for s, n in zip(gf.shards, counts, strict=True)],
+        draft=mtp.is_draft_only(gf, lay),
         file_size=gf.size,
         version=gf.version,
         alignment=gf.alignment,
@@ -101,7 +112,7 @@ def inspect(gf: GGUFFile) -> Inspection:
     )
 
 
-def vocab_size(gf: GGUFFile) -> int | None:
+def vocab_size(gf: GGUFModel) -> int | None:
     """Rows of token_embd (what the weights need), else the tokenizer's token count."""
     embd = gf.tensor("token_embd.weight")
     if embd is not None and len(embd.shape) >= 2:

@@ -16,7 +16,11 @@ of one tensor's bytes, so copying a tensor streams it from the page cache.
 Why not ``gguf.GGUFReader``: it trusts the file's counts (a bad header makes it
 allocate or throw odd exceptions) and it is slow on real tokenizers (about 9 s to open
 a file with Qwen's 151,936-token vocabulary, since it builds a numpy view per array
-element).  The type tables and the writer still come from the ``gguf`` package.
+element).  The type table comes from the ``gguf`` package, extended by
+:func:`register_types` with the table of a build's own ``gguf-py`` (a fork's new weight
+types; see :mod:`harness.gguf_files.gguf_py`), and the writer is gguf-py's.
+
+One file is one shard; :mod:`harness.gguf_files.split` reads a split model as a set.
 """
 
 from __future__ import annotations
@@ -83,10 +87,31 @@ INTEGER_TYPES = frozenset(
     }
 )
 
-# ggml type id -> (name, block size, bytes per block).  From the gguf package, plus the
-# types llama.cpp knows that this gguf release does not (ggml/include/ggml.h, ggml.c).
+# ggml type id -> (name, block size, bytes per block): the gguf package's table, extended by
+# register_types() with a build's own gguf-py (ggml/include/ggml.h of that tree).
 TYPES: dict[int, tuple[str, int, int]] = {int(t): (t.name, b, s) for t, (b, s) in GGML_QUANT_SIZES.items()}
-TYPES.setdefault(42, ("Q2_0", 64, 18))
+
+
+def register_types(table: dict[int, tuple[str, int, int]]) -> list[str]:
+    """Add the types of another table (a build's gguf-py); returns the names that were new.
+
+    A type id the installed table already has keeps its entry unless the new one differs
+    in block or byte size, which would make every size computed here wrong: that is an error.
+    """
+    added = []
+    for type_id, (name, block, size) in table.items():
+        if block <= 0 or size <= 0:
+            continue
+        known = TYPES.get(type_id)
+        if known is None:
+            TYPES[type_id] = (name, block, size)
+            added.append(name)
+        elif known[1:] != (block, size):
+            raise InputError(
+                f"ggml type {type_id} is {known[0]} ({known[1]} elements in {known[2]} bytes) here "
+                f"but {name} ({block} in {size}) in the build's gguf-py: a fork reuses the id"
+            )
+    return added
 
 
 def type_name(type_id: int) -> str:
@@ -125,9 +150,10 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]  # ggml order: ne[0] (the row length) first, as llama.cpp prints it
     type: int
-    offset: int  # relative to the start of the data section
+    offset: int  # relative to the start of the data section (of its shard)
     nbytes: int
     n_elements: int
+    shard: int = 0  # the index of the shard that holds it, in a split model
 
     @property
     def type_name(self) -> str:
@@ -318,7 +344,10 @@ def _parse(path: Path, buf: mmap.mmap, size: int) -> GGUFFile:
             raise _Malformed(f"tensor {name!r} has shape {list(shape)}: its element count overflows int64")
         type_id = cur.u32(f"the type of tensor {name!r}")
         if type_id not in TYPES:
-            raise _Malformed(f"tensor {name!r} has unknown ggml type {type_id}")
+            raise _Malformed(
+                f"tensor {name!r} has unknown ggml type {type_id} "
+                "(a type of a newer llama.cpp or a fork? give its build with --build)"
+            )
         tname, block, tsize = TYPES[type_id]
         row = shape[0] if shape else 1
         if row % block:

@@ -18,6 +18,12 @@ array as long as the base's ``block_count`` whose donor counterpart is as long a
 donor's ``block_count``) with the donor's entries for the MTP blocks.  It refuses (exit 2)
 when architecture, hidden size, vocabulary size, trunk layer count or any other
 hyperparameter differ.
+
+Split inputs are read as whole sets (:mod:`harness.gguf_files.split`); the output is one
+file, or a split set (``split``: at most so many tensors or bytes per shard, as
+``llama-gguf-split`` does) whose shards carry consistent ``split.*`` keys.  The writer
+checks the tensor count of what it wrote against what it was given, and the graft's
+output is audited before it is published.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from harness import console
 from harness.errors import InputError, StepError
 from harness.gguf_files import audit, mtp
 from harness.gguf_files.inspect import vocab_size
-from harness.gguf_files.reader import KV, GGUFFile, open_gguf
-from harness.gguf_files.writer import TensorSource, sha256, write_gguf
+from harness.gguf_files.reader import KV
+from harness.gguf_files.split import GGUFModel, model_kvs, open_model
+from harness.gguf_files.writer import NO_SPLIT, Split, TensorSource, sha256, write_gguf
 
 PROVENANCE_PREFIX = "harness."
 
@@ -41,6 +48,7 @@ PROVENANCE_PREFIX = "harness."
 @dataclass(frozen=True)
 class SurgeryResult:
     output: str
+    files: list[str]  # the output, or its shards
     size: int
     architecture: str
     block_count: int
@@ -52,10 +60,10 @@ class SurgeryResult:
         return vars(self)
 
 
-def extract_mtp(src_path: Path, out: Path, *, heads_only: bool = False) -> SurgeryResult:
+def extract_mtp(src_path: Path, out: Path, *, heads_only: bool = False, split: Split = NO_SPLIT) -> SurgeryResult:
     """Write ``src_path``'s MTP layers to ``out``; ``heads_only`` leaves out the global tensors
     (a much smaller donor that can still be grafted, but no longer loads with ``-md``)."""
-    with open_gguf(src_path) as src:
+    with open_model(src_path) as src:
         lay = mtp.layout(src)
         report = audit.audit(src)
         if lay.nextn == 0:
@@ -64,11 +72,11 @@ def extract_mtp(src_path: Path, out: Path, *, heads_only: bool = False) -> Surge
             raise InputError(
                 f"{src_path}: its MTP layers are not complete:\n  " + "\n  ".join(report.problems)
             )
-        console.step(f"hashing {src_path.name} for the donor's provenance")
-        digest = sha256(src_path)
-        kvs = [kv for kv in src.kv.values() if not kv.key.startswith(PROVENANCE_PREFIX)]
+        console.step(f"hashing {src.path.name} for the donor's provenance")
+        digest = sha256(src.paths)
+        kvs = [kv for kv in model_kvs(src) if not kv.key.startswith(PROVENANCE_PREFIX)]
         kvs += [
-            KV("harness.mtp_donor.source_file", GGUFValueType.STRING, src_path.name),
+            KV("harness.mtp_donor.source_file", GGUFValueType.STRING, src.path.name),
             KV("harness.mtp_donor.source_sha256", GGUFValueType.STRING, digest),
             KV("harness.mtp_donor.trunk_layers", GGUFValueType.UINT32, lay.trunk_layers),
         ]
@@ -85,13 +93,19 @@ def extract_mtp(src_path: Path, out: Path, *, heads_only: bool = False) -> Surge
             kvs=kvs,
             tensors=[TensorSource(t, src) for t in keep],
             alignment=src.alignment,
-            inputs=[src_path],
+            inputs=src.paths,
+            split=split,
         )
-    return SurgeryResult(str(out), written.size, lay.arch, lay.block_count, lay.nextn, heads, len(keep))
+    return _result(written, lay.arch, lay.block_count, lay.nextn, heads)
 
 
-def graft(base_path: Path, donor_path: Path, out: Path) -> SurgeryResult:
-    with open_gguf(base_path) as base, open_gguf(donor_path) as donor:
+def _result(written: GGUFModel, arch: str, block_count: int, nextn: int, heads: list[str]) -> SurgeryResult:
+    files = [str(p) for p in written.paths]
+    return SurgeryResult(files[0], files, written.size, arch, block_count, nextn, heads, len(written.tensors))
+
+
+def graft(base_path: Path, donor_path: Path, out: Path, *, split: Split = NO_SPLIT) -> SurgeryResult:
+    with open_model(base_path) as base, open_model(donor_path) as donor:
         bl, dl = mtp.layout(base), mtp.layout(donor)
         _check_donor(donor, dl)
         base_report = audit.audit(base)
@@ -108,19 +122,19 @@ def graft(base_path: Path, donor_path: Path, out: Path) -> SurgeryResult:
         heads = [t for t in donor.tensors if _is_head(dl, t.name)]
         tensors = [TensorSource(t, base) for t in base.tensors if not _is_head(bl, t.name)]
         tensors += [TensorSource(t, donor) for t in heads]
-        console.step(f"grafting {len(heads)} MTP tensors of {donor_path.name} into {base_path.name} -> {out}")
+        shards = f" ({len(base.shards)} shards)" if len(base.shards) > 1 else ""
+        console.step(f"grafting {len(heads)} MTP tensors of {donor.path.name} into {base.path.name}{shards} -> {out}")
         written = write_gguf(
             out,
             arch=bl.arch,
             kvs=kvs,
             tensors=tensors,
             alignment=base.alignment,
-            inputs=[base_path, donor_path],
+            inputs=[*base.paths, *donor.paths],
             verify=_verify_graft,
+            split=split,
         )
-    return SurgeryResult(
-        str(out), written.size, bl.arch, new_count, dl.nextn, [t.name for t in heads], len(tensors)
-    )
+    return _result(written, bl.arch, new_count, dl.nextn, [t.name for t in heads])
 
 
 def _is_head(lay: mtp.Layout, name: str) -> bool:
@@ -129,17 +143,17 @@ def _is_head(lay: mtp.Layout, name: str) -> bool:
     return lay.is_mtp(name) or (block is not None and block >= lay.trunk_layers)
 
 
-def _check_donor(donor: GGUFFile, dl: mtp.Layout) -> None:
+def _check_donor(donor: GGUFModel, dl: mtp.Layout) -> None:
     if dl.nextn == 0:
         raise InputError(f"{donor.path}: not an MTP donor: {dl.arch}.nextn_predict_layers is 0 or absent")
     report = audit.audit(donor)
-    if not report.ok:
+    if not report.heads_complete:
         raise InputError(
             f"{donor.path}: the donor's MTP layers are not complete:\n  " + "\n  ".join(report.problems)
         )
 
 
-def _check_match(base: GGUFFile, bl: mtp.Layout, donor: GGUFFile, dl: mtp.Layout) -> None:
+def _check_match(base: GGUFModel, bl: mtp.Layout, donor: GGUFModel, dl: mtp.Layout) -> None:
     b, d = base.path.name, donor.path.name
     if bl.arch != dl.arch:
         raise InputError(f"architecture mismatch: {b} is {bl.arch}, {d} is {dl.arch}")
@@ -174,11 +188,11 @@ def _check_match(base: GGUFFile, bl: mtp.Layout, donor: GGUFFile, dl: mtp.Layout
         )
 
 
-def _grafted_kvs(base: GGUFFile, bl: mtp.Layout, donor: GGUFFile, dl: mtp.Layout, new_count: int) -> list[KV]:
+def _grafted_kvs(base: GGUFModel, bl: mtp.Layout, donor: GGUFModel, dl: mtp.Layout, new_count: int) -> list[KV]:
     trunk = bl.trunk_layers
     count_key, nextn_key = f"{bl.arch}.block_count", f"{bl.arch}.nextn_predict_layers"
     out: list[KV] = []
-    for kv in base.kv.values():
+    for kv in model_kvs(base):
         if kv.key == count_key:
             out.append(KV(kv.key, kv.type, new_count))
         elif kv.key == nextn_key:
@@ -197,7 +211,7 @@ def _grafted_kvs(base: GGUFFile, bl: mtp.Layout, donor: GGUFFile, dl: mtp.Layout
     return out
 
 
-def _extend_per_layer(base: GGUFFile, kv: KV, donor: GGUFFile, dl: mtp.Layout, trunk: int) -> KV:
+def _extend_per_layer(base: GGUFModel, kv: KV, donor: GGUFModel, dl: mtp.Layout, trunk: int) -> KV:
     theirs = donor.kv.get(kv.key)
     if theirs is None or not theirs.is_array or len(theirs.value) != dl.block_count:
         if kv.key.removeprefix(f"{dl.arch}.") in mtp.PER_LAYER_KEYS:
@@ -214,7 +228,7 @@ def _extend_per_layer(base: GGUFFile, kv: KV, donor: GGUFFile, dl: mtp.Layout, t
     return KV(kv.key, kv.type, list(kv.value[:trunk]) + list(theirs.value[trunk:]), kv.sub_type)
 
 
-def _verify_graft(gf: GGUFFile) -> None:
+def _verify_graft(gf: GGUFModel) -> None:
     report = audit.audit(gf)
     if report.status != "ok":
         raise StepError("the grafted file fails its MTP audit:\n  " + "\n  ".join(report.problems))

@@ -5,7 +5,9 @@ file's size and mtime (ns): unchanged files are never hashed twice, so a run whe
 changed costs a ``stat`` per file.  Each output ``X`` has a sidecar ``X.json`` written
 after ``X`` is in place (the completion marker); a step is fresh when the sidecar's key
 (input digests, parameters, tool identity) is the one it would compute now and the output
-still has the size and mtime the sidecar recorded.
+still has the size and mtime the sidecar recorded.  An output that a tool wrote as a split
+set (``convert.split_max_*``, ``quantize.keep_split``) is published as
+``<stem>-0000i-of-0000N.gguf``; its sidecar stays ``<stem>.gguf.json`` and records every shard.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,23 +98,90 @@ def fresh(output: Path, want_key: str) -> dict[str, Any] | None:
     side = read_sidecar(output)
     if side is None or side.get("key") != want_key:
         return None
-    try:
-        now = stamp(output)
-    except FileNotFoundError:
-        return None
     recorded = side.get("output", {})
-    if recorded.get("size") != now["size"] or recorded.get("mtime_ns") != now["mtime_ns"]:
-        return None
+    files = recorded.get("files") or [recorded]
+    for entry in files:
+        try:
+            now = stamp(output.parent / str(entry.get("path", output.name)))
+        except FileNotFoundError:
+            return None
+        if entry.get("size") != now["size"] or entry.get("mtime_ns") != now["mtime_ns"]:
+            return None
     return side
 
 
-def temp_output(path: Path) -> contextlib.AbstractContextManager[Path]:
-    """A temp file beside ``path`` with the same suffix (tools pick formats by extension).
+def model_path(output: Path, side: dict[str, Any]) -> Path:
+    """What a later step opens: the output, or the first shard of a split output."""
+    files = side.get("output", {}).get("files")
+    return output.parent / str(files[0]["path"]) if files else output
 
-    On success the temp file replaces ``path``; on any failure it is removed, so an old
-    output stays whole and a half-written one never appears under the final name.
+
+def shard_names(output: Path, count: int) -> list[Path]:
+    """``<stem>-0000i-of-0000N.gguf`` beside ``output`` (llama_split_path of ``<stem>``)."""
+    stem = output.with_suffix("")
+    return [stem.with_name(f"{stem.name}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+_SHARD_GLOB = "-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].gguf"
+
+
+@dataclass
+class TempOutput:
+    """Where a tool writes: ``path`` (a temp file beside the output, the output's suffix kept),
+    or the shards a tool derives from it (``<temp stem>-0000i-of-0000N.gguf``)."""
+
+    output: Path
+    path: Path
+    published: list[Path] = field(default_factory=list)
+
+    def written(self) -> list[Path]:
+        """The file(s) the tool wrote: the temp file, or its shards in order."""
+        shards = sorted(self.path.parent.glob(self.path.with_suffix("").name + _SHARD_GLOB))
+        if shards:
+            return shards
+        return [self.path] if self.path.exists() else []
+
+    def publish(self) -> list[Path]:
+        """Move what was written into place (shards under the output's own shard names).
+
+        Older files of this output that the new one does not replace (a single file that is
+        now split, shards of another count) are removed after the new ones are in place.
+        """
+        made = self.written()
+        finals = [self.output] if made == [self.path] else shard_names(self.output, len(made))
+        for tmp, final in zip(made, finals, strict=True):
+            os.replace(tmp, final)
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.exists() and self.path.stat().st_size == 0:
+                self.path.unlink()  # a tool that wrote shards may leave the plain name empty
+        for old in [self.output, *self.output.parent.glob(self.output.with_suffix("").name + _SHARD_GLOB)]:
+            if old not in finals and old.exists():
+                old.unlink()
+        self.published = finals
+        return finals
+
+
+@contextlib.contextmanager
+def temp_output(path: Path) -> Iterator[TempOutput]:
+    """A temp file name beside ``path`` with the same suffix (tools pick formats by extension).
+
+    The caller publishes with :meth:`TempOutput.publish` once the output is checked; whatever
+    is left (a failed run's full-size file, its shards) is removed, so an old output stays
+    whole and a half-written one never appears under the final name.
     """
-    return atomic.temp_file_beside(path, keep_suffix=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # the mode a tool's own open() would give, not mkstemp's 0600
+    out = TempOutput(path, Path(tmp))
+    try:
+        yield out
+    finally:
+        for leftover in [out.path, *out.written()]:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:

@@ -1,15 +1,15 @@
 """What a Hugging Face checkpoint directory holds, read without loading a tensor.
 
 ``config.json`` gives the architecture (as the converter picks it: ``architectures[0]``,
-or ``text_config.architectures[0]``) and the MTP layer count; the safetensors headers
-(8-byte length + JSON) give every tensor's dtype and shape, so parameter counts and the
-size of each conversion are known before anything is converted.
+or ``text_config.architectures[0]``) and the MTP layer count; the safetensors headers, read
+with the ``safetensors`` library's ``safe_open`` (which maps the file and parses only the
+header), give every tensor's dtype and shape, so parameter counts and the size of each
+conversion are known before anything is converted.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,19 +70,21 @@ def read_config(directory: Path) -> dict[str, Any]:
     return data
 
 
-def safetensors_header(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise InputError(f"{path}: truncated safetensors file")
-        (n,) = struct.unpack("<Q", raw)
-        if n > 100 * 1024 * 1024:
-            raise InputError(f"{path}: safetensors header of {n} bytes is not plausible")
-        header = json.loads(f.read(n))
-    if not isinstance(header, dict):
-        raise InputError(f"{path}: malformed safetensors header")
-    header.pop("__metadata__", None)
-    return header
+def safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:
+    """Tensor name -> (dtype, shape) of a safetensors file; an InputError when it is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            out = {}
+            for name in f.keys():  # noqa: SIM118  (a safe_open handle, not a dict)
+                part = f.get_slice(name)
+                out[name] = (str(part.get_dtype()), [int(d) for d in part.get_shape()])
+            return out
+    except SafetensorError as exc:
+        raise InputError(f"{path}: not a valid safetensors file: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
 
 def conversion_files(directory: Path) -> list[str]:
@@ -108,13 +110,13 @@ def read(directory: Path) -> Checkpoint:
         )
     tensors = params = weight_bytes = mtp = 0
     for part in parts:
-        for name, meta in safetensors_header(directory / part).items():
+        for name, (dtype, shape) in safetensors_header(directory / part).items():
             n = 1
-            for d in meta.get("shape", []):
-                n *= int(d)
+            for d in shape:
+                n *= d
             tensors += 1
             params += n
-            weight_bytes += n * DTYPE_BYTES.get(str(meta.get("dtype")), 2)
+            weight_bytes += n * DTYPE_BYTES.get(dtype, 2)
             if name.startswith(MTP_PREFIXES):
                 mtp += 1
     return Checkpoint(directory, config, tuple(files), tensors, params, weight_bytes, mtp)

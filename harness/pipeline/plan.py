@@ -73,6 +73,7 @@ class Context:
     mtp_head: Path | None = None
     imatrix: Path | None = None
     types: list[str] = field(default_factory=list)
+    type_bpw: dict[str, float | None] = field(default_factory=dict)  # llama-quantize --help's table
     use_imatrix: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
 
@@ -98,7 +99,8 @@ class Context:
         return self.out / f"mtp-{self.name}-{self.outtype_label}.gguf"
 
     def imatrix_path(self) -> Path:
-        return self.out / f"{self.name}.imatrix.gguf"
+        imx = self.section.imatrix
+        return self.out / f"{self.name}.imatrix.{'dat' if imx is not None and imx.format == 'dat' else 'gguf'}"
 
     def quant_path(self, qtype: str) -> Path:
         return self.out / f"{self.name}-{qtype}.gguf"

@@ -6,7 +6,9 @@
   importance matrix is not combined with MTP layers left without ``mtp_type``;
 - the disk has room for what the run will write: the download, the converted file(s),
   the importance matrix and each quant, estimated from the checkpoint's parameter count
-  and each type's bits per weight.  Outputs already in place are not counted.
+  (the safetensors headers: read locally with ``safetensors``, asked of the Hub with
+  ``get_safetensors_metadata``) and each type's bits per weight, as the build's
+  ``llama-quantize --help`` states it.  Outputs already in place are not counted.
 """
 
 from __future__ import annotations
@@ -118,10 +120,10 @@ def estimate(ctx: Context, *, params: int, mtp_layers: int, download: int) -> Es
     if ctx.options.until == "quantize":
         for t in ctx.types:
             if pending(ctx.quant_path(t)):
-                est.add(ctx.quant_path(t).name, params * qtypes.bpw(t) / 8 * 1.02)
+                est.add(ctx.quant_path(t).name, params * qtypes.bpw(t, ctx.type_bpw) / 8 * 1.02)
         mtp_type = ctx.section.quantize.mtp_type
         if separate and mtp_type and pending(ctx.mtp_quant_path(mtp_type.upper())):
-            est.add(ctx.mtp_quant_path(mtp_type.upper()).name, params * head_share * qtypes.bpw(mtp_type) / 8)
+            est.add(ctx.mtp_quant_path(mtp_type.upper()).name, params * head_share * qtypes.bpw(mtp_type, ctx.type_bpw) / 8)
     return est
 
 
@@ -137,13 +139,6 @@ def check_disk(est: Estimate, where: Path, free: FreeSpace = free_space) -> int:
             hint="free some space, or write elsewhere with --out DIR",
         )
     return available
-
-
-def params_from_sizes(config: dict[str, Any], weight_bytes: int) -> int:
-    """Parameter count from safetensors bytes and the checkpoint's dtype (before download)."""
-    dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
-    width = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1}.get(dtype, 2)
-    return weight_bytes // width
 
 
 def run(ctx: Context, free: FreeSpace = free_space) -> Estimate:
@@ -177,8 +172,7 @@ def _remote(ctx: Context) -> tuple[dict[str, Any], int, int, int]:
     config = checkpoint.read_config(source.fetch_config(ctx.source.spec, ctx.revision, dest).parent)
     need, files = source.plan_download(ctx.source.spec, ctx.revision, dest)
     ctx.remote_files = files
-    weights = sum((dest / f).stat().st_size for f in files if f.endswith(".safetensors") and (dest / f).exists())
-    params = params_from_sizes(config, need + weights)
+    params = source.remote_parameters(ctx.source.spec, ctx.revision)
     mtp = next((int(config.get(k) or 0) for k in checkpoint.MTP_KEYS if config.get(k)), 0)
     console.info(f"{ctx.source.spec}@{ctx.revision[:12]}: {len(files)} files, {_gib(need)} to download")
     return config, params, mtp, need

@@ -17,18 +17,22 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from gguf import GGMLQuantizationType
-
 from harness.errors import InputError
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import GGUFFile
+from harness.gguf_files.reader import TYPES
+from harness.gguf_files.split import GGUFModel
 
-TENSOR_TYPES = frozenset(t.name.lower() for t in GGMLQuantizationType)
 _CASE_SENSITIVE_ESCAPE = re.compile(r"\\[DSWB]")
+
+
+def tensor_types() -> frozenset[str]:
+    """ggml tensor type names, lower-case: the reader's table (the build's gguf-py types included)."""
+    return frozenset(entry[0].lower() for entry in TYPES.values())
 
 
 def tensor_type(name: str, *, what: str) -> str:
     """A ggml tensor type name (``q8_0``, ``q6_k``, ``bf16``), lower-case."""
+    TENSOR_TYPES = tensor_types()
     low = name.strip().lower()
     if low not in TENSOR_TYPES:
         import difflib
@@ -86,7 +90,7 @@ def argv(rules: list[str]) -> list[str]:
     return out
 
 
-def mtp_type_mismatches(gf: GGUFFile, layout: mtp.Layout, mtp_type: str) -> list[str]:
+def mtp_type_mismatches(gf: GGUFModel, layout: mtp.Layout, mtp_type: str) -> list[str]:
     """MTP matrices whose type is not ``mtp_type`` (llama-quantize may fall back on odd shapes)."""
     want = mtp_type.lower()
     bad = []

@@ -16,6 +16,7 @@ from typing import Any
 from filelock import Timeout
 
 from harness import atomic, console
+from harness.gguf_files import gguf_py
 from harness.pipeline import cache, plan, preflight, qtypes, source, tools
 from harness.pipeline.plan import Context, Options, Outcome
 from harness.pipeline.steps import STEPS
@@ -59,13 +60,16 @@ def pipeline(options: Options, *, free_space: preflight.FreeSpace = preflight.fr
     name = plan.model_name(section, src)
     out = (options.out or plan.DEFAULT_MODELS_DIR / name).absolute()
     build = tools.find(recipe, backend=options.backend, builds_dir=options.builds_dir, python=section.python)
+    if (build.root / "gguf-py" / gguf_py.CONSTANTS).is_file():
+        gguf_py.use_build(build.root)  # the tree's own weight types and MTP architectures
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
         for stale in cache.remove_stale_temps(out):
             console.info(f"removed {stale.name}, left by an interrupted run")
         ctx = Context(recipe, section, src, name, out, build, options, cache.Digests(out / cache.DIGESTS))
         if options.until == "quantize":
-            ctx.types = qtypes.check(section.quantize.types, tools.quant_types(build), what="model.quantize.types")
+            ctx.type_bpw = tools.quant_types(build)
+            ctx.types = qtypes.check(section.quantize.types, ctx.type_bpw, what="model.quantize.types")
             if not ctx.types:
                 raise_no_types(recipe)
         ctx.use_imatrix = options.until == "imatrix" or section.imatrix is not None or any(

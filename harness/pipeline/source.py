@@ -3,19 +3,19 @@
 Downloads take only what conversion reads (config, tokenizer, safetensors and their index,
 the model card) at one revision, into ``<model dir>/hf``.  The token comes from the
 environment (``HF_TOKEN``, read by huggingface_hub itself): it is never passed in argv,
-never printed, never written to a sidecar or a lock.
+never printed, never written to a sidecar or a lock.  Which commit a revision names is the
+lock's business (:mod:`harness.hub`); this module reads the pin back from the lock.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import console
+from harness import hub
 from harness.errors import InputError, StepError
 from harness.recipe import SHA40, Recipe
 
@@ -62,40 +62,14 @@ def parse(spec: str) -> Source:
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return hub.offline()
 
 
 def resolve_revision(source: str, revision: str | None) -> str | None:
-    """The commit SHA ``revision`` (default ``main``) of repo ``source`` names now.
-
-    None for a local directory, and None with a warning when the Hub cannot be asked
-    (``HF_HUB_OFFLINE``, no network).  A repo or revision the Hub does not know is an
-    InputError.  ``harness lock`` records the result; the pipeline downloads at it.
-    """
+    """The commit to download for ``source``: None for a local directory, else :func:`harness.hub.resolve_revision`."""
     if parse(source).is_local:
         return None
-    if revision is not None and SHA40.match(revision):
-        return revision
-    if offline():
-        console.warn(f"HF_HUB_OFFLINE is set: revision {revision or 'main'} of {source} not resolved")
-        return None
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        info = HfApi().model_info(source, revision=revision or "main", timeout=30)
-    except RevisionNotFoundError:
-        raise InputError(f"{source}: no revision {revision!r} on the Hugging Face Hub") from None
-    except RepositoryNotFoundError:
-        raise InputError(
-            f"{source}: no such model on the Hugging Face Hub (or it is gated/private)",
-            hint="for a gated or private model, export HF_TOKEN",
-        ) from None
-    except (HfHubHTTPError, OSError) as exc:
-        console.warn(f"cannot reach the Hugging Face Hub to resolve {source}@{revision or 'main'}: {exc}")
-        return None
-    sha = info.sha
-    return sha if isinstance(sha, str) and SHA40.match(sha) else None
+    return hub.resolve_revision(source, revision)
 
 
 def locked_revision(recipe: Recipe, source: str) -> str | None:
@@ -113,16 +87,37 @@ def plan_download(repo: str, revision: str, dest: Path) -> tuple[int, list[str]]
     """Bytes still to fetch for ``repo@revision`` into ``dest``, and the files it has (a dry run)."""
     from huggingface_hub import snapshot_download
 
-    infos: Any = snapshot_download(
-        repo,
-        revision=revision,
-        local_dir=dest,
-        allow_patterns=ALLOW_PATTERNS,
-        ignore_patterns=IGNORE_PATTERNS,
-        dry_run=True,
-    )
+    try:
+        infos: Any = snapshot_download(
+            repo,
+            revision=revision,
+            local_dir=dest,
+            allow_patterns=ALLOW_PATTERNS,
+            ignore_patterns=IGNORE_PATTERNS,
+            dry_run=True,
+        )
+    except Exception as exc:
+        raise hub.unreachable(repo, revision[:12], exc) from None
     need = sum(int(i.file_size or 0) for i in infos if i.will_download)
     return need, sorted(i.filename for i in infos)
+
+
+def remote_parameters(repo: str, revision: str) -> int:
+    """The parameter count of ``repo@revision``'s safetensors, from their headers on the Hub
+    (``huggingface_hub.get_safetensors_metadata``: a few KB per file, no weights)."""
+    from huggingface_hub import get_safetensors_metadata
+    from huggingface_hub.errors import NotASafetensorsRepoError
+
+    try:
+        meta = get_safetensors_metadata(repo, revision=revision)
+    except NotASafetensorsRepoError:
+        raise InputError(
+            f"{repo}@{revision[:12]} has no safetensors weights",
+            hint="the pipeline converts safetensors checkpoints (PyTorch .bin checkpoints are not supported)",
+        ) from None
+    except Exception as exc:
+        raise hub.unreachable(repo, revision[:12], exc) from None
+    return sum(int(n) for n in meta.parameter_count.values())
 
 
 def fetch_config(repo: str, revision: str, dest: Path) -> Path:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import GGUFFile
+from harness.gguf_files.split import GGUFModel
 from harness.pipeline.plan import Outcome
 
 
@@ -31,7 +31,7 @@ def file_type_name(value: Any) -> str | None:
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
-def gguf_info(gf: GGUFFile) -> dict[str, Any]:
+def gguf_info(gf: GGUFModel) -> dict[str, Any]:
     """Architecture, MTP layout, file type and real bits per weight of an opened GGUF."""
     lay = mtp.layout(gf)
     nbytes = sum(t.nbytes for t in gf.tensors)
@@ -47,6 +47,7 @@ def gguf_info(gf: GGUFFile) -> dict[str, Any]:
             "elements": elements,
             "bits_per_weight": round(nbytes * 8 / elements, 4) if elements else None,
             "file_size": gf.size,
+            "shards": [p.name for p in gf.paths],
         }
     }
 

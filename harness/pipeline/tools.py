@@ -22,7 +22,6 @@ CONVERTER = "convert_hf_to_gguf.py"
 _MAP_ENTRY = re.compile(r'^\s*"([\w.-]+)"\s*:\s*"[\w.]+"\s*,?\s*$', re.M)
 _REGISTER = re.compile(r"@ModelBase\.register\(([^)]*)\)")
 _QUOTED = re.compile(r"""["']([\w.-]+)["']""")
-_ALLOWED_TYPE = re.compile(r"^\s*(?:\d+\s+or\s+)?([A-Z][A-Z0-9_]+)\s*:", re.M)
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,12 @@ def supported_architectures(build: Build) -> set[str]:
     return names
 
 
-def quant_types(build: Build) -> set[str]:
-    """The type names ``llama-quantize --help`` lists as allowed."""
+def quant_types(build: Build) -> dict[str, float | None]:
+    """The types ``llama-quantize --help`` lists as allowed, with the bits per weight it states."""
+    from harness.pipeline import qtypes
+
     res = runner.run([build.quantize, "--help"], check=False, timeout=60)
-    text = res.stdout + res.stderr
-    marker = text.find("allowed quantization types")
-    return set(_ALLOWED_TYPE.findall(text[marker:] if marker >= 0 else text))
+    return qtypes.parse_help(res.stdout + res.stderr)
 
 
 def identity(build: Build, digest_of_tool: str) -> str:

@@ -9,7 +9,10 @@
   ``token_embd``/``output_norm``) that llama-server loads as a draft with ``-md``.
 
 A checkpoint without MTP layers converts without either flag (the converter refuses them
-for architectures that have none).  Every output is audited before it is published.
+for architectures that have none).  ``split_max_size`` / ``split_max_tensors`` pass the
+converter's own ``--split-max-size`` / ``--split-max-tensors``: the output is then a split
+set (``<name>-<OUTTYPE>-00001-of-0000N.gguf`` ...), read as one model by every later step.
+Every output is audited (as a whole set) before it is published.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, ClassVar
 from harness import console
 from harness.errors import CommandFailed, StepError
 from harness.gguf_files import audit
-from harness.gguf_files.reader import open_gguf
+from harness.gguf_files.split import open_model
 from harness.pipeline import progress, summary
 from harness.pipeline.plan import Context, Outcome
 from harness.pipeline.steps.job import Job, execute
@@ -56,11 +59,15 @@ class Convert:
         converter = ctx.build.converter
         expect_mtp = has_mtp and "--no-mtp" not in flags
 
+        conv = ctx.section.convert
+        split = [*(["--split-max-size", conv.split_max_size] if conv.split_max_size else []),
+                 *(["--split-max-tensors", str(conv.split_max_tensors)] if conv.split_max_tensors else [])]  # fmt: skip
+
         def argv(tmp: Path) -> list[str]:
-            return [python, str(converter), str(hf_dir), "--outfile", str(tmp), "--outtype", outtype, *flags]
+            return [python, str(converter), str(hf_dir), "--outfile", str(tmp), "--outtype", outtype, *flags, *split]
 
         def verify(tmp: Path) -> dict[str, Any]:
-            with open_gguf(tmp) as gf:
+            with open_model(tmp) as gf:
                 info = summary.gguf_info(gf)
                 report = audit.audit(gf)
             nextn = info["gguf"]["nextn_predict_layers"]
@@ -81,7 +88,7 @@ class Convert:
             output=output,
             tool=converter,
             inputs={"checkpoint": hf_dir},
-            params={"outtype": outtype, "mtp": ctx.section.convert.mtp, "part": part, "flags": flags},
+            params={"outtype": outtype, "mtp": ctx.section.convert.mtp, "part": part, "flags": flags, "split": split},
             extra_key={"python": python},
             argv=argv,
             verify=verify,

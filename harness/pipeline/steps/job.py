@@ -4,13 +4,17 @@
 once when the output's sidecar holds that key and the output is untouched, and otherwise
 runs the tool into a temp file beside the output, checks the exit code *and* the file
 (``verify``: llama-quantize can leave a full-size invalid file behind), moves it into
-place and writes the sidecar last.
+place and writes the sidecar last.  A tool that exits 0 with an output that fails the
+check is a failed step (exit 1) reported with the tool's own output, never "bad input".
+A tool may write a split set (shards named after the temp file); it is published under
+the output's shard names and ``Outcome.output`` is its first shard.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import console, runner
-from harness.errors import CommandFailed
+from harness.errors import CommandFailed, InputError, StepError
 from harness.pipeline import cache, checkpoint, progress
 from harness.pipeline.plan import Context, Outcome
 
@@ -55,10 +59,23 @@ def tool_identity(ctx: Context, tool: Path) -> str:
 
 
 def digest(ctx: Context, path: Path) -> str:
-    """A file's sha256, or for a checkpoint directory one digest of the files conversion reads."""
+    """A file's sha256; for a checkpoint directory one digest of the files conversion reads,
+    for the first shard of a split GGUF one digest of every shard."""
     if path.is_dir():
         return ctx.digests.tree(path, checkpoint.conversion_files(path))
+    shards = split_set(path)
+    if len(shards) > 1:
+        return ctx.digests.tree(path.parent, [p.name for p in shards])
     return ctx.digests.file(path)
+
+
+def split_set(path: Path) -> list[Path]:
+    """The shards of the set whose first shard is ``path`` (``[path]`` when it is not one)."""
+    m = re.match(r"^(.+)-00001-of-(\d{5})\.gguf$", path.name)
+    if not m:
+        return [path]
+    count = int(m.group(2))
+    return [path.with_name(f"{m.group(1)}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
 def job_key(ctx: Context, job: Job, version: int) -> tuple[str, dict[str, dict[str, str]]]:
@@ -80,13 +97,13 @@ def execute(ctx: Context, job: Job, *, version: int = 1) -> Outcome:
         side = cache.fresh(job.output, key)
         if side is not None:
             console.info(f"{job.label}: up to date ({job.output.name})")
-            return Outcome(job.step, job.label, job.output, True, 0.0, side)
+            return Outcome(job.step, job.label, cache.model_path(job.output, side), True, 0.0, side)
     console.step(f"{job.label} -> {job.output}")
     log = ctx.log_dir / f"{job.output.name}.log"
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     with cache.temp_output(job.output) as tmp:
-        argv = job.argv(tmp)
+        argv = job.argv(tmp.path)
         seen: dict[str, Any] = {}
         with progress.bar(job.label, job.total) as b:
             try:
@@ -94,14 +111,23 @@ def execute(ctx: Context, job: Job, *, version: int = 1) -> Outcome:
             except CommandFailed as exc:
                 raise (job.on_failure(exc) if job.on_failure else exc) from None
             seen = dict(b.seen)
-        info = {**seen, **job.verify(tmp)}
+        made = tmp.written()
+        if not made or not made[0].stat().st_size:
+            raise _bad_output(job, argv, log, f"it wrote no {job.output.name}")
+        try:
+            info = {**seen, **job.verify(made[0])}
+        except InputError as exc:
+            raise _bad_output(job, argv, log, exc.message.replace(str(made[0]), job.output.name)) from None
+        files = tmp.publish()
     seconds = time.monotonic() - t0
-    sha = ctx.digests.file(job.output)
+    stamps = [{"path": f.name, **cache.stamp(f), "sha256": ctx.digests.file(f)} for f in files]
+    recorded: dict[str, Any] = dict(stamps[0]) if len(files) == 1 else {
+        "path": job.output.name, "files": stamps, "sha256": digest(ctx, files[0])}  # fmt: skip
     sidecar = {
         "step": job.step,
         "label": job.label,
         "key": key,
-        "output": {"path": job.output.name, **cache.stamp(job.output), "sha256": sha},
+        "output": recorded,
         "inputs": inputs,
         "params": job.params,
         "tool": {
@@ -111,7 +137,7 @@ def execute(ctx: Context, job: Job, *, version: int = 1) -> Outcome:
             "build_root": str(ctx.build.root),
         },
         "command": argv,
-        "temp_output": os.path.basename(tmp),
+        "temp_output": os.path.basename(tmp.path),
         "log": str(log),
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
@@ -119,4 +145,22 @@ def execute(ctx: Context, job: Job, *, version: int = 1) -> Outcome:
     }
     cache.write_sidecar(job.output, sidecar)
     ctx.digests.save()
-    return Outcome(job.step, job.label, job.output, False, seconds, sidecar)
+    return Outcome(job.step, job.label, files[0], False, seconds, sidecar)
+
+
+def _bad_output(job: Job, argv: list[str], log: Path, why: str) -> StepError:
+    """A tool that exited 0 but left no valid output: a failed step, shown with the tool's own output."""
+    tail = runner_tail(log)
+    return StepError(
+        f"{job.label}: {Path(argv[0]).name} exited 0, but its output failed the check: {why}"
+        + ("\n  output (last lines):\n" + "\n".join("    " + line for line in tail) if tail else "")
+        + f"\n  full log: {log}",
+        hint="nothing was published; the previous output (if any) is untouched",
+    )
+
+
+def runner_tail(log: Path, lines: int = 15) -> list[str]:
+    try:
+        return log.read_text(errors="replace").rstrip().splitlines()[-lines:]
+    except OSError:
+        return []

@@ -6,6 +6,8 @@ get a ``--tensor-type`` rule at ``mtp_type`` ahead of the recipe's own rules (se
 MTP tensor its metadata promises (``harness gguf audit``) and keep the input's MTP layer
 count; MTP matrices that did not get ``mtp_type`` are reported.  With
 ``convert.mtp: separate`` the MTP head is quantized on its own to ``mtp_type`` (``--pure``).
+A split input is one model; with ``quantize.keep_split`` llama-quantize writes the quant in the
+same shards (``--keep-split``), otherwise as one file.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, ClassVar
 from harness import console
 from harness.errors import CommandFailed, StepError
 from harness.gguf_files import audit, mtp
-from harness.gguf_files.reader import open_gguf
+from harness.gguf_files.split import open_model
 from harness.pipeline import progress, rules, summary
 from harness.pipeline.plan import Context, Outcome
 from harness.pipeline.steps.job import Job, execute
@@ -48,8 +50,12 @@ class Quantize:
         mtp_type = ctx.section.quantize.mtp_type
         output = ctx.quant_path(qtype)
 
+        keep_split = ctx.section.quantize.keep_split
+
         def argv(tmp: Path) -> list[str]:
             extra = ["--allow-requantize"] if requant else []
+            if keep_split:
+                extra.append("--keep-split")
             if imx is not None:
                 extra += ["--imatrix", str(imx)]
             return [str(tool), *extra, *rules.argv(type_rules), str(model), str(tmp), qtype]
@@ -69,6 +75,7 @@ class Quantize:
                 "tensor_type_rules": type_rules,
                 "imatrix": imx is not None,
                 "allow_requantize": requant,
+                "keep_split": keep_split,
             },
             argv=argv,
             verify=verify,
@@ -104,12 +111,12 @@ def _gguf_of(ctx: Context, path: Path) -> dict[str, Any]:
     for o in ctx.outcomes:
         if o.output == path and isinstance(o.sidecar.get("gguf"), dict):
             return dict(o.sidecar["gguf"])
-    with open_gguf(path) as gf:
+    with open_model(path) as gf:
         return dict(summary.gguf_info(gf)["gguf"])
 
 
 def _verify(tmp: Path, output: Path, layout: mtp.Layout, mtp_type: str | None) -> dict[str, Any]:
-    with open_gguf(tmp) as gf:
+    with open_model(tmp) as gf:
         info = summary.gguf_info(gf)
         report = audit.audit(gf)
         out_layout = mtp.layout(gf)

@@ -1,0 +1,75 @@
+"""The Hugging Face Hub as the lock sees it: which commit a model repository's revision names now.
+
+``harness lock`` pins ``model.revision`` through :func:`resolve_revision`; the pipeline
+(:mod:`harness.pipeline.source`) reads the pin from the lock.  This module imports neither,
+so the lock and the pipeline never import each other.
+
+- ``HF_HUB_OFFLINE`` set: nothing is asked, the revision stays unresolved (a warning), and
+  ``harness lock --check`` / ``--frozen`` fail until it is resolved;
+- the Hub unreachable (no network, DNS, a proxy, a 5xx): a :class:`StepError` (exit 1) naming the
+  repository and the cause, with the ways to go on offline;
+- a repository or revision the Hub does not know: an :class:`InputError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from harness import console
+from harness.errors import InputError, StepError
+
+SHA40 = re.compile(r"^[0-9a-f]{40}$")
+TIMEOUT = 30.0
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_local(spec: str) -> bool:
+    """A model source that names a local checkpoint directory rather than a repo id."""
+    return spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
+
+
+def resolve_revision(repo: str, revision: str | None) -> str | None:
+    """The commit SHA ``revision`` (default ``main``) of model repo ``repo`` names now.
+
+    A full SHA is returned as it is, without asking; None (with a warning) under ``HF_HUB_OFFLINE``.
+    """
+    if revision is not None and SHA40.match(revision):
+        return revision
+    wanted = revision or "main"
+    if offline():
+        console.warn(f"HF_HUB_OFFLINE is set: revision {wanted} of {repo} not resolved")
+        return None
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        info = HfApi().model_info(repo, revision=wanted, timeout=TIMEOUT)
+    except RevisionNotFoundError:
+        raise InputError(f"{repo}: no revision {wanted!r} on the Hugging Face Hub") from None
+    except GatedRepoError:
+        raise InputError(f"{repo}: a gated model", hint="accept its terms on the Hub and export HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise InputError(
+            f"{repo}: no such model on the Hugging Face Hub (or it is gated/private)",
+            hint="for a gated or private model, export HF_TOKEN",
+        ) from None
+    except Exception as exc:  # httpx/httpx2/requests errors, OSError, HfHubHTTPError: the Hub cannot be asked
+        raise unreachable(repo, wanted, exc) from None
+    sha = info.sha
+    if not isinstance(sha, str) or not SHA40.match(sha):
+        raise StepError(f"{repo}@{wanted}: the Hugging Face Hub gave no commit SHA ({sha!r})")
+    return sha
+
+
+def unreachable(repo: str, revision: str, exc: BaseException) -> StepError:
+    cause = str(exc).strip() or type(exc).__name__
+    return StepError(
+        f"cannot reach the Hugging Face Hub to resolve {repo}@{revision}: {type(exc).__name__}: {cause}",
+        hint="check the network (or HF_ENDPOINT), or work offline: HF_HUB_OFFLINE=1 leaves the model revision "
+        "unresolved (lock --check and --frozen fail until it is), or pin model.revision to a commit SHA",
+    )
