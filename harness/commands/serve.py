@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness import console, server
+from harness import console, server, server_help
+from harness import draft as drafts
 from harness.errors import CommandFailed, InputError
-from harness.recipe import load_recipe
+from harness.recipe import Recipe, load_recipe
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--prompt", metavar="TEXT",
                    help="ask once, print the completion and stop the server (a quick check of a build and a model)")
     p.add_argument("--n-predict", type=positive_int, default=48, metavar="N", help="tokens for --prompt (default 48)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the llama-server command line (checked against its --help) and start nothing")
     accept_passthrough(p)
 
 
@@ -95,28 +100,16 @@ def accept_passthrough(parser: argparse.ArgumentParser, dest: str = "server_args
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     model = existing_file(args.model, "--model")
-    draft = existing_file(args.draft, "--draft") if args.draft else None
     key = server.api_key(args.api_key_file)
     server.require_key(args.host, key)  # before anything slow
     binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
-    spec: list[str] | None = None
-    if args.mtp:
-        spec = ["draft-mtp"]
-    elif args.spec is not None:
-        spec = server.resolve_spec(re.split(r"[,+]", args.spec), server.spec_types(binary))
-    elif recipe.spec.serve.spec_type:
-        spec = server.resolve_spec(recipe.spec.serve.spec_type.split(","), server.spec_types(binary))
-    server_args = server.compose_args(
-        recipe.spec.serve,
-        backend=backend,
-        spec=spec,
-        draft=draft,
-        depth=args.draft_n_max,
-        extra=args.server_args,
-    )
+    command = plan(recipe, binary, backend, model, spec=_spec_choice(args), draft=args.draft,
+                   depth=args.draft_n_max, extra=args.server_args)
+    if args.dry_run:
+        return _print_plan(command, host=args.host, port=args.port, key=key, as_json=args.json)
     handle_stop_signals()
     with server.running_server(
-        binary, model, server_args, host=args.host, port=args.port, key=key,
+        binary, model, command.args, host=args.host, port=args.port, key=key,
         log_path=args.log, ready_timeout=args.ready_timeout,
     ) as srv:  # fmt: skip
         if args.prompt is not None:
@@ -132,6 +125,74 @@ def run(args: argparse.Namespace) -> int:
     code = srv.process.returncode
     if code != 0:
         raise CommandFailed(srv.argv, code, server.log_tail(srv.log_path), log=str(srv.log_path))
+    return 0
+
+
+def _spec_choice(args: argparse.Namespace) -> list[str] | None:
+    """``--mtp`` / ``--spec`` as names (None: the recipe's ``serve.spec_type``)."""
+    if args.mtp:
+        return ["draft-mtp"]
+    if args.spec is not None:
+        return re.split(r"[,+]", args.spec)
+    return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One llama-server command line, checked against the binary's own ``--help``."""
+
+    binary: Path
+    backend: str
+    model: Path
+    args: list[str]  # everything but -m, --host, --port and the key file
+    draft: Path | None = None
+    draft_status: str | None = None  # the draft's audit status (draft, not-applicable)
+
+    def argv(self, host: str, port: int | str) -> list[str]:
+        return [str(self.binary), "-m", str(self.model), *self.args, "--host", host, "--port", str(port)]
+
+
+def plan(recipe: Recipe, binary: Path, backend: str, model: Path, *, spec: list[str] | None,
+         draft: Path | None, depth: int | None, extra: list[str]) -> Plan:  # fmt: skip
+    """The llama-server arguments for ``harness serve``: the recipe's ``serve:`` and ``draft:``,
+    the command line's overrides and ``extra`` (after ``--``), every flag and value checked
+    against ``binary --help`` (InputError naming what it would refuse)."""
+    offered = server_help.read(binary)
+    names = [n for n in (spec if spec is not None else (recipe.spec.serve.spec_type or "").split(",")) if n.strip()]
+    types = server.resolve_spec(names, server.spec_types(binary)) if names else []
+    draft_file = existing_file(draft, "--draft") if draft is not None else drafts.path(recipe)
+    report = drafts.fit(draft_file, model) if draft_file is not None else None
+    composed = server.compose_args(
+        recipe.spec.serve, backend=backend, spec=types, draft=draft_file,
+        draft_type=drafts.spec_type_for(report) if report is not None else "draft-simple",
+        depth=depth,
+    )  # fmt: skip
+    offered.check(composed, origin=f"{recipe.path}: serve:")
+    offered.check(extra, origin="the arguments after --")
+    warn_untyped_draft(extra)
+    server.refuse_key_on_command_line(extra)
+    return Plan(binary, backend, model, [*composed, *extra], draft_file, report.status if report else None)
+
+
+def warn_untyped_draft(extra: list[str]) -> None:
+    """``-md`` after ``--`` without ``--spec-type``: llama.cpp drafts nothing unless it infers a type from the file."""
+    draft = server.draft_without_type(extra)
+    if draft is not None and not drafts.infers_type(Path(draft)):
+        console.warn(f"-md {draft} without --spec-type: llama-server will draft nothing with it (it infers a "
+                     "type only for MTP heads and DFlash drafts); add --spec-type draft-simple, or draft-mtp for "
+                     "a Gemma 4 assistant, or pass it as --draft FILE, which picks the type")  # fmt: skip
+
+
+def _print_plan(command: Plan, *, host: str, port: int, key: str | None, as_json: bool) -> int:
+    argv = command.argv(host, port or "PORT")
+    if key:
+        argv += ["--api-key-file", "KEYFILE"]
+    if as_json:
+        console.emit_json({"argv": argv, "binary": str(command.binary), "backend": command.backend,
+                           "model": str(command.model), "draft": str(command.draft) if command.draft else None,
+                           "draft_status": command.draft_status, "checked": True})  # fmt: skip
+    else:
+        console.out(shlex.join(argv))
     return 0
 
 
