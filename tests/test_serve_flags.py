@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import server_help
+from harness import server, server_help
+from harness.recipe import Serve
 from harness.smoke import tiny_model
 from tests import models
 from tests.conftest import REPO, run_harness, write_recipe
@@ -26,6 +27,57 @@ from tests.test_serve import served_recipe
 
 SERVE = r"""{ctx: 2048, tensor_overrides: ['mtp\..*=CUDA0', 'exps=CPU'], n_cpu_moe: 8,
          cache_type_k: q8_0, cache_type_v: q4_0, spec_type: ngram-mod, draft_n_max: 6, args: [--jinja]}"""
+
+
+# common/arg.cpp's layout, as the TurboQuant fork prints it (its allowed values wrap at 70 columns)
+FORK_HELP = """----- common params -----
+
+-ctk,  --cache-type-k TYPE              KV cache data type for K
+                                        allowed values: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1,
+                                        turbo2, turbo3, turbo4
+                                        (default: f16)
+                                        (env: LLAMA_ARG_CACHE_TYPE_K)
+-kvo,  --kv-offload, -nkvo, --no-kv-offload
+                                        whether to enable KV cache offloading (default: enabled)
+-ot,   --override-tensor <tensor name pattern>=<buffer type>,...
+                                        override tensor buffer type
+--control-vector-layer-range START END
+                                        layer range to apply the control vector(s) to, start and end inclusive
+--spec-type none,draft-simple,draft-mtp,mtp,nextn
+                                        comma-separated list of types of speculative decoding to use
+--draft, --draft-n, --draft-max N       the argument has been removed. use --spec-draft-n-max or
+                                        --spec-ngram-mod-n-max
+                                        (env: LLAMA_ARG_DRAFT_MAX)
+"""
+
+
+def test_help_layout_is_read_option_by_option() -> None:
+    offered = server_help.parse(FORK_HELP)
+    assert offered.choices("--cache-type-k")[-3:] == ("turbo2", "turbo3", "turbo4")
+    assert offered.spec_types == ("none", "draft-simple", "draft-mtp", "mtp", "nextn")
+    assert offered.options["-nkvo"].n_values == 0 and offered.options["-ot"].n_values == 1
+    assert offered.options["--control-vector-layer-range"].n_values == 2
+    assert offered.problems(["-ctk", "turbo3", "-nkvo", "--spec-type", "mtp,draft-mtp", "--cache_type_k", "q8_0"]) == []
+    assert offered.problems(["--draft", "3", "-ctk", "turb3", "--nope", "1", "7"]) == [
+        "--draft: the argument has been removed. use --spec-draft-n-max or --spec-ngram-mod-n-max",
+        "-ctk 'turb3': not a value this llama-server accepts (did you mean 'turbo3'?); it accepts f32, f16, bf16, "
+        "q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1, turbo2, turbo3, turbo4",
+        "unknown flag '--nope'",
+        "'7' is not a flag (llama-server takes no positional arguments)",
+    ]  # fmt: skip
+
+
+def test_recipe_keys_become_flags() -> None:
+    serve = Serve(ctx=4096, tensor_overrides=["exps=CPU", r"mtp\..*=CUDA0"], n_cpu_moe=3,
+                  cache_type_k="turbo3", cache_type_v="q8_0")  # fmt: skip
+    assert server.compose_args(serve, backend="cuda") == [
+        "-ngl", "all", "-c", "4096", "-ot", r"exps=CPU,mtp\..*=CUDA0", "--n-cpu-moe", "3", "-ctk", "turbo3", "-ctv", "q8_0",
+    ]  # fmt: skip
+    # a draft without a type that uses one: the type its audit implies (an MTP draft: draft-mtp)
+    mtp = server.compose_args(Serve(), backend="cpu", draft=Path("/m/a.gguf"), draft_type="draft-mtp")
+    assert mtp == ["--spec-type", "draft-mtp", "-md", "/m/a.gguf"]
+    assert server.draft_without_type(["-t", "2", "-md", "/m/a.gguf"]) == "/m/a.gguf"
+    assert server.draft_without_type(["--model-draft", "/m/a.gguf", "--spec-type", "draft-simple"]) is None
 
 
 def _model(tmp_path: Path) -> Path:
