@@ -104,6 +104,9 @@ def test_serve_fetches_the_pinned_draft_and_passes_it_with_md(
     # no spec_type in the recipe: an MTP draft gets draft-mtp (draft-simple would load it as a model of its own)
     assert argv[argv.index("--spec-type") + 1] == "draft-mtp" and argv[argv.index("-md") + 1] == str(cached)
     assert argv[argv.index("--spec-draft-n-max") + 1] == "2" and out["draft_status"] == "draft"
+    plain = run_harness("serve", recipe, "--model", tiny["none"], "--builds-dir", builds, "--dry-run", "--json",
+                        "--spec", "none", env=env)  # fmt: skip
+    assert plain.returncode == 0 and "-md" not in json.loads(plain.stdout)["argv"]  # no speculation asked: no draft
     asked = len(hub.requests)
     again = run_harness("serve", recipe, "--model", tiny["none"], "--builds-dir", builds, "--dry-run", "--json", env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["draft"] == str(cached)

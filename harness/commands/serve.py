@@ -160,7 +160,10 @@ def plan(recipe: Recipe, binary: Path, backend: str, model: Path, *, spec: list[
     offered = server_help.read(binary)
     names = [n for n in (spec if spec is not None else (recipe.spec.serve.spec_type or "").split(",")) if n.strip()]
     types = server.resolve_spec(names, server.spec_types(binary)) if names else []
-    draft_file = existing_file(draft, "--draft") if draft is not None else drafts.path(recipe)
+    # the recipe's draft serves the types that draft with a model, or implies one when none is named;
+    # --spec none or --spec ngram-mod leave it out
+    wants_draft = any(server.uses_draft_model(t) for t in types) or (spec is None and not types)
+    draft_file = existing_file(draft, "--draft") if draft is not None else drafts.path(recipe) if wants_draft else None
     report = drafts.fit(draft_file, model) if draft_file is not None else None
     composed = server.compose_args(
         recipe.spec.serve, backend=backend, spec=types, draft=draft_file,
