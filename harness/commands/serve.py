@@ -14,15 +14,13 @@ import re
 import shlex
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness import console, server, server_help
-from harness import draft as drafts
+from harness import console, serve_plan, server
 from harness.errors import CommandFailed, InputError
-from harness.recipe import Recipe, load_recipe
+from harness.recipe import load_recipe
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     key = server.api_key(args.api_key_file)
     server.require_key(args.host, key)  # before anything slow
     binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
-    command = plan(recipe, binary, backend, model, spec=_spec_choice(args), draft=args.draft,
+    command = serve_plan.plan(recipe, binary, backend, model, spec=_spec_choice(args), draft=args.draft,
                    depth=args.draft_n_max, extra=args.server_args)
     if args.dry_run:
         return _print_plan(command, host=args.host, port=args.port, key=key, as_json=args.json)
@@ -137,56 +135,7 @@ def _spec_choice(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-@dataclass(frozen=True)
-class Plan:
-    """One llama-server command line, checked against the binary's own ``--help``."""
-
-    binary: Path
-    backend: str
-    model: Path
-    args: list[str]  # everything but -m, --host, --port and the key file
-    draft: Path | None = None
-    draft_status: str | None = None  # the draft's audit status (draft, not-applicable)
-
-    def argv(self, host: str, port: int | str) -> list[str]:
-        return [str(self.binary), "-m", str(self.model), *self.args, "--host", host, "--port", str(port)]
-
-
-def plan(recipe: Recipe, binary: Path, backend: str, model: Path, *, spec: list[str] | None,
-         draft: Path | None, depth: int | None, extra: list[str]) -> Plan:  # fmt: skip
-    """The llama-server arguments for ``harness serve``: the recipe's ``serve:`` and ``draft:``,
-    the command line's overrides and ``extra`` (after ``--``), every flag and value checked
-    against ``binary --help`` (InputError naming what it would refuse)."""
-    offered = server_help.read(binary)
-    names = [n for n in (spec if spec is not None else (recipe.spec.serve.spec_type or "").split(",")) if n.strip()]
-    types = server.resolve_spec(names, server.spec_types(binary)) if names else []
-    # the recipe's draft serves the types that draft with a model, or implies one when none is named;
-    # --spec none or --spec ngram-mod leave it out
-    wants_draft = any(server.uses_draft_model(t) for t in types) or (spec is None and not types)
-    draft_file = existing_file(draft, "--draft") if draft is not None else drafts.path(recipe) if wants_draft else None
-    report = drafts.fit(draft_file, model) if draft_file is not None else None
-    composed = server.compose_args(
-        recipe.spec.serve, backend=backend, spec=types, draft=draft_file,
-        draft_type=drafts.spec_type_for(report) if report is not None else "draft-simple",
-        depth=depth,
-    )  # fmt: skip
-    offered.check(composed, origin=f"{recipe.path}: serve:")
-    offered.check(extra, origin="the arguments after --")
-    warn_untyped_draft(extra)
-    server.refuse_key_on_command_line(extra)
-    return Plan(binary, backend, model, [*composed, *extra], draft_file, report.status if report else None)
-
-
-def warn_untyped_draft(extra: list[str]) -> None:
-    """``-md`` after ``--`` without ``--spec-type``: llama.cpp drafts nothing unless it infers a type from the file."""
-    draft = server.draft_without_type(extra)
-    if draft is not None and not drafts.infers_type(Path(draft)):
-        console.warn(f"-md {draft} without --spec-type: llama-server will draft nothing with it (it infers a "
-                     "type only for MTP heads and DFlash drafts); add --spec-type draft-simple, or draft-mtp for "
-                     "a Gemma 4 assistant, or pass it as --draft FILE, which picks the type")  # fmt: skip
-
-
-def _print_plan(command: Plan, *, host: str, port: int, key: str | None, as_json: bool) -> int:
+def _print_plan(command: serve_plan.Plan, *, host: str, port: int, key: str | None, as_json: bool) -> int:
     argv = command.argv(host, port or "PORT")
     if key:
         argv += ["--api-key-file", "KEYFILE"]
