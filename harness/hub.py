@@ -13,6 +13,7 @@ so the lock and the pipeline never import each other.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -44,6 +45,46 @@ def resolve_revision(repo: str, revision: str | None) -> str | None:
     if offline():
         console.warn(f"HF_HUB_OFFLINE is set: revision {wanted} of {repo} not resolved")
         return None
+    sha, _ = _model_info(repo, wanted)
+    return sha
+
+
+def draft_files(repo: str, revision: str | None, pattern: str) -> tuple[str, list[str]] | None:
+    """The commit ``revision`` (default ``main``) of ``repo`` names now, and the files of that commit that
+    ``pattern`` (a file name or an fnmatch glob) matches: one GGUF, or every shard of one split set.
+
+    A commit SHA and a plain file name are returned as they are, without asking; None (with a
+    warning) under ``HF_HUB_OFFLINE``; InputError when nothing or too much matches.
+    """
+    if revision is not None and SHA40.match(revision) and not any(c in pattern for c in "*?["):
+        return revision, [pattern]
+    wanted = revision or "main"
+    if offline():
+        console.warn(f"HF_HUB_OFFLINE is set: draft {repo} {pattern} at {wanted} not resolved")
+        return None
+    sha, files = _model_info(repo, wanted)
+    matched = sorted(f for f in files if fnmatch.fnmatchcase(f, pattern))
+    if not matched:
+        ggufs = [f for f in files if f.endswith(".gguf")]
+        raise InputError(
+            f"{repo}@{sha[:12]}: no file matches {pattern!r}",
+            hint=("its GGUF files: " + ", ".join(ggufs[:12]) + (" ..." if len(ggufs) > 12 else "")) if ggufs
+            else "the repository holds no .gguf file",
+        )
+    sets = {_SHARD.sub("", f) for f in matched}
+    if len(sets) > 1:
+        raise InputError(
+            f"{repo}@{sha[:12]}: {pattern!r} matches {len(matched)} files: {', '.join(matched[:8])}",
+            hint="name one file (or one split set's shards) in draft.file",
+        )
+    return sha, matched
+
+
+_SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)")
+
+
+def _model_info(repo: str, wanted: str) -> tuple[str, list[str]]:
+    """The commit SHA of ``repo@wanted`` and its file names, asked of the Hub."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -63,7 +104,7 @@ def resolve_revision(repo: str, revision: str | None) -> str | None:
     sha = info.sha
     if not isinstance(sha, str) or not SHA40.match(sha):
         raise StepError(f"{repo}@{wanted}: the Hugging Face Hub gave no commit SHA ({sha!r})")
-    return sha
+    return sha, [s.rfilename for s in (info.siblings or [])]
 
 
 def unreachable(repo: str, revision: str, exc: BaseException) -> StepError:

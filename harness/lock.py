@@ -57,6 +57,7 @@ class Lock:
     base_sha: str
     items: tuple[LockedItem, ...] = ()
     model: dict[str, str] = field(default_factory=dict)
+    draft: dict[str, Any] = field(default_factory=dict)  # {source, file, revision, files}: a Hub draft model
     schema: int = SCHEMA
 
     def to_json(self) -> dict[str, Any]:
@@ -66,6 +67,7 @@ class Lock:
             "upstream": {"repo": self.upstream_repo, "ref": self.upstream_ref, "sha": self.base_sha},
             "stack": [{k: v for k, v in asdict(item).items() if v is not None} for item in self.items],
             **({"model": self.model} if self.model else {}),
+            **({"draft": self.draft} if self.draft else {}),
         }
 
     @classmethod
@@ -82,6 +84,7 @@ class Lock:
                 base_sha=up["sha"],
                 items=items,
                 model=dict(data.get("model", {})),
+                draft=dict(data.get("draft", {})),
             )
         except (KeyError, TypeError) as exc:
             raise InputError(f"{where}: malformed lock ({exc}); delete it and run `harness lock`") from None
@@ -96,6 +99,7 @@ class Lock:
         data = self.to_json()
         data.pop("recipe")
         data.pop("model", None)
+        data.pop("draft", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -206,7 +210,8 @@ def resolve(
             moves.append(Move(new.label(), old.pin if old else None, new.pin))
         items.append(new)
     model = _resolve_model(recipe, existing, update, moves)
-    return Lock(recipe.name, spec.upstream.repo, spec.upstream.ref, base, tuple(items), model), moves
+    draft = _resolve_draft(recipe, existing, update, moves)
+    return Lock(recipe.name, spec.upstream.repo, spec.upstream.ref, base, tuple(items), model, draft), moves
 
 
 def _resolve_model(recipe: Recipe, existing: Lock | None, update: bool, moves: list[Move]) -> dict[str, str]:
@@ -225,6 +230,25 @@ def _resolve_model(recipe: Recipe, existing: Lock | None, update: bool, moves: l
     if old.get("revision") != revision:
         moves.append(Move(f"model {section.source}", old.get("revision"), revision))
     return {"source": section.source, "revision": revision}
+
+
+def _resolve_draft(recipe: Recipe, existing: Lock | None, update: bool, moves: list[Move]) -> dict[str, Any]:
+    """``{source, file, revision, files}`` for a Hugging Face ``draft:`` (nothing for a local path):
+    the commit the revision names and the files ``file`` matches there (:func:`harness.hub.draft_files`)."""
+    d = recipe.spec.draft
+    if d is None or d.is_local:
+        return {}
+    old = dict(existing.draft) if existing and existing.draft else {}
+    same = old.get("source") == d.source and old.get("file") == d.file
+    if same and not update and d.revision in (None, old.get("revision")) and old.get("files"):
+        return old
+    found = hub.draft_files(d.source, d.revision, d.file or "")
+    if found is None:
+        return {}
+    revision, files = found
+    if old.get("revision") != revision:
+        moves.append(Move(f"draft {d.source}", old.get("revision"), revision))
+    return {"source": d.source, "file": d.file, "revision": revision, "files": files}
 
 
 def check(recipe: Recipe, lock: Lock) -> list[str]:
@@ -247,6 +271,7 @@ def check(recipe: Recipe, lock: Lock) -> list[str]:
             problems.append(f"model: recipe has {spec.model.source}, lock has {lock.model.get('source')}")
         elif spec.model.revision and SHA40.match(spec.model.revision) and spec.model.revision != lock.model.get("revision"):
             problems.append(f"model: recipe pins {spec.model.revision}, lock has {lock.model.get('revision')}")
+    problems += _draft_problems(recipe, lock)
     wanted = [locked_item_for(recipe, item) for item in spec.stack]
     if [w.identity() for w in wanted] != [i.identity() for i in lock.items]:
         problems.append(
@@ -267,6 +292,20 @@ def check(recipe: Recipe, lock: Lock) -> list[str]:
                 if digest != item.sha256:
                     problems.append(f"{item.label()}: sha256 is {digest[:12]}, lock has {(item.sha256 or '')[:12]}")
     return problems
+
+
+def _draft_problems(recipe: Recipe, lock: Lock) -> list[str]:
+    d = recipe.spec.draft
+    if d is None or d.is_local:
+        return ["draft: the lock pins a draft model the recipe no longer names"] if lock.draft else []
+    if not lock.draft:
+        return [f"draft: the revision of {d.source} is not resolved (locked offline?); "
+                "run `harness lock` with the Hugging Face Hub reachable"]
+    if (lock.draft.get("source"), lock.draft.get("file")) != (d.source, d.file):
+        return [f"draft: recipe has {d.source} {d.file}, lock has {lock.draft.get('source')} {lock.draft.get('file')}"]
+    if d.revision and SHA40.match(d.revision) and d.revision != lock.draft.get("revision"):
+        return [f"draft: recipe pins {d.revision}, lock has {lock.draft.get('revision')}"]
+    return []
 
 
 def ensure(recipe: Recipe, *, frozen: bool = False) -> Lock:

@@ -1,5 +1,8 @@
 """Nightly: re-resolve floating refs, classify the stack, build, smoke-test, adopt only on success.
 
+Statuses: ``passed``; ``degraded`` (adopted, but ``nightly.skip_conflicts`` left items out of the
+published build: ``missing`` names them); ``failed`` (nothing adopted).
+
 Per recipe: candidate lock (every floating ref re-resolved, moves shown old -> new),
 item classification (applied, already-merged -> retired, moved / force-pushed, conflict,
 gone), a build of each backend into ``builds/<recipe>/.candidate/<backend>``, the smoke
@@ -71,7 +74,8 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
     started = time.monotonic()
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     entry: dict[str, Any] = {"recipe": recipe.name, "path": str(recipe.path), "status": "failed", "failed_step": None,
-                             "error": None, "adopted": False, "items": [], "moves": [], "builds": {}, "smoke": {}}
+                             "error": None, "adopted": False, "items": [], "missing": [], "moves": [], "builds": {},
+                             "smoke": {}}  # fmt: skip
     step = "lock"
     try:
         old = lock.read(recipe.lock_path)
@@ -102,6 +106,9 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         candidate = replace(candidate, items=tuple(retired))
         entry["items"] = _items(candidate.items, results, moved, None)
         entry["skipped_conflicts"] = sorted(conflicts)
+        entry["missing"] = [{"item": i.label(), "detail": r.detail}
+                            for i, r in zip(candidate.items, results, strict=True)
+                            if r.status in (stack.CONFLICT, stack.SKIPPED)]  # fmt: skip
         for backend in backends:
             step = f"build:{backend}"
             out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
@@ -128,9 +135,14 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
             final = builds.build_root(builds_dir, recipe.name, backend)
             atomic.replace_dir(candidate_out, final)
             pointer[backend] = {"path": str(final), "identity": entry["builds"][backend]["identity"],
-                                "lock_digest": candidate.digest, "date": today}
+                                "lock_digest": candidate.digest, "date": today,
+                                "missing": [m["item"] for m in entry["missing"]]}  # fmt: skip
         atomic.write_json(builds.build_root(builds_dir, recipe.name, "last-good.json"), pointer)
-        entry.update(status="passed", adopted=True)
+        # A build without some of its stack is published (that is what skip_conflicts asks for), but
+        # it is not what the recipe names: the night is degraded, not passed.
+        entry.update(status="degraded" if entry["missing"] else "passed", adopted=True)
+        if entry["missing"]:
+            console.warn(f"{recipe.name}: published without " + ", ".join(m["item"] for m in entry["missing"]))
     except HarnessError as exc:
         entry.update(failed_step=step, error=_tail(exc))
         if step.startswith(("build:", "smoke:")):

@@ -8,7 +8,8 @@ from typing import Any
 
 from harness import atomic
 
-STATUS_MARK = {"passed": "PASS", "failed": "FAIL"}
+STATUS_MARK = {"passed": "PASS", "degraded": "DEGRADED", "failed": "FAIL"}
+STATUS_COLOR = {"passed": "tab:green", "degraded": "tab:orange", "failed": "tab:red"}
 
 
 def write(directory: Path, report: dict[str, Any]) -> dict[str, Path]:
@@ -22,13 +23,15 @@ def write(directory: Path, report: dict[str, Any]) -> dict[str, Path]:
             build_s = sum((b.get("timings") or {}).get("build_s", 0) for b in r["builds"].values() if b.get("ok"))
             f.write(json.dumps({"date": report["date"], "recipe": r["recipe"], "status": r["status"],
                                 "failed_step": r["failed_step"], "build_s": round(build_s, 1), "seconds": r["seconds"],
-                                "base": r.get("new_base")}) + "\n")
+                                "base": r.get("new_base"), "missing": [m["item"] for m in r.get("missing", [])]}) + "\n")
     chart(files["history"], files["chart"])
     return files
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Nightly {report['date']}: {'all passed' if report['ok'] else 'FAILED'}", ""]
+    statuses = {r["status"] for r in report["recipes"]}
+    verdict = "all passed" if statuses <= {"passed"} else "FAILED" if "failed" in statuses else "DEGRADED"
+    lines = [f"# Nightly {report['date']}: {verdict}", ""]
     for r in report["recipes"]:
         lines.append(f"## {r['recipe']}: {STATUS_MARK.get(r['status'], r['status'])}"
                      + (f" (failed at {r['failed_step']})" if r["failed_step"] else "")
@@ -48,8 +51,11 @@ def markdown(report: dict[str, Any]) -> str:
                     detail += " (retired from the lock)"
                 lines.append(f"| {item['item']} | {item['status']} | {detail.replace('|', '/')} |")
             lines.append("")
-        if r.get("skipped_conflicts"):
-            lines.append(f"Built without the conflicting item(s) (skip_conflicts): {', '.join(r['skipped_conflicts'])}")
+        if r.get("missing"):
+            published = "The published build" if r["adopted"] else "The build"
+            lines.append(f"**{published} lacks {len(r['missing'])} item(s) of the recipe** (nightly.skip_conflicts); "
+                         "it is not what the recipe names:")
+            lines += [f"- {m['item']}: {m['detail']}".replace("|", "/") for m in r["missing"]]
             lines.append("")
         for backend, b in r["builds"].items():
             if b.get("ok"):
@@ -78,10 +84,10 @@ def chart(history: Path, png: Path) -> None:
         xs = list(range(len(mine)))
         ax.plot(xs, [r["build_s"] for r in mine], label=recipe, marker="o")
         for x, r in zip(xs, mine, strict=True):
-            ax.scatter([x], [r["build_s"]], color="tab:green" if r["status"] == "passed" else "tab:red", zorder=3)
+            ax.scatter([x], [r["build_s"]], color=STATUS_COLOR.get(r["status"], "tab:red"), zorder=3)
     ax.set_xlabel("night")
     ax.set_ylabel("build seconds")
-    ax.set_title("nightly builds (green: passed, red: failed)")
+    ax.set_title("nightly builds (green: passed, orange: degraded, red: failed)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic.temp_file_beside(png) as tmp:

@@ -12,9 +12,17 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness import yamlpos
 from harness.errors import InputError, Problem
@@ -222,14 +230,97 @@ class ModelSection(_Model):
     python: str | None = None  # interpreter that runs convert_hf_to_gguf.py (needs torch, transformers)
 
 
+def tensor_override_problem(rule: str) -> str | None:
+    """Why ``rule`` is not a ``-ot`` rule llama.cpp reads as meant, or None.
+
+    common/arg.cpp (parse_tensor_buffer_overrides) splits the value at ``,`` into rules and
+    each rule at its first ``=`` into a tensor-name regex (std::regex, searched) and a buffer
+    type name (CPU, CUDA0, Vulkan1, ...): so the regex can hold neither.
+    """
+    pattern, sep, buffer = rule.partition("=")
+    if not sep:
+        return "expected REGEX=BUFFER, e.g. 'exps=CPU' or 'mtp\\..*=CUDA0'"
+    if "," in rule:
+        return "llama.cpp splits -ot values at ',': write one rule per list item, and no ',' in the regex"
+    if not pattern:
+        return "empty tensor-name regex"
+    if "=" in buffer:
+        return "more than one '=' (the regex ends at the first one)"
+    if not _BUFFER.match(buffer):
+        return f"buffer type {buffer!r} is not a buffer name (CPU, CUDA0, Vulkan1, ...)"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"not a regular expression: {exc}"
+    return None
+
+
+_BUFFER = re.compile(r"^[A-Za-z][\w.:\[\]-]*$")
+
+
+def _check_override(rule: str) -> str:
+    problem = tensor_override_problem(rule)
+    if problem:
+        shown = f"'{rule}'" if rule.isprintable() else repr(rule)  # a regex as written, backslashes single
+        raise ValueError(f"{shown}: {problem}")
+    return rule
+
+
+TensorOverride = Annotated[str, AfterValidator(_check_override)]
+
+
 class Serve(_Model):
     spec_type: str | None = None  # e.g. draft-mtp, ngram-mod; None = no speculation
     draft_n_max: int | None = Field(default=None, gt=0)
     ngl: int | str | None = None
     ctx: int | None = Field(default=None, gt=0)
+    tensor_overrides: list[TensorOverride] = Field(default_factory=list)  # -ot REGEX=BUFFER, one per item
+    cache_type_k: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$")  # -ctk (checked against the binary)
+    cache_type_v: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$")  # -ctv
+    n_cpu_moe: int | None = Field(default=None, ge=0)  # --n-cpu-moe N
     args: list[str] = Field(default_factory=list)
 
 
+class DraftModel(_Model):
+    """The draft / assistant model served with ``-md``: a GGUF in a Hugging Face model
+    repository (``source`` + ``file``, a name or a glob; ``harness lock`` pins the revision
+    and the file names), or a local GGUF file (``source`` a path)."""
+
+    source: str
+    file: str | None = None
+    revision: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return is_local_path(self.source)
+
+    @model_validator(mode="after")
+    def _where(self) -> DraftModel:
+        if self.is_local:
+            if self.file is not None or self.revision is not None:
+                raise ValueError("file and revision apply to a Hugging Face repository, not to a local path")
+            if not self.source.endswith(".gguf"):
+                raise ValueError(f"source {self.source!r}: a local draft is a .gguf file")
+            return self
+        if not _REPO_ID.match(self.source):
+            raise ValueError(f"source {self.source!r}: neither a Hugging Face repo id (owner/name) nor a path "
+                             "(start local paths with ./, ../, / or ~)")
+        if self.file is None:
+            raise ValueError("a Hugging Face draft needs file: the GGUF's name or a glob, e.g. '*Q8_0.gguf'")
+        if not self.file.endswith(".gguf") or self.file.startswith("/") or ".." in self.file.split("/"):
+            raise ValueError(f"file {self.file!r}: a .gguf file name or glob inside the repository")
+        if self.revision is not None and not self.revision.strip():
+            raise ValueError("empty revision")
+        return self
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_local_path(source: str) -> bool:
+    """A draft source written as a path: ``./x.gguf``, ``/m/x.gguf``, ``~/x.gguf`` or anything ending in ``.gguf``
+    (``models/x.gguf``); otherwise it is a Hugging Face repo id (``owner/name``)."""
+    return source.startswith((".", "/", "~")) or source.endswith(".gguf")
 
 
 class Nightly(_Model):
@@ -245,6 +336,7 @@ class RecipeModel(_Model):
     stack: list[StackItem] = Field(default_factory=list)
     build: Build = Build()
     model: ModelSection | None = None
+    draft: DraftModel | None = None  # the draft / assistant model for -md (serve, bench, pipeline)
     serve: Serve = Serve()
     nightly: Nightly = Nightly()
 
@@ -271,6 +363,15 @@ class Recipe:
     @property
     def lock_path(self) -> Path:
         return self.path.with_suffix(".lock")
+
+    def draft_path(self) -> Path | None:
+        """The local draft file named by ``draft.source`` (absolute, ``~``, or relative like a patch); None otherwise."""
+        draft = self.spec.draft
+        if draft is None or not draft.is_local:
+            return None
+        if draft.source.startswith(("/", "~")):
+            return Path(draft.source).expanduser().resolve()
+        return self.resolve_local(draft.source)
 
     def resolve_local(self, rel: str) -> Path:
         """A path named in the recipe, checked to stay in the repository (see ``_local``)."""
@@ -367,6 +468,11 @@ def load_recipe(path: str | Path) -> Recipe:
                 _local(path.resolve().parent, root, cal)
             except ValueError as exc:
                 problems.append((pos.line(("model", "imatrix", "calibration")), "model.imatrix.calibration", str(exc)))
+        if spec.draft is not None and spec.draft.is_local and not spec.draft.source.startswith(("/", "~")):
+            try:
+                _local(path.resolve().parent, root, spec.draft.source)
+            except ValueError as exc:
+                problems.append((pos.line(("draft", "source")), "draft.source", str(exc)))
     if problems:
         problems.sort(key=lambda p: p[0])
         raise InputError.of([Problem(str(path), line, key, msg) for line, key, msg in problems])

@@ -15,10 +15,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import difflib
-import functools
 import ipaddress
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -62,23 +60,21 @@ ALIASES = {"mtp": "draft-mtp", "draft": "draft-simple"}
 # --- the command line -------------------------------------------------------------------
 
 
-@functools.cache
 def spec_types(binary: Path) -> tuple[str, ...]:
     """The ``--spec-type`` values this llama-server accepts, read from its ``--help``."""
-    from harness import runner
+    from harness import server_help
 
-    result = runner.run([binary, "--help"], check=False, timeout=60)
-    match = re.search(r"--spec-type\s+([\w,-]+)", result.stdout + result.stderr)
-    if match is None:
+    types = server_help.read(binary).spec_types
+    if not types:
         raise InputError(f"{binary} has no --spec-type option (llama.cpp too old for speculative modes?)")
-    return tuple(match.group(1).split(","))
+    return types
 
 
 def resolve_spec(names: Sequence[str], known: Sequence[str]) -> list[str]:
     """Speculative type names (aliases expanded, ``none`` dropped), each checked against ``known``."""
     types: list[str] = []
     for raw in names:
-        name = ALIASES.get(raw.strip(), raw.strip())
+        name = raw.strip() if raw.strip() in known else ALIASES.get(raw.strip(), raw.strip())
         if name in ("", "none"):
             continue
         if name not in known:
@@ -112,35 +108,41 @@ def depth_applies(spec_type: str) -> bool:
     return DEPTH_FLAGS.get(spec_type) is not None
 
 
+def uses_draft_model(spec_type: str) -> bool:
+    """Whether a speculative type drafts with a model given by ``-md`` (``draft-*``; a fork's ``mtp``, ``nextn``)."""
+    return spec_type.startswith("draft-") or spec_type in FORK_DRAFT_TYPES
+
+
+# Speculative types of AtomicBot-ai's TurboQuant fork before its b10018 upstream sync (and its aliases after).
+FORK_DRAFT_TYPES = ("mtp", "nextn", "draft")
+
+
 def compose_args(
     serve: Serve,
     *,
     backend: str,
     spec: Sequence[str] | None = None,
     draft: Path | None = None,
+    draft_type: str = "draft-simple",
     depth: int | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """llama-server arguments (all but model, host, port) from a recipe's ``serve:`` section.
 
     ``spec``: resolved speculative types; ``None`` keeps the recipe's.  A draft model
-    without a ``draft-*`` type adds ``draft-simple``.  ``depth`` overrides
-    ``serve.draft_n_max``.  ``-ngl`` defaults to ``all`` on GPU backends, absent on cpu.
+    without a type that uses one adds ``draft_type`` (``draft-mtp`` for an MTP draft: a
+    Gemma 4 assistant or an MTP head).  ``depth`` overrides ``serve.draft_n_max``.  ``-ngl``
+    defaults to ``all`` on GPU backends, absent on cpu.  ``serve.tensor_overrides`` become one
+    ``-ot`` (llama.cpp warns when a flag is given twice), then ``-ctk``/``-ctv``/``--n-cpu-moe``.
     """
+    args = [*recipe_args(serve, backend=backend)]
     types = (
         list(spec)
         if spec is not None
-        else [t for t in (serve.spec_type or "").split(",") if t and t != "none"]
+        else [ALIASES.get(t, t) for t in (serve.spec_type or "").split(",") if t and t != "none"]
     )
-    types = [ALIASES.get(t, t) for t in types]
-    if draft is not None and not any(t.startswith("draft-") for t in types):
-        types.append("draft-simple")
-    args: list[str] = []
-    ngl = serve.ngl if serve.ngl is not None else ("all" if backend in GPU_BACKENDS else None)
-    if ngl is not None:
-        args += ["-ngl", str(ngl)]
-    if serve.ctx is not None:
-        args += ["-c", str(serve.ctx)]
+    if draft is not None and not any(uses_draft_model(t) for t in types):
+        types.append(draft_type)
     depth = depth if depth is not None else serve.draft_n_max
     if depth is not None and types and not any(depth_applies(t) for t in types):
         console.warn(f"draft depth {depth} ignored: {','.join(types)} has no depth setting")
@@ -148,6 +150,39 @@ def compose_args(
     args += [*serve.args, *extra]
     refuse_key_on_command_line(args)
     return args
+
+
+def recipe_args(serve: Serve, *, backend: str) -> list[str]:
+    """Offload, context, tensor placement and KV cache flags of a ``serve:`` section."""
+    args: list[str] = []
+    ngl = serve.ngl if serve.ngl is not None else ("all" if backend in GPU_BACKENDS else None)
+    if ngl is not None:
+        args += ["-ngl", str(ngl)]
+    if serve.ctx is not None:
+        args += ["-c", str(serve.ctx)]
+    if serve.tensor_overrides:
+        args += ["-ot", ",".join(serve.tensor_overrides)]
+    if serve.n_cpu_moe is not None:
+        args += ["--n-cpu-moe", str(serve.n_cpu_moe)]
+    if serve.cache_type_k is not None:
+        args += ["-ctk", serve.cache_type_k]
+    if serve.cache_type_v is not None:
+        args += ["-ctv", serve.cache_type_v]
+    return args
+
+
+def draft_without_type(args: Sequence[str]) -> str | None:
+    """The ``-md`` file of ``args`` when no ``--spec-type`` goes with it, else None.
+
+    llama.cpp (common/arg.cpp) then infers a type only from the draft's metadata: an MTP
+    head (``blk.N.nextn.eh_proj`` in its last block: draft-mtp) or a DFlash draft; for any
+    other draft it drafts nothing.
+    """
+    flags = {"-md", "--model-draft", "--spec-draft-model"}
+    draft = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in flags), None)
+    if draft is None or "--spec-type" in args:
+        return None
+    return draft
 
 
 def refuse_key_on_command_line(args: Sequence[str]) -> None:

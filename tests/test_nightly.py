@@ -85,10 +85,12 @@ def test_nightly_tracks_upstream(nightly_recipe: dict[str, Path], world: w.World
 
     report_dir = tmp_path / "report"
     res = _harness(env, "nightly", recipe, "--report", report_dir, "--builds-dir", builds_dir, "--smoke-model", smollm2_gguf, "--json")
-    assert res.returncode == 0, res.stderr[-3000:]
+    # PR 2 conflicts and skip_conflicts leaves it out: published, but degraded (exit 1)
+    assert res.returncode == 1, res.stderr[-3000:]
     report = json.loads((report_dir / "report.json").read_text())
     entry = report["recipes"][0]
-    assert entry["status"] == "passed" and entry["adopted"] is True
+    assert entry["status"] == "degraded" and entry["adopted"] is True
+    assert [m["item"] for m in entry["missing"]] == [f"PR #2 of {w.UPSTREAM_URL}"]
     assert (entry["old_base"], entry["new_base"]) == (w.BASE, world.shas["master"])
     status = {i["item"]: i for i in entry["items"]}
     pr = f"PR #{{}} of {w.UPSTREAM_URL}".format
@@ -122,7 +124,8 @@ def test_nightly_tracks_upstream(nightly_recipe: dict[str, Path], world: w.World
     assert built.returncode == 0 and json.loads(built.stdout)[0]["noop"] is True
 
     md = (report_dir / "report.md").read_text()
-    assert "## session: PASS" in md and "force-pushed" in md and "retired from the lock" in md
+    assert "## session: DEGRADED" in md and "force-pushed" in md and "retired from the lock" in md
+    assert f"- PR #2 of {w.UPSTREAM_URL}: conflicts in README.md" in md
     assert len((report_dir / "history.jsonl").read_text().splitlines()) == 1
     assert (report_dir / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,11 @@ upstream.git (bare):
   refs/pull/2/head  conflicts with U1 (same README line)
   refs/pull/3/head  merged upstream by M (an ancestor of master)
   refs/pull/4/head  squash-merged upstream as S (same patch-id, different commit)
-fork.git (bare): branch feature/turboquant-kv-cache adds a file; refs/pull/7/head edits a header.
+  refs/pull/22673/head  "llama + spec: MTP Support", squash-merged before the base: merging it changes nothing
+fork.git (bare, a generic fork): branch feature/turboquant-kv-cache adds a file; refs/pull/7/head edits a doc.
+turboquant.git (bare, AtomicBot-ai/atomic-llama-cpp-turboquant as recipes/turboquant.yaml uses it):
+  feature/turboquant-kv-cache:  B -> T1 (TurboQuant KV types) -> merge of PR 7 -> T2
+  refs/pull/7/head  "llama: prefix MTP assistant tensors with 'mtp.' on load", merged into the branch
 Recipes keep their https://github.com URLs; ``env`` redirects them with url.<base>.insteadOf.
 """
 
@@ -20,7 +24,9 @@ from pathlib import Path
 from harness import offline
 
 UPSTREAM_URL = "https://github.com/ggml-org/llama.cpp"
-FORK_URL = "https://github.com/AtomicBot-ai/llama.cpp"
+FORK_URL = "https://github.com/example-user/llama.cpp"  # a fork whose branches stack onto upstream
+TURBOQUANT_URL = "https://github.com/AtomicBot-ai/atomic-llama-cpp-turboquant"
+TURBOQUANT_BRANCH = "feature/turboquant-kv-cache"
 BASE = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
 
 _ENV = {
@@ -56,11 +62,12 @@ class World:
     upstream: Path
     fork: Path
     work: Path
+    turboquant: Path
     shas: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        return offline.redirect_env({UPSTREAM_URL: self.upstream, FORK_URL: self.fork})
+        return offline.redirect_env({UPSTREAM_URL: self.upstream, FORK_URL: self.fork, TURBOQUANT_URL: self.turboquant})
 
     def commit(self, message: str) -> str:
         git(self.work, "commit", "-qam", message)
@@ -80,14 +87,17 @@ def build(root: Path, cache: Path) -> World:
     """Create the world under ``root`` from the sdist's llama.cpp (downloaded into ``cache``)."""
     base_bare = offline.upstream_repo(cache)
     root.mkdir(parents=True, exist_ok=True)
-    upstream, fork, work = root / "upstream.git", root / "fork.git", root / "work"
+    upstream, fork, work, turbo = root / "upstream.git", root / "fork.git", root / "work", root / "turboquant.git"
     git(root, "clone", "-q", "--bare", "--no-local", f"file://{base_bare}", str(upstream))
     git(upstream, "config", "uploadpack.allowAnySHA1InWant", "true")
     git(root, "clone", "-q", "--no-local", f"file://{upstream}", str(work))
     git(root, "init", "-q", "--bare", str(fork))
     git(fork, "config", "uploadpack.allowAnySHA1InWant", "true")
     git(fork, "config", "receive.shallowUpdate", "true")
-    w = World(root, upstream, fork, work)
+    git(root, "init", "-q", "--bare", str(turbo))
+    git(turbo, "config", "uploadpack.allowAnySHA1InWant", "true")
+    git(turbo, "config", "receive.shallowUpdate", "true")
+    w = World(root, upstream, fork, work, turbo)
     assert git(work, "rev-parse", "HEAD") == BASE
 
     # PR 1: clean, one .cpp file
@@ -136,4 +146,33 @@ def build(root: Path, cache: Path) -> World:
     edit(work, "docs/build.md", "# Build llama.cpp locally", "# Build llama.cpp locally\n\n(fork PR 7: mtp. prefix)")
     w.shas["pr7"] = w.commit("mtp: prefix assistant tensors")
     w.push(fork, w.shas["pr7"], "refs/pull/7/head")
+
+    # PR 22673 (MTP support): squash-merged upstream before the base, so its head's tree is the base's
+    w.branch_from(BASE)
+    git(work, "rm", "-q", "src/models/gemma4-assistant.cpp")
+    git(work, "commit", "-qm", "the tree before MTP support (fixture)")
+    git(work, "checkout", "-q", BASE, "--", "src/models/gemma4-assistant.cpp")
+    w.shas["pr22673"] = w.commit("llama + spec: MTP Support")
+    w.push(upstream, w.shas["pr22673"], "refs/pull/22673/head")
+
+    _turboquant(w)
     return w
+
+
+def _turboquant(w: World) -> None:
+    """The TurboQuant fork: its branch carries its own llama.cpp, and PR 7 is merged into it."""
+    work = w.work
+    w.branch_from(BASE)
+    (work / "TURBOQUANT.md").write_text("# TurboQuant (fixture)\n\nKV cache types turbo2, turbo3, turbo4 (-ctk/-ctv).\n")
+    git(work, "add", "TURBOQUANT.md")
+    w.shas["turbo1"] = w.commit("ggml: TurboQuant KV cache types turbo2/turbo3/turbo4")
+    edit(work, "src/llama.cpp", "#include \"llama-impl.h\"",
+         "#include \"llama-impl.h\"\n// fork PR 7: MTP assistant tensors are renamed mtp.<name> on load")
+    w.shas["turbo_pr7"] = w.commit("llama: prefix MTP assistant tensors with 'mtp.' on load")
+    w.push(w.turboquant, w.shas["turbo_pr7"], "refs/pull/7/head")
+    w.branch_from(w.shas["turbo1"])
+    git(work, "merge", "-q", "--no-ff", "-m", "Merge pull request #7 from sujitvasanth/fix/mtp-assistant-tensor-prefix",
+        w.shas["turbo_pr7"])
+    edit(work, "TURBOQUANT.md", "(-ctk/-ctv).", "(-ctk/-ctv).\nRecommended: turbo3.")
+    w.shas["turbo2"] = w.commit("docs: recommend turbo3")
+    w.push(w.turboquant, w.shas["turbo2"], f"refs/heads/{TURBOQUANT_BRANCH}")

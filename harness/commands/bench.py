@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness import atomic, server
+    from harness import atomic, server, server_help
+    from harness import draft as drafts
     from harness.bench import chart, modes, prompts, report
     from harness.bench.runner import Settings, run_plan
     from harness.recipe import load_recipe
@@ -83,10 +84,20 @@ def run(args: argparse.Namespace) -> int:
         list(modes.parse_sweep(args.sweep)) if args.sweep else [args.draft_n_max or serve.draft_n_max]
     )
     plan = modes.plan(names, server.spec_types(binary), depths)
+    if draft is None and any(m.needs_model for m in plan):
+        draft = drafts.path(recipe)  # the recipe's draft, downloaded at its locked revision
+    if draft is not None:
+        drafts.fit(draft, model)
     needs_draft = sorted({m.name for m in plan if m.needs_model and "draft-mtp" not in m.types})
     if needs_draft and draft is None:
-        raise InputError(f"mode {', '.join(needs_draft)} needs a draft model", hint="pass --draft GGUF")
-    base_args = server.compose_args(serve, backend=backend, spec=[], extra=["-np", "1", *args.server_args])
+        raise InputError(f"mode {', '.join(needs_draft)} needs a draft model",
+                         hint="pass --draft GGUF, or name one in the recipe's draft: section")  # fmt: skip
+    offered = server_help.read(binary)
+    recipe_args = server.compose_args(serve, backend=backend, spec=[])
+    offered.check(recipe_args, origin=f"{recipe.path}: serve:")
+    offered.check(args.server_args, origin="the arguments after --")
+    base_args = [*recipe_args, "-np", "1", *args.server_args]
+    server.refuse_key_on_command_line(base_args)
     settings = Settings(n_predict=args.n_predict, repeat=args.repeat, seed=args.seed)
     out: Path = args.out or Path("reports/bench") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     handle_stop_signals()

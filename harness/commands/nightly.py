@@ -1,4 +1,8 @@
-"""harness nightly RECIPE... [--report DIR]: bump, classify, build, smoke-test, adopt only what passes."""
+"""harness nightly RECIPE... [--report DIR]: bump, classify, build, smoke-test, adopt only what passes.
+
+Exit 0 when every recipe passed; 1 when one failed or was degraded (published without items
+``skip_conflicts`` left out), unless ``--allow-degraded``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--backend", action="append", dest="backends", metavar="B", help="only these backends")
     p.add_argument("--builds-dir", type=Path)
     p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve smoke checks (default: SmolLM2-135M from PyPI)")
+    p.add_argument("--allow-degraded", action="store_true",
+                   help="exit 0 when a build was published without items skip_conflicts left out (default: exit 1)")
     p.add_argument("--json", action="store_true")
 
 
@@ -31,14 +37,16 @@ def run(args: argparse.Namespace) -> int:
         console.step(f"nightly: {recipe.name} ({', '.join(backends)})")
         entries.append(nightly.run_recipe(recipe, backends=backends, builds_dir=args.builds_dir,
                                           smoke_model=args.smoke_model))
-    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "ok": all(e["status"] == "passed" for e in entries),
-              "recipes": entries}
+    accepted = ("passed", "degraded") if args.allow_degraded else ("passed",)
+    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "ok": all(e["status"] in accepted for e in entries),
+              "allow_degraded": args.allow_degraded, "recipes": entries}
     files = nightly_report.write(args.report, report)
     if args.json:
         console.emit_json({**report, "files": {k: str(v) for k, v in files.items()}})
     else:
         for e in entries:
             console.out(f"{e['recipe']}: {e['status']}" + (f" at {e['failed_step']}" if e["failed_step"] else "")
-                        + (" (adopted)" if e["adopted"] else ""))
+                        + (" (adopted)" if e["adopted"] else "")
+                        + (f"; missing from the build: {', '.join(m['item'] for m in e['missing'])}" if e["missing"] else ""))
         console.out(f"report: {files['md']}")
     return 0 if report["ok"] else 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from harness import console
 from harness.errors import CommandFailed, InputError
 
 if TYPE_CHECKING:
+    from harness import serve_plan
     from harness.server import Server
 
 
@@ -67,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--prompt", metavar="TEXT",
                    help="ask once, print the completion and stop the server (a quick check of a build and a model)")
     p.add_argument("--n-predict", type=positive_int, default=48, metavar="N", help="tokens for --prompt (default 48)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the llama-server command line (checked against its --help) and start nothing")
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
@@ -75,34 +79,22 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import server
+    from harness import serve_plan, server
     from harness.recipe import load_recipe
 
     args.host = args.host or server.DEFAULT_HOST
     recipe = load_recipe(args.recipe)
     model = existing_file(args.model, "--model")
-    draft = existing_file(args.draft, "--draft") if args.draft else None
     key = server.api_key(args.api_key_file)
     server.require_key(args.host, key)  # before anything slow
     binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
-    spec: list[str] | None = None
-    if args.mtp:
-        spec = ["draft-mtp"]
-    elif args.spec is not None:
-        spec = server.resolve_spec(re.split(r"[,+]", args.spec), server.spec_types(binary))
-    elif recipe.spec.serve.spec_type:
-        spec = server.resolve_spec(recipe.spec.serve.spec_type.split(","), server.spec_types(binary))
-    server_args = server.compose_args(
-        recipe.spec.serve,
-        backend=backend,
-        spec=spec,
-        draft=draft,
-        depth=args.draft_n_max,
-        extra=args.server_args,
-    )
+    command = serve_plan.plan(recipe, binary, backend, model, spec=_spec_choice(args), draft=args.draft,
+                              depth=args.draft_n_max, extra=args.server_args)
+    if args.dry_run:
+        return _print_plan(command, host=args.host, port=args.port, key=key, as_json=args.json)
     handle_stop_signals()
     with server.running_server(
-        binary, model, server_args, host=args.host, port=args.port, key=key,
+        binary, model, command.args, host=args.host, port=args.port, key=key,
         log_path=args.log, ready_timeout=args.ready_timeout,
     ) as srv:  # fmt: skip
         if args.prompt is not None:
@@ -118,6 +110,28 @@ def run(args: argparse.Namespace) -> int:
     code = srv.process.returncode
     if code != 0:
         raise CommandFailed(srv.argv, code, server.log_tail(srv.log_path), log=str(srv.log_path))
+    return 0
+
+
+def _spec_choice(args: argparse.Namespace) -> list[str] | None:
+    """``--mtp`` / ``--spec`` as names (None: the recipe's ``serve.spec_type``)."""
+    if args.mtp:
+        return ["draft-mtp"]
+    if args.spec is not None:
+        return re.split(r"[,+]", args.spec)
+    return None
+
+
+def _print_plan(command: serve_plan.Plan, *, host: str, port: int, key: str | None, as_json: bool) -> int:
+    argv = command.argv(host, port or "PORT")
+    if key:
+        argv += ["--api-key-file", "KEYFILE"]
+    if as_json:
+        console.emit_json({"argv": argv, "binary": str(command.binary), "backend": command.backend,
+                           "model": str(command.model), "draft": str(command.draft) if command.draft else None,
+                           "draft_status": command.draft_status, "checked": True})  # fmt: skip
+    else:
+        console.out(shlex.join(argv))
     return 0
 
 

@@ -20,7 +20,7 @@ from harness.pipeline.cache import Digests
 from harness.pipeline.source import Source
 from harness.recipe import ModelImatrix, ModelSection, Recipe
 
-STEP_ORDER = ("download", "convert", "imatrix", "quantize")
+STEP_ORDER = ("download", "convert", "imatrix", "quantize", "draft")
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_CALIBRATION = "data/calibration.txt"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -84,6 +84,8 @@ class Context:
     def wants(self, step: str) -> bool:
         if step == "imatrix":
             return self.use_imatrix and STEP_ORDER.index(self.options.until) >= STEP_ORDER.index("imatrix")
+        if step == "draft":  # the recipe's draft model, checked against the quants: a whole run only
+            return self.options.until == "quantize" and self.recipe.spec.draft is not None
         return STEP_ORDER.index(step) <= STEP_ORDER.index(self.options.until)
 
     # -- output names ---------------------------------------------------------------------

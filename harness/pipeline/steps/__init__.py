@@ -13,6 +13,7 @@ from typing import ClassVar, Protocol
 from harness.pipeline.plan import STEP_ORDER, Context, Outcome
 from harness.pipeline.steps.convert import Convert
 from harness.pipeline.steps.download import Download
+from harness.pipeline.steps.draft import Draft
 from harness.pipeline.steps.imatrix import Imatrix
 from harness.pipeline.steps.quantize import Quantize
 
@@ -28,5 +29,6 @@ STEPS: dict[str, type[Step]] = {
     Convert.name: Convert,
     Imatrix.name: Imatrix,
     Quantize.name: Quantize,
+    Draft.name: Draft,
 }
 assert tuple(STEPS) == STEP_ORDER, "plan.STEP_ORDER names the steps in the order they run"

@@ -22,6 +22,45 @@ static int crashes(int no_repack) {
 #endif
 }
 
+/* --help in common/arg.cpp's layout (names, then the help at column 40).  FAKE_HELP=turboquant
+   offers what AtomicBot-ai's TurboQuant fork adds: the turbo KV cache types (the allowed values
+   wrap at 70 columns, as there) and its speculative type names mtp and nextn. */
+#if defined(HELP_turboquant)
+#define CACHE_TYPES "allowed values: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1,\n" \
+    "                                        turbo2, turbo3, turbo4\n"
+#define SPEC_TYPES "none,draft-simple,draft-eagle3,draft-mtp,mtp,nextn,ngram-simple,ngram-mod"
+#else
+#define CACHE_TYPES "allowed values: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1\n"
+#define SPEC_TYPES "none,draft-simple,draft-mtp,ngram-simple,ngram-mod"
+#endif
+static const char HELP[] =
+    "----- common params -----\n\n"
+    "-h,    --help, --usage                  print usage and exit\n"
+    "--version                               show version and build info\n"
+    "-c,    --ctx-size N                     size of the prompt context (default: 0)\n"
+    "-n,    --predict, --n-predict N         number of tokens to predict (default: -1)\n"
+    "-fa,   --flash-attn [on|off|auto]       set Flash Attention use ('on', 'off', or 'auto', default: 'auto')\n"
+    "--repack, -nr, --no-repack              whether to enable weight repacking (default: enabled)\n"
+    "-ctk,  --cache-type-k TYPE              KV cache data type for K\n"
+    "                                        " CACHE_TYPES
+    "                                        (default: f16)\n"
+    "-ctv,  --cache-type-v TYPE              KV cache data type for V\n"
+    "                                        " CACHE_TYPES
+    "                                        (default: f16)\n"
+    "-ot,   --override-tensor <tensor name pattern>=<buffer type>,...\n"
+    "                                        override tensor buffer type\n"
+    "-ncmoe, --n-cpu-moe N                   keep the MoE weights of the first N layers in the CPU\n"
+    "-ngl,  --gpu-layers, --n-gpu-layers N   max. number of layers to store in VRAM\n"
+    "-m,    --model FNAME                    model path to load\n"
+    "-lv,   --verbosity, --log-verbosity N   Set the verbosity threshold\n"
+    "--host HOST                             ip address to listen (default: 127.0.0.1)\n"
+    "--port PORT                             port to listen (default: 8080)\n"
+    "--spec-draft-model, -md, --model-draft FNAME\n"
+    "                                        draft model for speculative decoding (default: unused)\n"
+    "--spec-type " SPEC_TYPES "\n"
+    "                                        comma-separated list of types of speculative decoding to use\n"
+    "--spec-draft-n-max N                    number of tokens to draft for speculative decoding (default: 3)\n";
+
 static void reply(int fd, const char *body) {
     char head[256];
     int n = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -39,7 +78,7 @@ int main(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(argv[i], "--help")) {
-            printf("usage: llama-server [options]\n  -lv, --verbosity, --log-verbosity N\n");
+            fputs(HELP, stdout);
             return 0;
         }
         if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);

@@ -1,0 +1,73 @@
+"""The llama-server command line of ``harness serve``: recipe, draft model and overrides, checked.
+
+``plan`` composes the flags (:func:`harness.server.compose_args`) from the recipe's ``serve:``
+and ``draft:`` sections, ``--mtp``/``--spec``/``--draft``/``--draft-n-max`` and the arguments
+after ``--``; audits the draft against the model (:mod:`harness.draft`); and checks every flag
+and value against the binary's own ``--help`` (:mod:`harness.server_help`), so nothing starts
+with a command line llama-server would refuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import console, server, server_help
+from harness import draft as drafts
+from harness.errors import InputError
+from harness.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One llama-server command line, checked against the binary's own ``--help``."""
+
+    binary: Path
+    backend: str
+    model: Path
+    args: list[str]  # everything but -m, --host, --port and the key file
+    draft: Path | None = None
+    draft_status: str | None = None  # the draft's audit status (draft, not-applicable)
+
+    def argv(self, host: str, port: int | str) -> list[str]:
+        return [str(self.binary), "-m", str(self.model), *self.args, "--host", host, "--port", str(port)]
+
+
+def plan(recipe: Recipe, binary: Path, backend: str, model: Path, *, spec: list[str] | None,
+         draft: Path | None, depth: int | None, extra: list[str]) -> Plan:  # fmt: skip
+    """The llama-server arguments for ``harness serve``: the recipe's ``serve:`` and ``draft:``,
+    the command line's overrides and ``extra`` (after ``--``), every flag and value checked
+    against ``binary --help`` (InputError naming what it would refuse)."""
+    offered = server_help.read(binary)
+    names = [n for n in (spec if spec is not None else (recipe.spec.serve.spec_type or "").split(",")) if n.strip()]
+    types = server.resolve_spec(names, server.spec_types(binary)) if names else []
+    # the recipe's draft serves the types that draft with a model, or implies one when none is named;
+    # --spec none or --spec ngram-mod leave it out
+    wants_draft = any(server.uses_draft_model(t) for t in types) or (spec is None and not types)
+    draft_file = _existing(draft) if draft is not None else drafts.path(recipe) if wants_draft else None
+    report = drafts.fit(draft_file, model) if draft_file is not None else None
+    composed = server.compose_args(
+        recipe.spec.serve, backend=backend, spec=types, draft=draft_file,
+        draft_type=drafts.spec_type_for(report) if report is not None else "draft-simple",
+        depth=depth,
+    )  # fmt: skip
+    offered.check(composed, origin=f"{recipe.path}: serve:")
+    offered.check(extra, origin="the arguments after --")
+    warn_untyped_draft(extra)
+    server.refuse_key_on_command_line(extra)
+    return Plan(binary, backend, model, [*composed, *extra], draft_file, report.status if report else None)
+
+
+def warn_untyped_draft(extra: list[str]) -> None:
+    """``-md`` after ``--`` without ``--spec-type``: llama.cpp drafts nothing unless it infers a type from the file."""
+    draft = server.draft_without_type(extra)
+    if draft is not None and not drafts.infers_type(Path(draft)):
+        console.warn(f"-md {draft} without --spec-type: llama-server will draft nothing with it (it infers a "
+                     "type only for MTP heads and DFlash drafts); add --spec-type draft-simple, or draft-mtp for "
+                     "a Gemma 4 assistant, or pass it as --draft FILE, which picks the type")  # fmt: skip
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise InputError(f"--draft {path}: no such file")
+    return path.resolve()
