@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -80,9 +81,8 @@ def fetch(url: str, *, deadline_s: float = DEADLINE_S, max_bytes: int = MAX_BYTE
                     if len(body) > max_bytes:
                         raise StepError(f"cannot download {url}: more than the {max_bytes}-byte limit for a patch")
                 return bytes(body)
-    except requests.RequestException as exc:
-        raise StepError(f"cannot download {url}: {exc}") from None
-    except OSError as exc:  # a read that timed out or a reset connection, after the retries
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        # a refused connection after the retries, a read that timed out, a reset connection
         raise StepError(f"cannot download {url}: {exc}") from None
 
 

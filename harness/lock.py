@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -176,7 +177,7 @@ class Lock:
             problems = []
             for err in exc.errors():
                 loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-                msg = err["msg"].removeprefix("Value error, ")
+                msg = re.sub(r" or instance of \w+$", "", err["msg"].removeprefix("Value error, "))
                 if err["type"] == "missing":
                     msg = "required key missing"
                 elif err["type"] == "extra_forbidden":

@@ -18,6 +18,7 @@ directory (same file name); the recipe stays as it is.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -101,12 +102,16 @@ def _export(recipe: Recipe, tree: Tree) -> Exported:
 def _write_undoable(path: Path, data: bytes) -> Callable[[], None]:
     """Write ``data`` to ``path`` atomically; returns what puts the old content (or absence) back."""
     old = path.read_bytes() if path.exists() else None
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # directories this write creates
     with atomic.temp_file_beside(path) as tmp:
         tmp.write_bytes(data)
 
     def undo() -> None:
         if old is None:
             path.unlink(missing_ok=True)
+            for directory in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
         else:
             with atomic.temp_file_beside(path) as tmp:
                 tmp.write_bytes(old)
