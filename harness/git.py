@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from harness import console, runner
-from harness.errors import CommandFailed, InputError
+from harness.errors import CommandFailed, InputError, StepError
 from harness.runner import Result
 
 if TYPE_CHECKING:
@@ -104,6 +104,11 @@ def _open(path: Path, *, network: bool = False) -> Iterator[gitpython.Repo]:
     repo.git.update_environment(**(_network_overrides() if network else _local_overrides()))
     try:
         yield repo
+    except gp.exc.GitCommandError as exc:
+        raise CommandFailed([str(a) for a in exc.command], int(exc.status) if isinstance(exc.status, int) else 1,
+                            runner._tail_text(f"{exc.stderr}\n{exc.stdout}")) from None
+    except (gp.exc.GitError, ValueError) as exc:  # a name or object GitPython could not find or read
+        raise StepError(f"git: {exc} (in {path})") from None
     finally:
         repo.close()
 
