@@ -147,7 +147,7 @@ def build(
         return BuildResult(recipe.name, backend_name, out, ident, True, current)
 
     console.step(f"{recipe.name}: preparing the source tree")
-    prepared = stack.prepare(recipe, the_lock, check_remote=False)
+    prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
     bdir = work_dir(recipe, backend_name)
@@ -255,6 +255,7 @@ def _publish(
             "lock": {"path": str(recipe.lock_path), "digest": the_lock.digest, **the_lock.to_json()},
             "patched_commit": prepared.commit,
             "stack": [i.to_json() for i in prepared.items],
+            "drift": [d.to_json() for d in prepared.drift],
             "backend": {"name": backend, **options_of(recipe, backend)},
             "targets": targets,
             "stamp": {"number": stamp.number, "commit": stamp.commit},

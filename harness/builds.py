@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,5 +37,5 @@ def find_tool(recipe: Recipe, tool: str, *, backend: str | None = None, builds_d
     where = build_root(builds_dir, recipe.name, backends[0])
     raise InputError(
         f"no {tool} in {where}/bin",
-        hint=f"build it first: harness build {recipe.path}" + (f" --backend {backend}" if backend else ""),
+        hint=f"build it first: harness build {shlex.quote(str(recipe.path))}" + (f" --backend {backend}" if backend else ""),
     )

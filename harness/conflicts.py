@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,14 @@ class ConflictReport:
     onto: str  # commit the item failed to apply on
     files: list[FileConflict]
     worktree: str | None = None
+    part: str | None = None  # the file (of a series) or mail (of an mbox) that failed, for multi-part items
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def format(self, recipe_path: str | None = None) -> str:
-        lines = [f"{self.item} does not apply (stack item {self.index + 1}, onto {self.onto[:12]}):"]
+        what = f"{self.item}, {self.part}," if self.part else self.item
+        lines = [f"{what} does not apply (stack item {self.index + 1}, onto {self.onto[:12]}):"]
         for f in self.files:
             lines.append(f"  {f.path}" + (f": {f.message}" if f.message else ""))
             for h in f.hunks:
@@ -52,10 +55,17 @@ class ConflictReport:
                 for text in h.theirs[:MAX_SHOWN]:
                     lines.append(f"      + {text}")
         if self.worktree:
+            marked = [f.path for f in self.files if any(h.ours or h.theirs for h in f.hunks)]
+            unplaced = [f.path for f in self.files if f.path not in marked]
             lines.append(f"The conflicted tree is kept at {self.worktree}")
+            how = []
+            if marked:
+                how.append("remove the conflict markers in " + ", ".join(marked))
+            if unplaced:
+                how.append("make the change git could not place by hand in " + ", ".join(unplaced))
             lines.append(
-                "To resolve: edit the files there (remove the conflict markers), then run "
-                f"`harness patches export {recipe_path or 'RECIPE'}` to turn the result into a patch under patches/;"
+                f"To resolve: {'; '.join(how)}; then run "
+                f"`harness patches export {shlex.quote(recipe_path) if recipe_path else 'RECIPE'}` to turn the result into a patch;"
             )
             lines.append("or drop or replace the item in the recipe.")
         return "\n".join(lines)

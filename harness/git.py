@@ -1,20 +1,39 @@
-"""The one git module: small named functions over the git CLI, run through the runner.
+"""The one git module: small named functions on GitPython.
 
-Two environments: ``network_env`` keeps the user's git config (credentials,
+``git.Repo`` answers questions about refs, commits, ancestry, merge bases and blobs;
+``repo.git.execute`` runs the git commands GitPython only wraps as strings (fetch, apply,
+merge, cherry-pick, commit, worktree, checkout, patch-id, mailsplit/mailinfo).  Every
+command goes through ``_run``: echoed like the runner's, and a failure raises the runner's
+:class:`~harness.errors.CommandFailed` (command, exit code, output tail).
+
+Two environments: the network one keeps the user's git config (credentials,
 ``url.<base>.insteadOf`` rewrites, also given as GIT_CONFIG_COUNT/KEY/VALUE) for talking to
-remotes; ``local_env`` ignores global and system config so merges, applies and commits
-come out the same on every machine.  Both scrub leaked GIT_* variables that would
-point git at another repository.
+remotes; the local one ignores global and system config and fixes the identity (and, when
+committing, the date) so merges, applies and commits come out the same on every machine.
+GIT_* variables that would point git at another repository (a harness started from a git
+hook) are removed from the process environment before git runs.
+
+GitPython is imported on first use, so commands that never touch git (a no-op build) do not
+pay for it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from harness import runner
+from harness import console, runner
+from harness.errors import CommandFailed, InputError, StepError
 from harness.runner import Result
+
+if TYPE_CHECKING:
+    import git as gitpython
 
 IDENTITY_NAME = "llama-harness"
 IDENTITY_EMAIL = "harness@llama-harness.invalid"
@@ -26,53 +45,136 @@ _LEAKY = (
 )
 
 
-def network_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _LEAKY}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["LC_ALL"] = "C"
-    return env
+@functools.cache
+def _gp() -> ModuleType:
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # a missing git is reported when used, not at import
+    import git as gitpython
+
+    return gitpython
 
 
-def local_env(date: int | None = None) -> dict[str, str]:
+def _scrub() -> None:
+    for key in _LEAKY:
+        os.environ.pop(key, None)
+
+
+def _network_overrides() -> dict[str, str]:
+    return {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+def _local_overrides(date: int | None = None) -> dict[str, str]:
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _LEAKY and not k.startswith("GIT_CONFIG")
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_COUNT": "0",  # the user's GIT_CONFIG_KEY_n rewrites are for remotes only
+        "GIT_CONFIG_PARAMETERS": "",
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",
+        "GIT_AUTHOR_NAME": IDENTITY_NAME,
+        "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
+        "GIT_COMMITTER_NAME": IDENTITY_NAME,
+        "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
     }
-    env.update(
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_TERMINAL_PROMPT="0",
-        LC_ALL="C",
-        GIT_AUTHOR_NAME=IDENTITY_NAME,
-        GIT_AUTHOR_EMAIL=IDENTITY_EMAIL,
-        GIT_COMMITTER_NAME=IDENTITY_NAME,
-        GIT_COMMITTER_EMAIL=IDENTITY_EMAIL,
-    )
     if date is not None:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{date} +0000"
     return env
+
+
+def network_env() -> dict[str, str]:
+    """The environment for git commands that talk to remotes (user config kept)."""
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY}
+    return {**env, **_network_overrides()}
+
+
+def local_env(date: int | None = None) -> dict[str, str]:
+    """The environment for local git commands run outside this module (fixed identity, no user config)."""
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY and not k.startswith("GIT_CONFIG")}
+    return {**env, **_local_overrides(date)}
+
+
+@contextlib.contextmanager
+def _open(path: Path, *, network: bool = False) -> Iterator[gitpython.Repo]:
+    """A ``git.Repo`` whose commands run in the scrubbed environment; closed (cat-file processes too) after use."""
+    gp = _gp()
+    _scrub()
+    try:
+        repo = gp.Repo(path)
+    except (gp.exc.NoSuchPathError, gp.exc.InvalidGitRepositoryError):
+        raise InputError(f"{path}: not a git repository") from None
+    repo.git.update_environment(**(_network_overrides() if network else _local_overrides()))
+    try:
+        yield repo
+    except gp.exc.GitCommandError as exc:
+        raise CommandFailed([str(a) for a in exc.command], int(exc.status) if isinstance(exc.status, int) else 1,
+                            runner._tail_text(f"{exc.stderr}\n{exc.stdout}")) from None
+    except (gp.exc.GitError, ValueError) as exc:  # a name or object GitPython could not find or read
+        raise StepError(f"git: {exc} (in {path})") from None
+    finally:
+        repo.close()
+
+
+def _run(
+    args: Iterable[str | os.PathLike[str]],
+    *,
+    repo: Path | None = None,
+    network: bool = False,
+    date: int | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+) -> tuple[int, bytes, str, list[str]]:
+    """Run ``git ARGS`` through GitPython: (exit code, stdout bytes, stderr, argv).  Raises CommandFailed if ``check``."""
+    gp = _gp()
+    _scrub()
+    argv = ["git", *(os.fspath(a) for a in args)]
+    if console.verbose():
+        console.echo_command(argv if repo is None else ["git", "-C", str(repo), *argv[1:]])
+    cmd = gp.Git(str(repo) if repo is not None else None)
+    cmd.update_environment(**(_network_overrides() if network else _local_overrides(date)))
+    with contextlib.ExitStack() as stack:
+        stdin = None
+        if input is not None:
+            stdin = stack.enter_context(tempfile.TemporaryFile())
+            stdin.write(input)
+            stdin.seek(0)
+        try:
+            status, out, err = cmd.execute(
+                argv, istream=stdin, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
+                strip_newline_in_stdout=False, kill_after_timeout=timeout,
+            )
+        except gp.exc.GitCommandNotFound:
+            raise InputError("git not found on PATH (needed for every source operation)") from None
+    out_bytes = out if isinstance(out, bytes) else str(out).encode()
+    if status < 0 or (check and status != 0):  # killed by a signal: never an answer, even where failing is one
+        text = err + "\n" + out_bytes.decode("utf-8", errors="replace")
+        raise CommandFailed(argv if repo is None else ["git", "-C", str(repo), *argv[1:]], status, runner._tail_text(text))
+    return status, out_bytes, err, argv
 
 
 def git(
     args: Iterable[str | os.PathLike[str]],
     *,
     repo: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    network: bool = False,
     check: bool = True,
-    input: str | None = None,
+    input: bytes | None = None,
     timeout: float | None = None,
 ) -> Result:
-    argv: list[str | os.PathLike[str]] = ["git"]
-    if repo is not None:
-        argv += ["-C", repo]
-    argv += list(args)
-    return runner.run(argv, env=env if env is not None else local_env(), check=check, input=input, timeout=timeout)
+    """Any git command (text output), for the few callers outside this module (``harness.offline``)."""
+    status, out, err, argv = _run(args, repo=repo, network=network, check=check, input=input, timeout=timeout)
+    return Result(argv, status, out.decode("utf-8", errors="replace"), err)
+
+
+def _text(args: Iterable[str | os.PathLike[str]], repo: Path, **kw: Any) -> str:
+    return _run(args, repo=repo, **kw)[1].decode("utf-8", errors="replace")
+
+
+# ---- remotes -------------------------------------------------------------------------------
 
 
 def ls_remote(url: str, patterns: Iterable[str], *, timeout: float = 60) -> dict[str, str]:
     """Ref name -> SHA for the refs of ``url`` matching ``patterns`` (no objects are fetched)."""
-    out = git(["ls-remote", "--", url, *patterns], env=network_env(), timeout=timeout).stdout
+    out = _run(["ls-remote", "--", url, *patterns], network=True, timeout=timeout)[1].decode("utf-8", "replace")
     refs: dict[str, str] = {}
     for line in out.splitlines():
         sha, _, name = line.partition("\t")
@@ -81,74 +183,180 @@ def ls_remote(url: str, patterns: Iterable[str], *, timeout: float = 60) -> dict
     return refs
 
 
+def fetch(repo: Path, args: list[str], *, check: bool = True) -> tuple[int, str]:
+    """``git fetch --no-tags --update-shallow origin ARGS`` in a mirror: (exit code, stderr)."""
+    status, _, err, _ = _run(
+        ["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--update-shallow", "origin", *args],
+        repo=repo, network=True, check=check,
+    )
+    return status, err
+
+
+# ---- repositories, refs and objects ---------------------------------------------------------
+
+
 def init_bare(path: Path) -> None:
-    git(["init", "--bare", "--quiet", path])
+    _scrub()
+    _gp().Repo.init(path, bare=True, mkdir=True).close()
 
 
 def init(path: Path) -> None:
-    git(["init", "--quiet", path])
+    _scrub()
+    _gp().Repo.init(path, mkdir=True).close()
 
 
 def config_set(repo: Path, key: str, value: str) -> None:
-    git(["config", key, value], repo=repo)
+    section, _, option = key.rpartition(".")
+    if "." in section:  # remote.origin.url -> [remote "origin"]
+        head, _, sub = section.partition(".")
+        section = f'{head} "{sub}"'
+    with _open(repo) as r, r.config_writer("repository") as cw:
+        cw.set_value(section, option, value)
 
 
 def has_commit(repo: Path, sha: str) -> bool:
-    return git(["cat-file", "-e", f"{sha}^{{commit}}"], repo=repo, check=False).returncode == 0
+    with _open(repo) as r:
+        return bool(r.is_valid_object(sha, "commit"))
+
+
+def missing_objects(repo: Path, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` (full or abbreviated object names) the repository cannot find."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return []
+    out = _run(["cat-file", "--batch-check"], repo=repo, input="".join(f"{n}\n" for n in names).encode())[1]
+    return [line.split()[0] for line in out.decode().splitlines() if line.endswith((" missing", " ambiguous"))]
 
 
 def rev_parse(repo: Path, rev: str) -> str | None:
-    res = git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo=repo, check=False)
-    return res.stdout.strip() or None if res.returncode == 0 else None
+    """The commit ``rev`` names, or None."""
+    gp = _gp()
+    with _open(repo) as r:
+        try:
+            obj = r.rev_parse(rev)
+            while obj.type == "tag":
+                obj = obj.object
+        except (gp.exc.BadName, gp.exc.BadObject, ValueError, IndexError):
+            return None
+        return obj.hexsha if obj.type == "commit" else None
+
+
+def head(repo: Path) -> str:
+    found = rev_parse(repo, "HEAD")
+    if found is None:
+        raise InputError(f"{repo}: HEAD names no commit")
+    return found
+
+
+def has_ref(repo: Path, ref: str, sha: str) -> bool:
+    """Does ``ref`` exist and point at ``sha``?"""
+    gp = _gp()
+    with _open(repo) as r:
+        reference = gp.Reference(r, ref, check_path=False)
+        try:
+            return bool(reference.is_valid() and reference.commit.hexsha == sha)
+        except (ValueError, gp.exc.BadName, gp.exc.BadObject):
+            return False
+
+
+def refs_under(repo: Path, prefix: str) -> dict[str, str]:
+    """Ref name -> SHA of every ref under ``prefix`` (e.g. ``refs/harness/pin/``)."""
+    out = _text(["for-each-ref", "--format=%(objectname) %(refname)", prefix], repo)
+    return {name: sha for sha, _, name in (line.partition(" ") for line in out.splitlines()) if name}
 
 
 def update_ref(repo: Path, ref: str, sha: str) -> None:
-    git(["update-ref", ref, sha], repo=repo)
+    gp = _gp()
+    with _open(repo) as r:
+        gp.Reference.create(r, ref, sha, force=True)
 
 
 def delete_ref(repo: Path, ref: str) -> None:
-    git(["update-ref", "-d", ref], repo=repo, check=False)
+    gp = _gp()
+    with _open(repo) as r, contextlib.suppress(OSError, ValueError):
+        gp.Reference.delete(r, ref)
 
 
 def merge_base(repo: Path, a: str, b: str) -> str | None:
-    res = git(["merge-base", a, b], repo=repo, check=False)
-    return res.stdout.strip() or None if res.returncode == 0 else None
+    gp = _gp()
+    with _open(repo) as r:
+        try:
+            found = r.merge_base(a, b)
+        except gp.exc.GitCommandError:  # a missing object behind a shallow boundary
+            return None
+        return found[0].hexsha if found else None
 
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
-    return git(["merge-base", "--is-ancestor", ancestor, descendant], repo=repo, check=False).returncode == 0
+    """False also when either commit is missing (behind a shallow boundary)."""
+    return _run(["merge-base", "--is-ancestor", ancestor, descendant], repo=repo, check=False)[0] == 0
 
 
 def commit_time(repo: Path, sha: str) -> int:
-    return int(git(["show", "-s", "--format=%ct", sha], repo=repo).stdout.strip())
+    with _open(repo) as r:
+        return int(r.commit(sha).committed_date)
 
 
 def subject(repo: Path, sha: str) -> str:
-    return git(["show", "-s", "--format=%s", sha], repo=repo).stdout.strip()
+    with _open(repo) as r:
+        summary = r.commit(sha).summary
+        return summary if isinstance(summary, str) else summary.decode("utf-8", "replace")
 
 
 def tree_of(repo: Path, rev: str) -> str:
-    return git(["rev-parse", f"{rev}^{{tree}}"], repo=repo).stdout.strip()
+    with _open(repo) as r:
+        return str(r.commit(rev).tree.hexsha)
 
 
-def diff(repo: Path, a: str, b: str, *, binary: bool = True) -> str:
-    args = ["diff", "--no-color", "--no-ext-diff", "--full-index"]
-    if binary:
-        args.append("--binary")
-    return git([*args, a, b], repo=repo).stdout
+def count_commits(repo: Path, sha: str) -> int:
+    """Commits reachable from ``sha`` that the repository has (its depth, in a shallow mirror)."""
+    return int(_text(["rev-list", "--count", sha], repo).strip() or 0)
 
 
-def patch_id(repo: Path, patch_text: str) -> str | None:
-    out = git(["patch-id", "--stable"], repo=repo, input=patch_text).stdout.split()
-    return out[0] if out else None
+def history_complete(repo: Path, shas: Iterable[str]) -> bool:
+    """Can every commit behind ``shas`` be walked (parents present or marked shallow)?"""
+    shas = list(shas)
+    return not shas or _run(["rev-list", "--quiet", *shas], repo=repo, check=False)[0] == 0
+
+
+def shallow_commits(repo: Path) -> set[str]:
+    dot_git = repo / ".git" if (repo / ".git").is_dir() else repo
+    shallow = dot_git / "shallow"
+    return set(shallow.read_text().split()) if shallow.exists() else set()
+
+
+def is_dirty(repo: Path) -> bool:
+    with _open(repo) as r:
+        return bool(r.is_dirty(untracked_files=True))
+
+
+# ---- diffs and patches ----------------------------------------------------------------------
+
+
+def diff(repo: Path, a: str, b: str | None = None, *, cached: bool = False) -> bytes:
+    """``git diff`` with full blob names and binary data: a patch ``git apply`` takes back, as bytes."""
+    args = ["diff", "--no-color", "--no-ext-diff", "--full-index", "--binary"]
+    if cached:
+        args.append("--cached")
+    return _run([*args, a, *([b] if b else [])], repo=repo)[1]
+
+
+def changed_files(repo: Path, *, cached: bool = False) -> list[str]:
+    out = _run(["diff", "--name-only", "-z", *(["--cached"] if cached else [])], repo=repo)[1]
+    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+
+
+def patch_id(repo: Path, patch: bytes) -> str | None:
+    out = _run(["patch-id", "--stable"], repo=repo, input=patch)[1].split()
+    return out[0].decode() if out else None
 
 
 def patch_ids_of_range(repo: Path, rev_range: str) -> dict[str, str]:
     """patch-id -> commit for every non-merge commit in ``rev_range``."""
-    log = git(["log", "-p", "--no-merges", "--no-color", "--full-index", rev_range], repo=repo).stdout
+    log = _run(["log", "-p", "--no-merges", "--no-color", "--full-index", rev_range], repo=repo)[1]
     if not log.strip():
         return {}
-    out = git(["patch-id", "--stable"], repo=repo, input=log).stdout
+    out = _run(["patch-id", "--stable"], repo=repo, input=log)[1].decode()
     ids: dict[str, str] = {}
     for line in out.splitlines():
         pid, _, commit = line.partition(" ")
@@ -156,38 +364,80 @@ def patch_ids_of_range(repo: Path, rev_range: str) -> dict[str, str]:
     return ids
 
 
-def is_shallow(repo: Path) -> bool:
-    return git(["rev-parse", "--is-shallow-repository"], repo=repo).stdout.strip() == "true"
+def apply(repo: Path, patch: bytes, *flags: str) -> tuple[int, str]:
+    """``git apply FLAGS`` of ``patch`` (bytes, untouched) in a work tree: (exit code, stderr)."""
+    status, _, err, _ = _run(["apply", *flags], repo=repo, input=patch, check=False)
+    return status, err
 
 
-def status_porcelain(repo: Path) -> str:
-    return git(["status", "--porcelain"], repo=repo).stdout
+def mailsplit(mbox: bytes, into: Path, *, keep_cr: bool = False) -> list[Path]:
+    """The mails of an mbox (or one mail), one file each, as ``git am`` splits them (``git mailsplit -b``;
+    CRLF becomes LF unless ``keep_cr``)."""
+    into.mkdir(parents=True, exist_ok=True)
+    src = into / "mbox"
+    src.write_bytes(mbox)
+    _run(["mailsplit", "-b", "-d4", *(["--keep-cr"] if keep_cr else []), "-o" + str(into), "--", str(src)])
+    src.unlink()
+    return sorted(p for p in into.iterdir() if p.name.isdigit())
+
+
+def mailinfo(message: Path, work: Path) -> tuple[bytes, bytes]:
+    """(header lines, diff) of one mail as ``git am`` reads it (``git mailinfo``; transfer encodings undone)."""
+    msg, patch = work / "msg", work / "patch"
+    info = _run(["mailinfo", "-b", "-u", str(msg), str(patch)], repo=work, input=message.read_bytes())[1]
+    return info, patch.read_bytes()
+
+
+# ---- work trees -----------------------------------------------------------------------------
+
+
+def reset_hard(repo: Path, rev: str = "HEAD") -> None:
+    _run(["reset", "--hard", "--quiet", rev], repo=repo)
+
+
+def add_all(repo: Path) -> None:
+    _run(["add", "-A"], repo=repo)
+
+
+def squash_merge(repo: Path, sha: str) -> tuple[int, str]:
+    status, out, err, _ = _run(["merge", "--squash", "--no-commit", sha], repo=repo, check=False)
+    return status, err + out.decode("utf-8", "replace")
+
+
+def cherry_pick(repo: Path, sha: str) -> tuple[int, str]:
+    status, out, err, _ = _run(["cherry-pick", "--no-commit", sha], repo=repo, check=False)
+    return status, err + out.decode("utf-8", "replace")
 
 
 def unmerged_files(repo: Path) -> list[str]:
-    out = git(["diff", "--name-only", "--diff-filter=U"], repo=repo).stdout
-    return [line for line in out.splitlines() if line]
+    out = _run(["diff", "--name-only", "-z", "--diff-filter=U"], repo=repo)[1]
+    return list(dict.fromkeys(p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p))
 
 
 def staged_changes(repo: Path) -> bool:
-    return git(["diff", "--cached", "--quiet"], repo=repo, check=False).returncode != 0
+    return _run(["diff", "--cached", "--quiet"], repo=repo, check=False)[0] != 0
 
 
 def commit(repo: Path, message: str, date: int) -> str:
-    git(["commit", "--quiet", "--no-verify", "--allow-empty-message", "-m", message], repo=repo, env=local_env(date))
-    return git(["rev-parse", "HEAD"], repo=repo).stdout.strip()
+    """Commit the index as the harness identity at ``date`` (seconds, UTC); returns the new SHA."""
+    _run(["commit", "--quiet", "--no-verify", "--allow-empty-message", "-m", message], repo=repo, date=date)
+    return head(repo)
 
 
 def worktree_add(repo: Path, path: Path, sha: str) -> None:
-    git(["worktree", "add", "--quiet", "--force", "--detach", path, sha], repo=repo)
+    _run(["worktree", "add", "--quiet", "--force", "--detach", path, sha], repo=repo)
+
+
+def worktree_move(repo: Path, src: Path, dst: Path) -> None:
+    _run(["worktree", "move", src, dst], repo=repo)
 
 
 def worktree_remove(repo: Path, path: Path) -> None:
-    git(["worktree", "remove", "--force", path], repo=repo, check=False)
-    git(["worktree", "prune"], repo=repo, check=False)
+    _run(["worktree", "remove", "--force", path], repo=repo, check=False)
+    _run(["worktree", "prune"], repo=repo, check=False)
 
 
 def checkout_detached(repo: Path, sha: str) -> None:
     """Move a work tree to ``sha``; only files that differ are rewritten (their mtimes change, no others)."""
-    git(["checkout", "--quiet", "--force", "--detach", sha], repo=repo)
-    git(["clean", "-fdq"], repo=repo)
+    _run(["checkout", "--quiet", "--force", "--detach", sha], repo=repo)
+    _run(["clean", "-fdq"], repo=repo)

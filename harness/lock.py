@@ -3,50 +3,146 @@
 The lock lives next to the recipe (same stem, ``.lock``), is JSON, and is meant to be
 committed.  ``resolve`` keeps existing pins unless asked to update; every move is
 returned as old -> new.  Resolution only asks remotes for ref names (``git ls-remote``);
-no objects are fetched.
+no objects are fetched.  URL patches are downloaded once to check them against the
+recipe's sha256.  A lock file is validated against a schema before it is used: a bad one
+is exit 2 naming the key, never a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from harness import atomic, console, git, hub
-from harness.errors import CommandFailed, InputError, StepError
-from harness.mirror import normalize_url
-from harness.recipe import SHA40, Recipe, StackItem
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness import atomic, console, download, git, hub, yamlpos
+from harness.errors import CommandFailed, HarnessError, InputError, StepError
+from harness.recipe import SHA40, SHA256, Recipe, StackItem, is_url, normalize_repo_url
 
 SCHEMA = 1
 
 
+# ---- the lock file's schema (validated before anything reads it) ----------------------------
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _sha40(value: str | None) -> str | None:
+    if value is not None and not SHA40.match(value):
+        raise ValueError(f"not a full 40-hex SHA: {value!r}")
+    return value
+
+
+def _sha256(value: str | None) -> str | None:
+    if value is not None and not SHA256.match(value):
+        raise ValueError(f"not a sha256 (64 lowercase hex digits): {value!r}")
+    return value
+
+
+class _UpstreamPin(_Schema):
+    repo: str
+    ref: str
+    sha: str
+
+    _sha = field_validator("sha")(_sha40)
+    _repo = field_validator("repo")(normalize_repo_url)
+
+
+class _ItemPin(_Schema):
+    kind: Literal["pr", "branch", "commit", "patch", "patches"]
+    ref: str
+    repo: str | None = None
+    fetch_ref: str | None = None
+    sha: str | None = None
+    sha256: str | None = None
+    files: dict[str, str] | None = None
+    retired: str | None = None
+    skipped: str | None = None
+
+    _sha = field_validator("sha")(_sha40)
+    _sha256 = field_validator("sha256")(_sha256)
+    _repo = field_validator("repo")(lambda v: v if v is None else normalize_repo_url(v))
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, digest in (value or {}).items():
+            if "/" in name or name in ("", ".", ".."):
+                raise ValueError(f"not a file name: {name!r}")
+            _sha256(digest)
+        return value
+
+    @model_validator(mode="after")
+    def _pins(self) -> _ItemPin:
+        if self.kind in ("pr", "branch", "commit"):
+            if self.repo is None or self.sha is None:
+                raise ValueError(f"a {self.kind} item needs repo and sha")
+            if self.kind != "commit" and self.fetch_ref is None:
+                raise ValueError(f"a {self.kind} item needs fetch_ref")
+        elif self.sha256 is None:
+            raise ValueError(f"a {self.kind} item needs sha256")
+        if self.kind == "patches" and not self.files:
+            raise ValueError("a patches item needs files (name -> sha256)")
+        return self
+
+
+class _LockFile(_Schema):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: int = Field(alias="schema")
+    recipe: str
+    upstream: _UpstreamPin
+    stack: list[_ItemPin] = Field(default_factory=list)
+    model: dict[str, str] = Field(default_factory=dict)
+    draft: dict[str, Any] = Field(default_factory=dict)  # {source, file, revision, files}: a Hub draft model
+
+
+# ---- the lock as the rest of the harness sees it --------------------------------------------
+
+
 @dataclass(frozen=True)
 class LockedItem:
-    kind: str  # pr | branch | commit | patch
-    ref: str  # PR number, branch name, commit SHA, or patch path/URL as written in the recipe
+    kind: str  # pr | branch | commit | patch | patches
+    ref: str  # PR number, branch name, commit SHA, patch path/URL or series directory, as written in the recipe
     repo: str | None = None  # repository the commits come from (None for patches)
     fetch_ref: str | None = None  # the remote ref that was resolved (refs/pull/N/head, refs/heads/B)
     sha: str | None = None  # the pinned commit (pr, branch, commit)
-    sha256: str | None = None  # the patch file's digest (patch)
+    sha256: str | None = None  # the patch file's digest (patch), the series' digest (patches)
+    files: tuple[tuple[str, str], ...] | None = None  # (file name, sha256) of a series, in order (patches)
     retired: str | None = None  # merged upstream (noticed by nightly): the stack skips it for good
     skipped: str | None = None  # conflicted and skipped by nightly (skip_conflicts); retried next night
 
     def identity(self) -> tuple[str, str, str]:
-        return (self.kind, self.ref, normalize_url(self.repo) if self.repo else "")
+        return (self.kind, self.ref, self.repo or "")
 
     def label(self) -> str:
         if self.kind == "pr":
             return f"PR #{self.ref} of {self.repo}"
         if self.kind == "patch":
             return f"patch {self.ref}"
+        if self.kind == "patches":
+            return f"patch series {self.ref}"
         return f"{self.kind} {self.ref} of {self.repo}"
 
     @property
     def pin(self) -> str:
         return self.sha or self.sha256 or ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in ("kind", "ref", "repo", "fetch_ref", "sha", "sha256", "files", "retired", "skipped"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = dict(value) if key == "files" else value
+        return out
 
 
 @dataclass(frozen=True)
@@ -65,33 +161,44 @@ class Lock:
             "schema": self.schema,
             "recipe": self.recipe,
             "upstream": {"repo": self.upstream_repo, "ref": self.upstream_ref, "sha": self.base_sha},
-            "stack": [{k: v for k, v in asdict(item).items() if v is not None} for item in self.items],
+            "stack": [item.to_json() for item in self.items],
             **({"model": self.model} if self.model else {}),
             **({"draft": self.draft} if self.draft else {}),
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: Path) -> Lock:
-        try:
-            if data.get("schema") != SCHEMA:
-                raise InputError(f"{where}: lock schema {data.get('schema')!r} is not {SCHEMA}; run `harness lock --update`")
-            up = data["upstream"]
-            items = tuple(LockedItem(**item) for item in data.get("stack", []))
-            lock = cls(
-                recipe=data["recipe"],
-                upstream_repo=up["repo"],
-                upstream_ref=up["ref"],
-                base_sha=up["sha"],
-                items=items,
-                model=dict(data.get("model", {})),
-                draft=dict(data.get("draft", {})),
+    def from_json(cls, data: Any, where: Path) -> Lock:
+        """Validate ``data`` (a parsed lock file) against the schema: InputError naming every bad key."""
+        if isinstance(data, dict) and "schema" in data and data["schema"] != SCHEMA:
+            raise InputError(
+                f"{where}: lock schema {data['schema']!r} is not {SCHEMA}",
+                hint=f"delete it and run `harness lock {shlex.quote(str(where.with_suffix('.yaml')))}`",
             )
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"{where}: malformed lock ({exc}); delete it and run `harness lock`") from None
-        for sha in [lock.base_sha, *[i.sha for i in items if i.sha]]:
-            if not SHA40.match(sha):
-                raise InputError(f"{where}: {sha!r} is not a full SHA")
-        return lock
+        try:
+            parsed = _LockFile.model_validate(data)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+                msg = re.sub(r" or instance of \w+$", "", err["msg"].removeprefix("Value error, "))
+                if err["type"] == "missing":
+                    msg = "required key missing"
+                elif err["type"] == "extra_forbidden":
+                    msg = "unknown key"
+                problems.append(f"{where}: {yamlpos.format_path(loc)}: {msg}")
+            raise InputError(
+                "malformed lock:\n" + "\n".join(problems),
+                hint=f"fix it, or delete it and run `harness lock {shlex.quote(str(where.with_suffix('.yaml')))}`",
+            ) from None
+        items = tuple(
+            LockedItem(
+                kind=i.kind, ref=i.ref, repo=i.repo, fetch_ref=i.fetch_ref, sha=i.sha, sha256=i.sha256,
+                files=tuple(i.files.items()) if i.files is not None else None, retired=i.retired, skipped=i.skipped,
+            )
+            for i in parsed.stack
+        )
+        up = parsed.upstream
+        return cls(parsed.recipe, up.repo, up.ref, up.sha, items, dict(parsed.model), dict(parsed.draft))
 
     @property
     def digest(self) -> str:
@@ -117,12 +224,15 @@ class Move:
 
 
 def read(path: Path) -> Lock | None:
+    """The lock at ``path`` (None when there is none), validated: InputError (exit 2) naming the bad key."""
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
     return Lock.from_json(data, path)
 
 
@@ -131,7 +241,7 @@ def write(path: Path, lock: Lock) -> None:
 
 
 def locked_item_for(recipe: Recipe, item: StackItem) -> LockedItem:
-    """The identity part of an item (no pins yet)."""
+    """The identity part of an item (no pins yet; a URL patch carries the recipe's sha256)."""
     upstream = recipe.spec.upstream.repo
     if item.kind == "pr":
         return LockedItem("pr", str(item.pr), item.repo or upstream, fetch_ref=f"refs/pull/{item.pr}/head")
@@ -139,14 +249,51 @@ def locked_item_for(recipe: Recipe, item: StackItem) -> LockedItem:
         return LockedItem("branch", str(item.branch), item.repo or upstream, fetch_ref=f"refs/heads/{item.branch}")
     if item.kind == "commit":
         return LockedItem("commit", str(item.commit), item.repo or upstream, sha=item.commit)
+    if item.kind == "patches":
+        return LockedItem("patches", str(item.patches))
     return LockedItem("patch", str(item.patch), sha256=item.sha256)
 
 
+def series_files(recipe: Recipe, ref: str) -> list[Path]:
+    """The ``*.patch`` files of a series directory, in name order (the order they are applied in)."""
+    directory = recipe.resolve_local(ref)
+    if not directory.is_dir():
+        raise InputError(f"patch series {ref}: no such directory ({directory})")
+    files = sorted(p for p in directory.glob("*.patch") if p.is_file())
+    if not files:
+        raise InputError(f"patch series {ref}: no *.patch files in {directory}")
+    return files
+
+
+def series_digest(files: tuple[tuple[str, str], ...]) -> str:
+    """One sha256 for a series: over ``<sha256>  <name>`` lines (sha256sum's format), in order."""
+    return hashlib.sha256("".join(f"{digest}  {name}\n" for name, digest in files).encode()).hexdigest()
+
+
+def pin_patch(recipe: Recipe, item: LockedItem, *, fresh: bool = False) -> LockedItem:
+    """``item`` with the digest(s) of its patch content as it is now.
+
+    A local patch is hashed; a series directory is hashed file by file; a URL patch is
+    downloaded (from the cache unless ``fresh``) and must have the recipe's sha256.
+    """
+    if item.kind == "patches":
+        files = tuple((p.name, atomic.sha256_file(p)) for p in series_files(recipe, item.ref))
+        return replace(item, files=files, sha256=series_digest(files))
+    if is_url(item.ref):
+        assert item.sha256 is not None, "validated: a URL patch has sha256"
+        download.patch(item.ref, item.sha256, label=item.label(), fresh=fresh)
+        return item
+    path = recipe.resolve_local(item.ref)
+    try:
+        return replace(item, sha256=atomic.sha256_file(path))
+    except OSError as exc:
+        raise InputError(f"{item.label()}: cannot read {path}: {exc.strerror}") from None
+
+
 def patch_digest(recipe: Recipe, item: LockedItem) -> str:
-    if item.ref.startswith(("http://", "https://")):
-        assert item.sha256 is not None
-        return item.sha256
-    return atomic.sha256_file(recipe.resolve_local(item.ref))
+    pinned = pin_patch(recipe, item)
+    assert pinned.sha256 is not None
+    return pinned.sha256
 
 
 def resolve(
@@ -155,7 +302,8 @@ def resolve(
     """The lock for ``recipe``: existing pins kept (unless ``update``), the rest resolved.
 
     With ``keep_gone`` a ref that disappeared keeps its old pin (reported as a gone Move)
-    instead of failing: nightly reports it and still tries the old SHA.
+    instead of failing: nightly reports it and still tries the old SHA.  URL patches are
+    downloaded (again with ``update``) and must match the recipe's sha256.
     """
     spec = recipe.spec
     moves: list[Move] = []
@@ -167,7 +315,7 @@ def resolve(
     keep_base = (
         existing is not None
         and not update
-        and normalize_url(existing.upstream_repo) == normalize_url(spec.upstream.repo)
+        and existing.upstream_repo == spec.upstream.repo
         and existing.upstream_ref == spec.upstream.ref
     )
     if not keep_base and not SHA40.match(spec.upstream.ref):
@@ -190,8 +338,10 @@ def resolve(
     items: list[LockedItem] = []
     for item in wanted:
         old = old_items.get(item.identity())
-        if item.kind == "patch":
-            new = replace(item, sha256=patch_digest(recipe, item))
+        if item.kind in ("patch", "patches"):
+            new = pin_patch(recipe, item, fresh=update)
+            if old is not None and (old.retired or old.skipped) and old.sha256 == new.sha256:
+                new = replace(new, retired=old.retired, skipped=old.skipped)
         elif item.kind == "commit":
             new = item
         elif old is not None and not update:
@@ -251,11 +401,16 @@ def _resolve_draft(recipe: Recipe, existing: Lock | None, update: bool, moves: l
     return {"source": d.source, "file": d.file, "revision": revision, "files": files}
 
 
-def check(recipe: Recipe, lock: Lock) -> list[str]:
-    """Ways the recipe and its lock disagree (empty when they agree)."""
+def check(recipe: Recipe, lock: Lock, *, remote: bool = False) -> list[str]:
+    """Ways the recipe and its lock disagree (empty when they agree).
+
+    Compares what the recipe says (upstream, items, pinned SHAs, URL patches' sha256) with
+    what the lock holds, and every local patch's content with its locked digest.  With
+    ``remote`` a URL patch is downloaded again and compared too (has it moved upstream?).
+    """
     spec = recipe.spec
     problems: list[str] = []
-    if normalize_url(lock.upstream_repo) != normalize_url(spec.upstream.repo) or lock.upstream_ref != spec.upstream.ref:
+    if lock.upstream_repo != spec.upstream.repo or lock.upstream_ref != spec.upstream.ref:
         problems.append(
             f"upstream: recipe has {spec.upstream.repo} @ {spec.upstream.ref}, lock has {lock.upstream_repo} @ {lock.upstream_ref}"
         )
@@ -281,16 +436,27 @@ def check(recipe: Recipe, lock: Lock) -> list[str]:
             + ", ".join(i.label() for i in lock.items)
             + "]"
         )
-    else:
-        for item in lock.items:
-            if item.kind == "patch":
-                try:
-                    digest = patch_digest(recipe, item)
-                except (OSError, ValueError) as exc:
-                    problems.append(f"{item.label()}: {exc}")
-                    continue
-                if digest != item.sha256:
-                    problems.append(f"{item.label()}: sha256 is {digest[:12]}, lock has {(item.sha256 or '')[:12]}")
+        return problems
+    for want, item in zip(wanted, lock.items, strict=True):
+        if item.kind not in ("patch", "patches"):
+            continue
+        if want.sha256 is not None and want.sha256 != item.sha256:  # a URL patch's digest, edited in the recipe
+            problems.append(f"{item.label()}: recipe says sha256 {want.sha256[:12]}, lock has {(item.sha256 or '')[:12]}")
+            continue
+        if is_url(item.ref) and not remote:
+            continue
+        try:
+            now = pin_patch(recipe, item, fresh=remote)
+        except HarnessError as exc:
+            problems.append(f"{item.label()}: {str(exc).splitlines()[0]}")
+            continue
+        if now.sha256 != item.sha256:
+            changed = ""
+            if item.kind == "patches":
+                before, after = dict(item.files or ()), dict(now.files or ())
+                names = sorted(n for n in {*before, *after} if before.get(n) != after.get(n))
+                changed = " (changed: " + ", ".join(names) + ")"
+            problems.append(f"{item.label()}: sha256 is {(now.sha256 or '')[:12]}, lock has {(item.sha256 or '')[:12]}{changed}")
     return problems
 
 
@@ -315,7 +481,7 @@ def ensure(recipe: Recipe, *, frozen: bool = False) -> Lock:
         return existing
     if frozen:
         if existing is None:
-            raise InputError(f"{recipe.lock_path}: no lock (and --frozen); run `harness lock {recipe.path}`")
+            raise InputError(f"{recipe.lock_path}: no lock (and --frozen); run `harness lock {shlex.quote(str(recipe.path))}`")
         raise InputError(f"{recipe.lock_path}: lock disagrees with the recipe (and --frozen):\n  " + "\n  ".join(check(recipe, existing)))
     lock, moves = resolve(recipe, existing)
     write(recipe.lock_path, lock)

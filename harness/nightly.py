@@ -23,7 +23,7 @@ from harness import atomic, build, builds, console, git, lock, smoke, sources, s
 from harness.conflicts import ConflictError
 from harness.errors import CommandFailed, HarnessError
 from harness.lock import Lock, LockedItem
-from harness.mirror import Mirror
+from harness.mirror import Mirror, Want
 from harness.recipe import Recipe
 
 TAIL = 25
@@ -38,7 +38,7 @@ def _descends(mirror: Mirror, old: str, new: str) -> bool | None:
     """Is ``new`` a descendant of ``old``?  None when the old head cannot be fetched any more."""
     with mirror.locked():
         try:
-            mirror.fetch([(old, None), (new, None)])
+            mirror.fetch([Want(old), Want(new)])
         except HarnessError:
             return None
         step = 16

@@ -1,13 +1,34 @@
-"""Turning a resolved conflict into a patch file under patches/ and swapping it into the recipe."""
+"""``harness patches export``: a resolved conflict becomes a patch file, in recipe and lock.
+
+Transactional: the patch, the new recipe and the new lock are all made and checked first
+(the recipe is re-parsed and validated, the lock resolved from it); only then are they
+written, each atomically, and only after all three are written is the conflicted worktree
+and its state removed.  A failure at any step puts back what was written and leaves the
+conflict as it was, so the export can be run again.
+
+The recipe is edited with ruamel.yaml's round-trip mode, which keeps comments, anchors,
+quoting and flow style: the stack item is swapped for ``- patch: ...`` and the rest of the
+file is kept byte for byte (an alias of an anchor the replaced item defined is written out
+in place, which is the one other change).  A layout ruamel.yaml cannot reproduce (mixed
+indentation) is refused before anything is written, with what to do by hand.
+
+For an item of a ``patches:`` series, the part that conflicted is rewritten in its
+directory (same file name); the recipe stays as it is.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
+import shlex
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from harness import atomic, git, lock
 from harness.errors import InputError
@@ -24,41 +45,115 @@ class Exported:
 
 def export_conflict(recipe: Recipe) -> Exported:
     tree = Tree.for_recipe(recipe)
+    with tree.locked():
+        return _export(recipe, tree)
+
+
+def _export(recipe: Recipe, tree: Tree) -> Exported:
     state_file = tree.state_dir / "conflict.json"
     if not state_file.exists() or not tree.conflict.exists():
         raise InputError(f"no conflicted tree for {recipe.path}: `harness prepare` stopped at no conflict")
     state = json.loads(state_file.read_text())
-    index, onto, label = int(state["index"]), state["onto"], state["report"]["item"]
+    index, onto, report = int(state["index"]), state["onto"], state["report"]
+    label, part = report["item"], report.get("part")
     work = tree.conflict
-    git.git(["add", "-A"], repo=work)
-    leftover = [p for p in git.git(["diff", "--cached", "--name-only"], repo=work).stdout.split() if _has_markers(work / p)]
+    git.add_all(work)
+    leftover = [p for p in git.changed_files(work, cached=True) if _has_markers(work / p)]
     if leftover:
         raise InputError(f"conflict markers are still in: {', '.join(leftover)} (in {work})")
-    text = git.git(["diff", "--cached", "--no-color", "--full-index", "--binary", onto], repo=work).stdout
-    if not text.strip():
+    diff = git.diff(work, onto, cached=True)
+    if not diff.strip():
         raise InputError(f"the resolved tree at {work} has no changes against {onto[:12]}")
-    name = re.sub(r"[^A-Za-z0-9]+", "-", label.split(" of ")[0].lower()).strip("-")
-    patch = recipe.path.parent.parent / "patches" if (recipe.path.parent.name == "recipes") else recipe.path.parent / "patches"
-    target = patch / f"{recipe.name}-{index + 1:02d}-{name}.patch"
-    header = f"{label}, resolved onto {onto}\nExported by `harness patches export`.\n\n"
-    atomic.write_text(target, header + text)
-    _replace_item(recipe.path, index, target, label)
+    header = f"{label}{f', {part}' if part else ''}, resolved onto {onto}\nExported by `harness patches export`.\n\n"
+    content = header.encode() + diff
+
+    item = recipe.spec.stack[index] if index < len(recipe.spec.stack) else None
+    if item is None or item.label(recipe.spec.upstream.repo) != label:
+        raise InputError(f"{recipe.path}: stack[{index}] is no longer {label}; run `harness prepare` again")
+    undo: list[Callable[[], None]] = []
+    try:
+        if item.kind == "patches":
+            target = _series_member(recipe, item.ref, part)
+            new_text = None
+            undo.append(_write_undoable(target, content))
+        elif part is not None:
+            raise InputError(
+                f"{label} holds several commits; the resolution of {part} cannot be written back into one file",
+                hint="split it into a directory (`git mailsplit -o DIR FILE`, one .patch per mail) and use `patches: DIR/`",
+            )
+        else:
+            target, rel = _patch_path(recipe, label, index)
+            new_text = replace_item(recipe.path, index, rel.as_posix(), f"was {label} (conflict resolved)")
+            undo.append(_write_undoable(target, content))
+        updated = _validated(recipe, new_text)
+        new_lock, _ = lock.resolve(updated, lock.read(recipe.lock_path))
+        if new_text is not None:
+            undo.append(_write_undoable(recipe.path, new_text.encode()))
+        undo.append(_write_undoable(recipe.lock_path, (json.dumps(new_lock.to_json(), indent=2, sort_keys=False) + "\n").encode()))
+    except BaseException:
+        for step in reversed(undo):
+            step()
+        raise
     git.worktree_remove(tree.src, work)
-    state_file.unlink()
-    updated = load_recipe(recipe.path)
-    new_lock, _ = lock.resolve(updated, lock.read(updated.lock_path))
-    lock.write(updated.lock_path, new_lock)
+    state_file.unlink(missing_ok=True)
     return Exported(target, label, index)
 
 
-def _last_line(node: yaml.Node) -> int:
-    """The 0-based line holding the last character of ``node`` (block collections end at the next token)."""
-    if isinstance(node, yaml.MappingNode) and node.value and not node.flow_style:
-        return _last_line(node.value[-1][1])
-    if isinstance(node, yaml.SequenceNode) and node.value and not node.flow_style:
-        return _last_line(node.value[-1])
-    end = node.end_mark
-    return end.line - 1 if end.column == 0 else end.line
+def _write_undoable(path: Path, data: bytes) -> Callable[[], None]:
+    """Write ``data`` to ``path`` atomically; returns what puts the old content (or absence) back."""
+    old = path.read_bytes() if path.exists() else None
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # directories this write creates
+    with atomic.temp_file_beside(path) as tmp:
+        tmp.write_bytes(data)
+
+    def undo() -> None:
+        if old is None:
+            path.unlink(missing_ok=True)
+            for directory in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+        else:
+            with atomic.temp_file_beside(path) as tmp:
+                tmp.write_bytes(old)
+
+    return undo
+
+
+def _validated(recipe: Recipe, new_text: str | None) -> Recipe:
+    """The recipe as it will be after the export, parsed and validated (patch files already in place)."""
+    if new_text is None:
+        return load_recipe(recipe.path)
+    fd, name = tempfile.mkstemp(prefix=f".{recipe.path.stem}.", suffix=".export.yaml", dir=recipe.path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(new_text)
+        checked = load_recipe(tmp)
+    except InputError as exc:
+        raise InputError(
+            f"{recipe.path}: the edited recipe would not be valid, nothing was changed:\n"
+            + str(exc).replace(str(tmp), str(recipe.path))
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)  # validated only: the real file is written with the lock
+    return Recipe(path=recipe.path, spec=checked.spec, root=checked.root)
+
+
+def _patch_path(recipe: Recipe, label: str, index: int) -> tuple[Path, Path]:
+    """Where the exported patch goes, and how the recipe names it."""
+    name = re.sub(r"[^A-Za-z0-9]+", "-", label.split(" of ")[0].lower()).strip("-")
+    in_recipes = recipe.path.parent.name == "recipes"
+    directory = (recipe.path.parent.parent if in_recipes else recipe.path.parent) / "patches"
+    target = directory / f"{recipe.name}-{index + 1:02d}-{name}.patch"
+    rel = Path("..") / target.relative_to(recipe.path.parent.parent) if in_recipes else target.relative_to(recipe.path.parent)
+    return target, rel
+
+
+def _series_member(recipe: Recipe, ref: str, part: str | None) -> Path:
+    files = {p.name: p for p in lock.series_files(recipe, ref)}
+    if part not in files:
+        raise InputError(f"patch series {ref}: {part!r} is not one of its files any more; run `harness prepare` again")
+    return files[part]
 
 
 def _has_markers(path: Path) -> bool:
@@ -69,17 +164,74 @@ def _has_markers(path: Path) -> bool:
     return bool(re.search(r"^<{7} |^>{7} ", text, re.M))
 
 
-def _replace_item(recipe_path: Path, index: int, patch: Path, label: str) -> None:
-    """Swap stack item ``index`` for ``- patch: ...`` keeping the rest of the file byte for byte."""
-    text = recipe_path.read_text()
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    stack = next((v for k, v in root.value if k.value == "stack"), None) if isinstance(root, yaml.MappingNode) else None
-    if not isinstance(stack, yaml.SequenceNode) or stack.flow_style or index >= len(stack.value):
-        raise InputError(f"{recipe_path}: cannot edit stack[{index}] automatically; replace it by hand with `- patch: {patch}`")
-    node = stack.value[index]
-    lines = text.splitlines(keepends=True)
-    first, last = node.start_mark.line, _last_line(node)
-    dash = lines[first].index("-") if "-" in lines[first][: node.start_mark.column] else node.start_mark.column - 2
-    rel = Path("..") / patch.relative_to(recipe_path.parent.parent) if recipe_path.parent.name == "recipes" else patch.relative_to(recipe_path.parent)
-    new = f"{' ' * dash}- patch: {rel.as_posix()}  # was {label} (conflict resolved)\n"
-    atomic.write_text(recipe_path, "".join([*lines[:first], new, *lines[last + 1 :]]))
+def _yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 1 << 16  # never fold a long line
+    return y
+
+
+def replace_item(recipe_path: Path, index: int, patch: str, comment: str) -> str:
+    """The recipe's text with ``stack[index]`` replaced by ``- patch: PATCH  # COMMENT``; nothing written.
+
+    InputError when the file's layout cannot be kept byte for byte around the edit.
+    """
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import YAMLError
+
+    text = recipe_path.read_text(encoding="utf-8")
+    by_hand = f"replace stack[{index}] by hand with `- patch: {patch}`"
+    y = None
+    for mapping, sequence, offset in _layouts(text):
+        candidate = _yaml()
+        candidate.indent(mapping=mapping, sequence=sequence, offset=offset)
+        try:
+            data = candidate.load(text)
+        except YAMLError as exc:
+            raise InputError(f"{recipe_path}: cannot parse: {exc}") from None
+        out = io.StringIO()
+        candidate.dump(data, out)
+        if out.getvalue() == text:
+            y = candidate
+            break
+    if y is None:
+        raise InputError(
+            f"{recipe_path}: ruamel.yaml cannot rewrite this file without changing its layout elsewhere "
+            "(mixed indentation?); nothing was written",
+            hint=f"{by_hand}, or make the indentation consistent and run `harness patches export {shlex.quote(str(recipe_path))}` again",
+        )
+    stack = data.get("stack") if isinstance(data, CommentedMap) else None
+    if not isinstance(stack, CommentedSeq) or index >= len(stack):
+        raise InputError(f"{recipe_path}: cannot edit stack[{index}] automatically; {by_hand}")
+    old = stack[index]
+    new = CommentedMap()
+    new["patch"] = patch
+    new.yaml_add_eol_comment(f"# {comment}", "patch")
+    if isinstance(old, CommentedMap) and len(old):  # comment lines after the old item stay after the new one
+        token = old.ca.items.get(list(old)[-1], [None, None, None, None])[2]
+        if token is not None and "\n" in token.value:
+            mine = new.ca.items["patch"][2]
+            mine.value = mine.value.rstrip("\n") + "\n" + token.value.split("\n", 1)[1]
+    stack[index] = new
+    out = io.StringIO()
+    y.dump(data, out)
+    return out.getvalue()
+
+
+def _layouts(text: str) -> list[tuple[int, int, int]]:
+    """Indentations to try (mapping, sequence, offset): the file's own first, then the usual ones."""
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    tried: list[tuple[int, int, int]] = []
+    try:
+        _, indent, dash = load_yaml_guess_indent(text)
+        if indent is not None:
+            tried.append((indent, indent + (dash or 0), dash or 0))
+    except Exception:  # a guess only; the real parse reports errors
+        pass
+    for layout in ((2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (4, 4, 0)):
+        if layout not in tried:
+            tried.append(layout)
+    return tried

@@ -6,6 +6,12 @@ An item upstream already contains (ancestor, empty merge, same patch-id as an up
 commit, applies in reverse) is skipped as ``already-merged``.  The first conflict stops
 the stack; its worktree is kept for the user to resolve.  A finished stack is remembered
 by ``refs/harness/patched/<lock digest>``, so preparing it again costs nothing.
+
+Patch items are applied the way ``git am -3`` would (see ``patchset``): every mail of an
+mbox and every file of a ``patches:`` directory is its own commit; a patch made on an older
+upstream commit gets the history its pre-image blobs are in before ``git apply --3way``, so
+the answer does not depend on what the shared mirror happens to hold.  What cannot be a
+patch (a binary change without data, a corrupt hunk, a zero-context diff) is bad input.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, console, git, sources
+from harness import atomic, console, git, patchset, sources
 from harness.conflicts import (
     ConflictError,
     ConflictReport,
@@ -24,9 +30,9 @@ from harness.conflicts import (
     files_from_apply_errors,
     hunks_from_markers,
 )
-from harness.errors import InputError, StepError
+from harness.errors import CommandFailed, InputError, StepError
 from harness.lock import Lock, LockedItem
-from harness.mirror import normalize_url
+from harness.mirror import CommitGone, Mirror
 from harness.recipe import Recipe
 from harness.sources import Drift
 from harness.tree import Tree
@@ -43,9 +49,13 @@ class ItemResult:
     status: str
     detail: str = ""
     commit: str | None = None
+    parts: list[dict[str, Any]] | None = None  # per mail / series file: name, status, detail, commit
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["parts"] is None:
+            del data["parts"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -72,10 +82,31 @@ class Prepared:
             "base": self.base,
             "lock_digest": self.lock_digest,
             "items": [i.to_json() for i in self.items],
-            "drift": [{"item": d.item, "locked": d.locked, "remote": d.remote} for d in self.drift],
+            "drift": [d.to_json() for d in self.drift],
             "fetched_bytes": self.fetched_bytes,
             "cached": self.cached,
         }
+
+
+@dataclass
+class _Ctx:
+    recipe: Recipe
+    lock: Lock
+    tree: Tree
+    date: int
+    mirrors: dict[str, Mirror]
+    fetched: int = 0
+
+    @property
+    def repo(self) -> Path:
+        return self.tree.src
+
+    @property
+    def work(self) -> Path:
+        return self.tree.stack_work
+
+    def upstream_tip(self) -> list[tuple[Mirror, str]]:
+        return [(self.mirrors[self.lock.upstream_repo], self.lock.base_sha)]
 
 
 def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_conflicts: bool = False) -> Prepared:
@@ -91,114 +122,125 @@ def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_confl
         cached = git.rev_parse(repo, f"refs/harness/patched/{key}") if (repo / ".git").exists() else None
         if cached and state_file.exists():
             items = [ItemResult(**i) for i in json.loads(state_file.read_text())["items"]]
-            if git.rev_parse(repo, "HEAD") != cached or git.status_porcelain(repo):
+            if git.rev_parse(repo, "HEAD") != cached or git.is_dirty(repo):
                 git.checkout_detached(repo, cached)
             return Prepared(recipe.name, repo, cached, lock.base_sha, lock.digest, items, drift, 0, cached=True)
-        fetched = sources.fetch(lock)
+        try:
+            fetched = sources.fetch(lock)
+        except CommitGone as exc:
+            raise exc.for_recipe(recipe.path) from None
         tree.ensure_repo(mirrors.values())
-        commit, items = _apply_stack(recipe, lock, tree, skip_conflicts)
+        ctx = _Ctx(recipe, lock, tree, git.commit_time(repo, lock.base_sha), mirrors, fetched)
+        commit, items = _apply_stack(ctx, skip_conflicts)
         git.update_ref(repo, f"refs/harness/patched/{key}", commit)
         atomic.write_json(state_file, {"commit": commit, "items": [i.to_json() for i in items]})
         git.checkout_detached(repo, commit)
-    return Prepared(recipe.name, repo, commit, lock.base_sha, lock.digest, items, drift, fetched)
+    return Prepared(recipe.name, repo, commit, lock.base_sha, lock.digest, items, drift, ctx.fetched)
 
 
-def _apply_stack(recipe: Recipe, lock: Lock, tree: Tree, skip_conflicts: bool) -> tuple[str, list[ItemResult]]:
-    """Apply the items in the recipe's scratch worktree (kept between runs, so moving it to
-    the base rewrites only what the last stack changed); the build tree is not touched."""
-    repo = tree.src
-    date = git.commit_time(repo, lock.base_sha)
-    work = tree.stack_work
+def _scratch_at_base(ctx: _Ctx) -> None:
+    """Put the scratch worktree at the base (kept between runs, so only what the last stack
+    changed is rewritten); one a killed git left unusable is made again."""
+    work = ctx.work
     if (work / ".git").exists():
-        git.git(["reset", "--hard", "--quiet"], repo=work, check=False)
-        git.checkout_detached(work, lock.base_sha)
-    else:
-        git.worktree_remove(repo, work)
-        shutil.rmtree(work, ignore_errors=True)
-        git.worktree_add(repo, work, lock.base_sha)
+        try:
+            git.reset_hard(work)
+            git.checkout_detached(work, ctx.lock.base_sha)
+            return
+        except (CommandFailed, InputError) as exc:
+            console.warn(f"making the scratch worktree {work} again: {str(exc).splitlines()[0]}")
+    git.worktree_remove(ctx.repo, work)
+    shutil.rmtree(work, ignore_errors=True)
+    git.worktree_add(ctx.repo, work, ctx.lock.base_sha)
+
+
+def _apply_stack(ctx: _Ctx, skip_conflicts: bool) -> tuple[str, list[ItemResult]]:
+    """Apply the items in the recipe's scratch worktree; the build tree is not touched."""
+    _scratch_at_base(ctx)
+    items = ctx.lock.items
     results: list[ItemResult] = []
-    for index, item in enumerate(lock.items):
-        console.step(f"[{index + 1}/{len(lock.items)}] {item.label()}")
-        result, report = _apply_item(recipe, lock, repo, work, item, index, date)
+    for index, item in enumerate(items):
+        console.step(f"[{index + 1}/{len(items)}] {item.label()}")
+        onto = git.head(ctx.work)
+        result, report = _apply_item(ctx, item, index, onto)
         if report is not None:
             if skip_conflicts:
-                git.git(["reset", "--hard", "--quiet", "HEAD"], repo=work)
+                git.reset_hard(ctx.work, onto)  # parts of a series committed before the conflict go too
                 console.warn(f"skipping {item.label()}: conflicts in {', '.join(f.path for f in report.files)}")
                 results.append(result)
                 continue
-            report = _keep_conflict(tree, work, report, recipe, index)
-            raise ConflictError(report, str(recipe.path))
+            report = _keep_conflict(ctx, report, index)
+            raise ConflictError(report, str(ctx.recipe.path))
         results.append(result)
         console.info(f"    {result.status}" + (f": {result.detail}" if result.detail else ""))
-    head = git.git(["rev-parse", "HEAD"], repo=work).stdout.strip()
-    return head, results
+    return git.head(ctx.work), results
 
 
-def _keep_conflict(tree: Tree, work: Path, report: ConflictReport, recipe: Recipe, index: int) -> ConflictReport:
+def _keep_conflict(ctx: _Ctx, report: ConflictReport, index: int) -> ConflictReport:
+    tree = ctx.tree
     git.worktree_remove(tree.src, tree.conflict)
     shutil.rmtree(tree.conflict, ignore_errors=True)
-    git.git(["worktree", "move", work, tree.conflict], repo=tree.src)  # the next run makes a new scratch tree
-    report = ConflictReport(report.item, report.index, report.onto, report.files, str(tree.conflict))
+    git.worktree_move(tree.src, ctx.work, tree.conflict)  # the next run makes a new scratch tree
+    report = ConflictReport(report.item, report.index, report.onto, report.files, str(tree.conflict), report.part)
     atomic.write_json(
         tree.state_dir / "conflict.json",
-        {"recipe": str(recipe.path), "index": index, "onto": report.onto, "report": report.to_json()},
+        {"recipe": str(ctx.recipe.path), "index": index, "onto": report.onto, "report": report.to_json()},
     )
     return report
 
 
-def _result(item: LockedItem, status: str, detail: str = "", commit: str | None = None) -> ItemResult:
-    return ItemResult(item.kind, item.ref, item.repo, item.pin, status, detail, commit)
+def _result(item: LockedItem, status: str, detail: str = "", commit: str | None = None,
+            parts: list[dict[str, Any]] | None = None) -> ItemResult:
+    return ItemResult(item.kind, item.ref, item.repo, item.pin, status, detail, commit, parts)
 
 
-def _apply_item(
-    recipe: Recipe, lock: Lock, repo: Path, work: Path, item: LockedItem, index: int, date: int
-) -> tuple[ItemResult, ConflictReport | None]:
+def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[ItemResult, ConflictReport | None]:
     if item.retired:
         return _result(item, MERGED, f"retired in the lock: {item.retired}"), None
     if item.skipped:
         return _result(item, SKIPPED, f"skipped in the lock: {item.skipped}"), None
-    onto = git.git(["rev-parse", "HEAD"], repo=work).stdout.strip()
-    message = f"{item.label()}\n\nllama-harness stack item {index + 1}: {item.pin}\n"
-    if item.kind == "patch":
-        return _apply_patch(recipe, work, item, index, onto, date, message)
+    if item.kind in ("patch", "patches"):
+        return _apply_patch_item(ctx, item, index, onto)
     assert item.sha is not None and item.repo is not None
-    head = item.sha
+    repo, work, head = ctx.repo, ctx.work, item.sha
+    message = f"{item.label()}\n\nllama-harness stack item {index + 1}: {item.pin}\n"
     if git.is_ancestor(repo, head, onto):
         return _result(item, MERGED, "its head is already part of the tree"), None
     if item.kind == "commit":
-        cmd = ["cherry-pick", "--no-commit", head]
         merge_base = f"{head}^"
+        status, output = git.cherry_pick(work, head)
     else:
-        mirrors = sources.mirrors_for(lock)
-        tips = [(mirrors[normalize_url(lock.upstream_repo)], lock.base_sha), (mirrors[normalize_url(item.repo)], head)]
-        merge_base = sources.ensure_merge_base(repo, tips, onto, head)
+        tips = [*ctx.upstream_tip(), (ctx.mirrors[item.repo], head)]
+        merge_base, fetched = sources.ensure_merge_base(repo, tips, onto, head)
+        ctx.fetched += fetched
         if merge_base == head:
             return _result(item, MERGED, "its head is already part of the tree"), None
-        cmd = ["merge", "--squash", "--no-commit", head]
-    res = git.git(cmd, repo=work, check=False)
-    if res.returncode == 0:
+        status, output = git.squash_merge(work, head)
+    if status == 0:
         if git.staged_changes(work):
-            return _result(item, APPLIED, commit=git.commit(work, message, date)), None
+            return _result(item, APPLIED, commit=git.commit(work, message, ctx.date)), None
         return _result(item, MERGED, "upstream already has its changes"), None
-    conflicted = git.unmerged_files(work)
-    if not conflicted:
-        raise StepError(f"{item.label()}: git {cmd[0]} failed:\n{(res.stderr + res.stdout).strip()}")
+    if not git.unmerged_files(work):
+        raise StepError(f"{item.label()}: git {'cherry-pick' if item.kind == 'commit' else 'merge'} failed:\n{output.strip()}")
     # Before calling it a conflict: is the change upstream under another commit?
-    git.git(["reset", "--hard", "--quiet", "HEAD"], repo=work)
+    git.reset_hard(work)
     change = git.diff(repo, merge_base, head)
     if not change.strip():
         return _result(item, MERGED, "it changes nothing"), None
     why = _already_upstream(repo, work, change, f"{merge_base}..{onto}")
     if why:
         return _result(item, MERGED, why), None
-    git.git(cmd, repo=work, check=False)  # restore the conflicted state for the user
+    if item.kind == "commit":  # restore the conflicted state for the user
+        git.cherry_pick(work, head)
+    else:
+        git.squash_merge(work, head)
     files = [FileConflict(path, hunks_from_markers(work / path)) for path in git.unmerged_files(work)]
     report = ConflictReport(item.label(), index, onto, files)
     return _result(item, CONFLICT, "conflicts in " + ", ".join(f.path for f in files)), report
 
 
-def _already_upstream(repo: Path, work: Path, change: str, upstream_range: str) -> str | None:
-    if git.git(["apply", "--check", "-R"], repo=work, input=change, check=False).returncode == 0:
+def _already_upstream(repo: Path, work: Path, change: bytes, upstream_range: str) -> str | None:
+    if git.apply(work, change, "--check", "-R")[0] == 0:
         return "upstream contains its changes (it applies in reverse)"
     pid = git.patch_id(repo, change)
     if pid:
@@ -208,23 +250,113 @@ def _already_upstream(repo: Path, work: Path, change: str, upstream_range: str) 
     return None
 
 
-def _apply_patch(
-    recipe: Recipe, work: Path, item: LockedItem, index: int, onto: str, date: int, message: str
-) -> tuple[ItemResult, ConflictReport | None]:
-    text = sources.patch_text(recipe, item)
-    if "\n+++ " not in text and not text.startswith("+++ ") and "GIT binary patch" not in text:
-        raise InputError(f"{item.ref}: not a patch (no diff in it)")
-    if git.git(["apply", "--check", "-R"], repo=work, input=text, check=False).returncode == 0:
-        return _result(item, MERGED, "upstream contains its changes (it applies in reverse)"), None
-    res = git.git(["apply", "--index", "--3way", "--whitespace=nowarn"], repo=work, input=text, check=False)
-    if res.returncode == 0 and not git.unmerged_files(work):
-        if git.staged_changes(work):
-            return _result(item, APPLIED, commit=git.commit(work, message, date)), None
-        return _result(item, MERGED, "it changes nothing here"), None
-    files = [FileConflict(p, hunks_from_markers(work / p), "3-way merge conflict") for p in git.unmerged_files(work)]
+def _parts_of(ctx: _Ctx, item: LockedItem) -> list[patchset.Part]:
+    if item.kind == "patches":
+        parts = [p for name, data in sources.series_bytes(ctx.recipe, item) for p in patchset.split(data, name)]
+    else:
+        parts = patchset.split(sources.patch_bytes(ctx.recipe, item), item.ref)
+    if not parts:
+        raise InputError(f"{item.label()}: not a patch (no diff in it)")
+    for part in parts:
+        no_data = patchset.binaries_without_data(part.diff)
+        if no_data:
+            raise InputError(
+                f"{_what(item, part, len(parts))}: the binary change to {', '.join(no_data)} carries no data "
+                "(the patch was made without --binary, so git cannot apply it)",
+                hint="regenerate it with `git format-patch --binary` or `git diff --binary`",
+            )
+    return parts
+
+
+def _apply_patch_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[ItemResult, ConflictReport | None]:
+    parts = _parts_of(ctx, item)
+    done: list[dict[str, Any]] = []
+    for k, part in enumerate(parts, start=1):
+        part_onto = git.head(ctx.work)
+        status, detail, files = _apply_part(ctx, item, part, _what(item, part, len(parts)))
+        if files is not None:
+            multi = len(parts) > 1
+            report = ConflictReport(item.label(), index, part_onto, files, part=part.name if multi else None)
+            where = f"{part.name}: " if multi else ""
+            return _result(item, CONFLICT, f"{where}conflicts in " + ", ".join(f.path for f in files)), report
+        commit = None
+        if status == APPLIED:
+            if len(parts) == 1:
+                message = f"{item.label()}\n\nllama-harness stack item {index + 1}: {item.pin}\n"
+            else:
+                title = part.subject or part.name
+                message = f"{title}\n\n{item.label()} ({k}/{len(parts)}: {part.name})\nllama-harness stack item {index + 1}: {item.pin}\n"
+            commit = git.commit(ctx.work, message, ctx.date)
+        done.append({"name": part.name, "status": status, "detail": detail, "commit": commit})
+    if len(done) == 1:
+        return _result(item, done[0]["status"], done[0]["detail"], done[0]["commit"]), None
+    applied = [d for d in done if d["status"] == APPLIED]
+    status = APPLIED if applied else MERGED
+    detail = f"{len(applied)} of {len(done)} commits applied"
+    if len(applied) < len(done):
+        detail += "; already merged: " + ", ".join(d["name"] for d in done if d["status"] != APPLIED)
+    return _result(item, status, detail, applied[-1]["commit"] if applied else None, done), None
+
+
+def _what(item: LockedItem, part: patchset.Part, count: int) -> str:
+    """How errors name a part: the item, and the part when the item has several."""
+    return item.label() if count == 1 and item.kind == "patch" else f"{item.label()}, {part.name}"
+
+
+def _apply_part(
+    ctx: _Ctx, item: LockedItem, part: patchset.Part, what: str
+) -> tuple[str, str, list[FileConflict] | None]:
+    """Apply one part: (status, detail, None) or (CONFLICT, detail, the files that conflict)."""
+    work, diff = ctx.work, part.diff
+    note = "its CRLF line endings were made LF, as `git am` does" if part.crlf else ""
+    status, err = git.apply(work, diff, "--check")
+    if status != 0 and git.apply(work, diff, "--check", "-R")[0] == 0:
+        return MERGED, "upstream contains its changes (it applies in reverse)", None
+    if status == 0:  # (a patch that applies both ways, like a mode change, is applied: the result tells)
+        status, err = git.apply(work, diff, "--index")
+        if status != 0:
+            raise StepError(f"{what}: git apply failed after its check passed:\n{err.strip()}")
+        if not git.staged_changes(work):
+            return MERGED, "it changes nothing here", None
+        return APPLIED, note, None
+    _refuse_malformed(what, part, err)
+    # Direct application failed: merge 3-way from the blobs the patch was made on (fetching
+    # the history they are in, as far as needed), like `git am -3`.
+    missing, fetched = sources.ensure_blobs(ctx.repo, ctx.upstream_tip(), patchset.preimage_blobs(diff))
+    ctx.fetched += fetched
+    status, err = git.apply(work, diff, "--index", "--3way")
+    unmerged = git.unmerged_files(work)
+    if status == 0 and not unmerged:
+        detail = "merged 3-way onto the blobs it was made on (an older base)"
+        return APPLIED, "; ".join(x for x in (detail, note) if x), None
+    files = [FileConflict(p, hunks_from_markers(work / p), "3-way merge conflict") for p in unmerged]
     seen = {f.path for f in files}
-    files += [f for f in files_from_apply_errors(res.stderr) if f.path not in seen]
+    files += [f for f in files_from_apply_errors(err) if f.path not in seen]
     if not files:
-        raise StepError(f"{item.ref}: git apply failed:\n{res.stderr.strip()}")
-    report = ConflictReport(item.label(), index, onto, files)
-    return _result(item, CONFLICT, "conflicts in " + ", ".join(f.path for f in files)), report
+        raise StepError(f"{what}: git apply failed:\n{err.strip()}")
+    if missing:
+        files = [FileConflict(f.path, f.hunks, f.message + " (the blobs it was made on are in no upstream commit)")
+                 if not f.message.startswith("3-way") else f for f in files]
+    return CONFLICT, "", files
+
+
+def _refuse_malformed(what: str, part: patchset.Part, err: str) -> None:
+    """Bad input (exit 2) for what git can never apply, named for what it is."""
+    corrupt = patchset.corrupt_line(err)
+    if corrupt is not None:
+        problem, line = corrupt
+        where = f"line {part.first_line + line - 1} of {part.name}" if part.first_line else f"line {line} of its diff ({part.name})"
+        crlf = "; its line endings were CRLF and were made LF first, as `git am` does" if part.crlf else ""
+        raise InputError(
+            f"{what}: {problem} at {where}{crlf}",
+            hint="the file was damaged after it was made (a wrapped or trimmed line, a hunk whose line counts do not match); "
+            "regenerate it with `git format-patch`",
+        )
+    if "No valid patches in input" in err:
+        raise InputError(f"{what}: not a patch git can read:\n{err.strip()}")
+    if patchset.zero_context(part.diff):
+        raise InputError(
+            f"{what}: made without context lines (diff -U0), "
+            "which `git am` and `git apply` refuse: nothing shows where its hunks belong",
+            hint="regenerate it with context (the default: `git format-patch` or `git diff`)",
+        )

@@ -4,6 +4,10 @@
 re-created: moving it to a new patched commit rewrites only the files that changed, so
 their build outputs are the only ones Ninja redoes.  Objects come from the mirrors through
 ``objects/info/alternates``; nothing is copied.
+
+Whoever takes the tree's lock first removes what a killed git left in the source repository
+and its worktrees (``index.lock``, ``HEAD.lock``, ``ORIG_HEAD.lock``, ``refs/...lock``):
+holding the lock, no git process of ours can be using them.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import atomic, git, paths
-from harness.mirror import Mirror
+from harness import atomic, console, git, paths
+from harness.mirror import Mirror, remove_stale_git_state
 from harness.recipe import Recipe
 
 
@@ -49,6 +53,10 @@ class Tree:
     def locked(self) -> Iterator[Tree]:
         with atomic.lock(self.root.with_name(self.root.name + ".lock"), timeout=3600):
             self.root.mkdir(parents=True, exist_ok=True)
+            if (self.src / ".git").is_dir():
+                stale = remove_stale_git_state(self.src / ".git", worktrees=(self.stack_work.name, self.conflict.name))
+                if stale:
+                    console.info(f"removed what a killed git left in {self.src}: {', '.join(stale[:4])}")
             yield self
 
     def ensure_repo(self, mirrors: Iterable[Mirror]) -> Path:
@@ -58,7 +66,6 @@ class Tree:
             git.init(self.src)
             git.config_set(self.src, "core.autocrlf", "false")
             git.config_set(self.src, "gc.auto", "0")
-        (self.src / ".git" / "index.lock").unlink(missing_ok=True)
         alternates = self.src / ".git" / "objects" / "info" / "alternates"
         have = alternates.read_text().split("\n") if alternates.exists() else []
         want = [str(m.path / "objects") for m in mirrors]

@@ -140,7 +140,13 @@ def _record_path(record_key: str) -> Path:
 
 
 def _sha256(path: Path) -> str | None:
+    """A file's sha256; a directory's (a patch series) covers its names and every file's bytes."""
     try:
+        if path.is_dir():
+            h = hashlib.sha256()
+            for child in sorted(path.iterdir()):
+                h.update(f"{child.name}\0{_sha256(child)}\n".encode())
+            return h.hexdigest()
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
     out = builds.build_root(builds_dir, recipe.name, backend_name)
     published = builds.manifest(out)
     if published is None:
-        raise InputError(f"no published build at {out}", hint=f"run: harness build {recipe.path} --backend {backend_name}")
+        raise InputError(f"no published build at {out}", hint=f"run: harness build {shlex.quote(str(recipe.path))} --backend {backend_name}")
     backend = backends.get(backend_name)
     the_lock = lock.ensure(recipe, frozen=True)
     prepared = stack.prepare(recipe, the_lock, check_remote=False)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import world as w
 from tests.conftest import run_harness, write_recipe
@@ -105,3 +106,32 @@ def test_model_revision_is_locked(tmp_path: Path, world_env: dict[str, str], mon
     recipe.write_text(recipe.read_text().replace(sha, "main"))
     res = run_harness("lock", recipe)
     assert res.returncode == 0 and "HF_HUB_OFFLINE is set" in res.stderr
+
+
+BAD_LOCKS = Path(__file__).parent / "data" / "bad_locks"
+BAD_LOCK_CASES: dict[str, list[str]] = yaml.safe_load((BAD_LOCKS / "cases.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(BAD_LOCK_CASES))
+def test_malformed_lock_is_bad_input_naming_the_key(tmp_path: Path, name: str) -> None:
+    recipe = write_recipe(tmp_path, "r", UP_PINNED)
+    lock = recipe.with_suffix(".lock")
+    lock.write_bytes((BAD_LOCKS / name).read_bytes())
+    for args in (("lock", recipe, "--check"), ("prepare", recipe, "--frozen"), ("lock", recipe)):
+        res = run_harness(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+        for expected in BAD_LOCK_CASES[name]:
+            assert expected in res.stderr, (args, res.stderr)
+        assert str(lock) in res.stderr
+    assert lock.read_bytes() == (BAD_LOCKS / name).read_bytes()  # never overwritten behind the user's back
+
+
+def test_urls_are_normalized_once_at_load(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    spelled = "HTTPS://GitHub.com/ggml-org/llama.cpp.git/"
+    recipe = write_recipe(tmp_path, "r", f"upstream:\n  repo: {spelled}\n  ref: master\nstack:\n  - pr: 1\n    repo: {spelled}\n")
+    res = run_harness("lock", recipe)
+    assert res.returncode == 0, res.stderr
+    lock = json.loads(recipe.with_suffix(".lock").read_text())
+    assert lock["upstream"]["repo"] == lock["stack"][0]["repo"] == w.UPSTREAM_URL
+    assert run_harness("lock", recipe, "--check").returncode == 0

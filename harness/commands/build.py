@@ -108,7 +108,8 @@ def _report(results: list[dict[str, Any]], *, as_json: bool) -> int:
 
 
 def _patch_files(recipe: Recipe) -> list[Path]:
-    """Both places a local patch may be found (recipe.py's ``_local``): a file appearing at the
-    first one would shadow the second."""
-    rels = [i.patch for i in recipe.spec.stack if i.patch and "://" not in i.patch]
-    return [p for rel in rels for p in (recipe.path.parent / rel, recipe.root / rel)]
+    """Both places a local patch or patch series may be found (recipe.py's ``_local``): a file
+    appearing at the first one would shadow the second.  A series directory is hashed whole."""
+    rels = [i.patch or i.patches for i in recipe.spec.stack
+            if (i.patch and "://" not in i.patch) or i.patches]  # fmt: skip
+    return [p for rel in rels if rel for p in (recipe.path.parent / rel, recipe.root / rel)]

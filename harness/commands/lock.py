@@ -12,7 +12,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("recipe", metavar="RECIPE")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--update", action="store_true", help="re-resolve floating refs (shows old -> new)")
-    mode.add_argument("--check", action="store_true", help="exit 1 when recipe and lock disagree")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 when recipe and lock disagree (URL patches are downloaded again and compared)")
     p.add_argument("--json", action="store_true")
 
 
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     existing = lock.read(recipe.lock_path)
     if args.check:
-        problems = ["no lock file"] if existing is None else lock.check(recipe, existing)
+        problems = ["no lock file"] if existing is None else lock.check(recipe, existing, remote=True)
         if args.json:
             console.emit_json({"lock": str(recipe.lock_path), "ok": not problems, "problems": problems})
         elif problems:
