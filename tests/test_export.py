@@ -44,7 +44,7 @@ def _resolve_readme(work: Path, title: str) -> None:
 def _conflict(recipe: Path) -> dict[str, object]:
     res = run_harness("prepare", recipe, "--json")
     assert res.returncode == 1, res.stderr
-    return dict(json.loads(res.stdout)["conflict"])
+    return dict(json.loads(res.stdout)["error"]["conflict"])
 
 
 def test_export_keeps_the_rest_of_the_recipe_byte_for_byte(tmp_path: Path, world_env: dict[str, str]) -> None:
