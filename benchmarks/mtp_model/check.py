@@ -57,7 +57,9 @@ def main() -> int:
     if any(g is None or not torch.isfinite(g).all() for g in grads):
         print("autocast step: a parameter got no gradient or a non-finite one")
         return 1
-    print(f"autocast step: loss {main.item():.3f}, mtp {mtp.item():.3f}, every parameter has a finite gradient")
+    print(
+        f"autocast step: loss {main.item():.3f}, mtp {mtp.item():.3f}, every parameter has a finite gradient"
+    )
     return 0
 
 

@@ -99,7 +99,12 @@ def walk(roots: list[str], suffixes: tuple[str, ...], lo: int = 400, hi: int = 4
             continue
         for p in base.rglob("*"):
             try:
-                if p.name.endswith(suffixes) and p.is_file() and not p.is_symlink() and lo <= p.stat().st_size <= hi:
+                if (
+                    p.name.endswith(suffixes)
+                    and p.is_file()
+                    and not p.is_symlink()
+                    and lo <= p.stat().st_size <= hi
+                ):
                     found.add(p)
             except OSError:
                 continue
@@ -127,7 +132,11 @@ def code_samples(rng: random.Random, budget: int) -> Iterator[tuple[str, str]]:
         if not text or "\t" in text[:2000] or "\x00" in text:
             continue
         text = text.strip("\n")
-        mod = ".".join(path.with_suffix("").parts[-3:]).replace("site-packages.", "").replace("dist-packages.", "")
+        mod = (
+            ".".join(path.with_suffix("").parts[-3:])
+            .replace("site-packages.", "")
+            .replace("dist-packages.", "")
+        )
         head = clip(text)
         user = rng.choice(CODE_WRITE).format(mod=mod, path="/".join(path.parts[-3:]))
         sample = chat(user, f"```python\n{head}\n```")
@@ -138,7 +147,9 @@ def code_samples(rng: random.Random, budget: int) -> Iterator[tuple[str, str]]:
             start = rng.randrange(20, len(lines) - 30)
             block = clip("\n".join(lines[start : start + rng.randrange(15, 40)]), 1200).strip("\n")
             if len(block) > 200:
-                sample = chat(f"{rng.choice(CODE_COPY)}\n\n```python\n{block}\n```", f"```python\n{block}\n```")
+                sample = chat(
+                    f"{rng.choice(CODE_COPY)}\n\n```python\n{block}\n```", f"```python\n{block}\n```"
+                )
                 budget -= len(sample)
                 yield str(path), sample
 
@@ -201,7 +212,10 @@ def _sub_object(obj: object, rng: random.Random) -> tuple[str, object] | None:
             obj = obj[i]
         else:
             return None
-        if isinstance(obj, (dict, list)) and 200 <= len(json.dumps(obj, indent=2, ensure_ascii=False)) <= MAX_ANSWER:
+        if (
+            isinstance(obj, (dict, list))
+            and 200 <= len(json.dumps(obj, indent=2, ensure_ascii=False)) <= MAX_ANSWER
+        ):
             return ".".join(path), obj
     return None
 
@@ -255,7 +269,9 @@ def prose_docs() -> list[tuple[Path, str, list[str]]]:
             if in_code:
                 continue
             para = " ".join(line.strip() for line in block.splitlines()).strip()
-            if len(para) < 120 or para.startswith(("#", "|", "<", "-", "*", "[", "!", "Files:", "Copyright", "License:")):
+            if len(para) < 120 or para.startswith(
+                ("#", "|", "<", "-", "*", "[", "!", "Files:", "Copyright", "License:")
+            ):
                 continue
             letters = len(_WORDY.findall(para))
             if letters < 0.7 * len(para) or para.count("  ") > 3:
@@ -281,7 +297,9 @@ def _topic(path: Path, text: str) -> str:
     return f"{path.parent.name} ({path.name})"
 
 
-def quote_samples(docs: list[tuple[Path, str, list[str]]], rng: random.Random, budget: int) -> Iterator[tuple[str, str]]:
+def quote_samples(
+    docs: list[tuple[Path, str, list[str]]], rng: random.Random, budget: int
+) -> Iterator[tuple[str, str]]:
     paras = [(path, p) for path, _, ps in docs for p in ps if 250 <= len(p) <= 1400]
     rng.shuffle(paras)
     for path, para in paras:
@@ -298,7 +316,9 @@ def quote_samples(docs: list[tuple[Path, str, list[str]]], rng: random.Random, b
             yield str(path), sample
 
 
-def creative_samples(docs: list[tuple[Path, str, list[str]]], rng: random.Random, budget: int) -> Iterator[tuple[str, str]]:
+def creative_samples(
+    docs: list[tuple[Path, str, list[str]]], rng: random.Random, budget: int
+) -> Iterator[tuple[str, str]]:
     order = list(docs)
     rng.shuffle(order)
     rounds = 0
@@ -355,7 +375,10 @@ def main() -> None:
         "categories": stats,
         "train_samples": len(train),
         "valid_samples": len(held),
-        "sha256": {n: hashlib.sha256((args.out / f"{n}.jsonl.xz").read_bytes()).hexdigest() for n in ("train", "valid")},
+        "sha256": {
+            n: hashlib.sha256((args.out / f"{n}.jsonl.xz").read_bytes()).hexdigest()
+            for n in ("train", "valid")
+        },
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(manifest, indent=2))

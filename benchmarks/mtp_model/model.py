@@ -50,7 +50,10 @@ class Config:
     @property
     def layer_types(self) -> list[str]:
         k = self.full_attention_interval
-        return ["full_attention" if (i + 1) % k == 0 else "linear_attention" for i in range(self.num_hidden_layers)]
+        return [
+            "full_attention" if (i + 1) % k == 0 else "linear_attention"
+            for i in range(self.num_hidden_layers)
+        ]
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -89,7 +92,9 @@ class GatedRMSNorm(nn.Module):
 def rope(cfg: Config, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape [B, L, rot_dim] (text positions: every mrope section sees the same one)."""
     rot = int(cfg.head_dim * cfg.partial_rotary_factor)
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, rot, 2, dtype=torch.float32, device=positions.device) / rot))
+    inv = 1.0 / (
+        cfg.rope_theta ** (torch.arange(0, rot, 2, dtype=torch.float32, device=positions.device) / rot)
+    )
     freqs = positions[..., None].float() * inv
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)

@@ -86,7 +86,9 @@ def losses(model: Qwen35MTP, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: Qwen35MTP, valid: list[tuple[str, list[int], int]], device: torch.device, amp: bool) -> dict:
+def evaluate(
+    model: Qwen35MTP, valid: list[tuple[str, list[int], int]], device: torch.device, amp: bool
+) -> dict:
     """Per category over the answers of held-out conversations: the trunk's and the MTP's
     losses, the MTP's top-1 accuracy on t+2, and how often the MTP's top-1 equals the trunk's
     own top-1 one step later (a depth-1 draft the trunk would accept, on the true prefix)."""
@@ -129,7 +131,9 @@ def q8_pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             blocks = w.view(w.shape[0], -1, 32)
             d = blocks.abs().amax(-1) / 127.0
             inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
-            packed[name + ".q8"] = (blocks * inv[..., None]).round().clamp(-127, 127).to(torch.int8).view_as(w)
+            packed[name + ".q8"] = (
+                (blocks * inv[..., None]).round().clamp(-127, 127).to(torch.int8).view_as(w)
+            )
             packed[name + ".d"] = d.half()
         else:
             packed[name] = w.contiguous()
@@ -169,7 +173,7 @@ def main() -> int:
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    fh = open(args.out / "train.log", "a")
+    fh = open(args.out / "train.log", "a")  # noqa: SIM115 (open for the whole run)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = device.type == "cuda" or args.amp
     torch.manual_seed(args.seed)
@@ -177,7 +181,10 @@ def main() -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    log(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}", fh)
+    log(
+        f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), torch {torch.__version__}",
+        fh,
+    )
 
     tok = load_tokenizer(args.tokenizer)
     train_rows = load_rows(args.data / "train.jsonl.xz")
@@ -188,7 +195,9 @@ def main() -> int:
     valid = []
     for r in valid_rows:
         ids = tok.encode(r["text"], add_special_tokens=False).ids[: args.seq]
-        head = tok.encode(r["text"][: r["text"].index(ASSISTANT) + len(ASSISTANT)], add_special_tokens=False).ids
+        head = tok.encode(
+            r["text"][: r["text"].index(ASSISTANT) + len(ASSISTANT)], add_special_tokens=False
+        ).ids
         if len(ids) > len(head) + 8:
             valid.append((r["cat"], ids, len(head)))
     n_tokens = sum(map(len, samples))
@@ -242,11 +251,16 @@ def main() -> int:
             if step == 40 and args.steps is None and t_calib is not None:
                 per_step = (time.monotonic() - t_calib) / 30
                 total = max(step + 1, 10 + int((deadline - t_calib) / per_step * 0.97))
-                log(f"{per_step * 1000:.1f} ms/step, {args.batch * args.seq / per_step:,.0f} tokens/s: {total} steps", fh)
+                log(
+                    f"{per_step * 1000:.1f} ms/step, {args.batch * args.seq / per_step:,.0f} tokens/s: {total} steps",
+                    fh,
+                )
             if step % 200 == 0 or step == total:
                 history.append({"step": step, "epoch": epoch, "loss": round(ema_main or 0, 4),
                                 "mtp_loss": round(ema_mtp or 0, 4), "lr": lr})  # fmt: skip
-                log(f"step {step}/{total} epoch {epoch} loss {ema_main:.3f} mtp {ema_mtp:.3f} lr {lr:.2e}", fh)
+                log(
+                    f"step {step}/{total} epoch {epoch} loss {ema_main:.3f} mtp {ema_mtp:.3f} lr {lr:.2e}", fh
+                )
             if args.steps is None and time.monotonic() > deadline + 30:
                 log("past the deadline: stopping", fh)
                 break
@@ -258,7 +272,11 @@ def main() -> int:
     train_s = time.monotonic() - T0
     metrics = evaluate(model, valid, device, amp)
     for cat, m in metrics.items():
-        log(f"held out {cat:8s} " + " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()), fh)
+        log(
+            f"held out {cat:8s} "
+            + " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()),
+            fh,
+        )
     parts = write_parts(q8_pack(model.hf_state_dict()), args.out, args.part_mib)
     meta = {
         "config": cfg.to_json(),
@@ -279,7 +297,9 @@ def main() -> int:
         "held_out": metrics,
         "parts": parts,
         "error": error,
-        "data_manifest": json.loads((args.data / "manifest.json").read_text()) if (args.data / "manifest.json").exists() else None,
+        "data_manifest": json.loads((args.data / "manifest.json").read_text())
+        if (args.data / "manifest.json").exists()
+        else None,
     }
     (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"wrote {', '.join(parts)} and meta.json to {args.out}", fh)
