@@ -42,22 +42,22 @@ done
 "$H" gguf graft "$WORK/iq2-trunk/$M-IQ2_M.gguf" "$WORK/donor-q8-heads.gguf" -o "$WORK/iq2-q8-heads.gguf"
 "$H" gguf audit "$WORK/iq2-q8-heads.gguf"
 
-# 4. bench: the built-in suite (code, json, quote, creative), draft depths 1..6
+# 4. bench: the built-in suite (code, json, quote, creative), draft depths 1..6; n-gram
+#    speculation and two rounds (the pick check) on the Q4_K_M + Q8_0-heads file
 B=("$H" bench "$R/q8-heads.yaml" "${BD[@]}" --n-predict "$N_PREDICT")
 S=(--sweep draft-n-max=1..6)
 T=(-- -t "$THREADS")
 "${B[@]}" --model "$WORK/q8-heads/$M-Q8_0.gguf" --spec none,mtp "${S[@]}" --out "$WORK/bench/q8_0" "${T[@]}"
 "${B[@]}" --model "$WORK/q8-heads/$M-Q4_K_M.gguf" --spec none,mtp,ngram-mod "${S[@]}" --repeat 2 \
   --out "$WORK/bench/q4km-q8heads" "${T[@]}"
-"${B[@]}" --model "$WORK/iq2-q8-heads.gguf" --spec none,mtp,ngram-mod "${S[@]}" --repeat 2 \
-  --out "$WORK/bench/iq2-q8heads" "${T[@]}"
+"${B[@]}" --model "$WORK/iq2-q8-heads.gguf" --spec none,mtp "${S[@]}" --out "$WORK/bench/iq2-q8heads" "${T[@]}"
 "${B[@]}" --model "$WORK/low-heads/$M-Q4_K_M.gguf" --spec none,mtp "${S[@]}" --out "$WORK/bench/q4km-lowheads" "${T[@]}"
 "${B[@]}" --model "$WORK/iq2-low-heads/$M-IQ2_M.gguf" --spec none,mtp "${S[@]}" --out "$WORK/bench/iq2-q2kheads" "${T[@]}"
 
 # 5. llama.cpp's depth-1 acceptance against the PyTorch model's; the tables and the pick check
 (cd "$HERE" && "$PY" agreement.py "$WORK/$M" "$WORK/bench/q8_0/bench.json")
 (cd "$HERE" && "$PY" table.py "Q8_0 throughout=$WORK/bench/q8_0/bench.json" \
-  "Q4_K_M trunk, Q8_0 heads=$WORK/bench/q4km-q8heads/bench.json" \
-  "IQ2_M trunk, Q8_0 heads grafted=$WORK/bench/iq2-q8heads/bench.json" \
-  "Q4_K_M trunk, Q4_K_M heads=$WORK/bench/q4km-lowheads/bench.json" \
-  "IQ2_M trunk, Q2_K heads=$WORK/bench/iq2-q2kheads/bench.json")
+  "Q4_K_M, Q8_0 heads=$WORK/bench/q4km-q8heads/bench.json" \
+  "Q4_K_M, Q4_K_M heads=$WORK/bench/q4km-lowheads/bench.json" \
+  "IQ2_M, Q8_0 heads grafted=$WORK/bench/iq2-q8heads/bench.json" \
+  "IQ2_M, Q2_K heads=$WORK/bench/iq2-q2kheads/bench.json")

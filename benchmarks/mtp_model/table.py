@@ -1,7 +1,7 @@
 """Markdown tables for benchmarks/RESULTS.md from ``harness bench`` outputs, and the pick check.
 
-For each bench.json: one row per mode and depth, one column per category, each cell
-``acceptance / tok/s`` (tok/s alone for ``none``).  With ``--repeat 2`` benches, the pick
+One table per speculative type (``mtp``, ``ngram-mod``): a row per file and category,
+``none``'s tok/s, then ``acceptance / tok/s`` per draft depth.  With ``--repeat 2`` benches, the pick
 check: per category, the configuration ``--sweep`` picks from round 1 alone (the fastest
 speculative mode with accepted drafts, or ``none`` when none beats it, as ``harness bench``
 recommends) measured again in round 2, against the fastest configuration of round 2.
@@ -38,17 +38,27 @@ def cell(row: Any) -> str:
     return speed if row.acceptance is None else f"{row.acceptance:.0%} / {speed}"
 
 
-def table(label: str, data: dict[str, Any]) -> list[str]:
-    rows = summarise(samples_of(data))
-    cats = [c for c in CATEGORIES if any(r.category == c for r in rows)]
-    modes = list(dict.fromkeys(r.mode for r in rows))
-    by = {(r.mode, r.category): r for r in rows}
-    lines = [f"**{label}** (`{Path(data['model']).name}`)", "",
-             "| mode | " + " | ".join(cats) + " | all |", "| --- |" + " --- |" * (len(cats) + 1)]  # fmt: skip
-    for m in modes:
-        lines.append(
-            f"| {m} | " + " | ".join(cell(by[(m, c)]) if (m, c) in by else "-" for c in [*cats, ALL]) + " |"
-        )
+def table(benches: list[tuple[str, dict[str, Any]]], spec: str) -> list[str]:
+    """One row per (file, category): ``none`` tok/s, then ``acceptance / tok/s`` per depth of ``spec``."""
+    depths = sorted({s["depth"] for _, d in benches for s in d["samples"] if s["spec"] == spec})
+    if not depths:
+        return []
+    lines = [
+        "| file | category | none tok/s | " + " | ".join(f"{spec}@{k}" for k in depths) + " |",
+        "| --- | --- | --- |" + " --- |" * len(depths),
+    ]
+    for label, data in benches:
+        rows = summarise(samples_of(data))
+        by = {(r.mode, r.category): r for r in rows}
+        if not any(r.spec == spec for r in rows):
+            continue
+        for c in [*CATEGORIES, ALL]:
+            if ("none", c) not in by:
+                continue
+            cells = [cell(by[(f"{spec}@{k}", c)]) if (f"{spec}@{k}", c) in by else "-" for k in depths]
+            lines.append(
+                f"| {label} | {c} | {by[('none', c)].tokens_per_second:.1f} | " + " | ".join(cells) + " |"
+            )
     return lines
 
 
@@ -83,15 +93,18 @@ def pick_check(label: str, data: dict[str, Any]) -> list[str]:
 
 
 def main() -> int:
+    benches = []
     for arg in sys.argv[1:]:
         label, _, path = arg.partition("=")
-        data = json.loads(Path(path).read_text())
-        print("\n".join(table(label, data)))
-        print()
+        benches.append((label, json.loads(Path(path).read_text())))
+    for spec in ("mtp", "ngram-mod"):
+        lines = table(benches, spec)
+        if lines:
+            print("\n".join(lines), end="\n\n")
+    for label, data in benches:
         check = pick_check(label, data)
         if check:
-            print("\n".join(check))
-            print()
+            print("\n".join(check), end="\n\n")
     return 0
 
 
