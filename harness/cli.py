@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "pipeline",
     "serve": "serve",
     "bench": "bench",
+    "rpc-server": "rpc_server",
 }
 
 

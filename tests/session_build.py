@@ -30,6 +30,7 @@ stack:
 build:
   backends: [cpu]
   targets: [{", ".join(TARGETS)}]
+  rpc: true    # GGML_RPC=ON and the rpc-server (ggml-rpc-server): tests/test_rpc.py
 """
 
 

@@ -27,6 +27,7 @@ from harness.commands.serve import (
 )
 from harness.errors import InputError
 from harness.recipe import load_recipe
+from harness.rpc import head as rpc_head
 
 DEFAULT_SPEC = "none,ngram-simple,ngram-mod"
 
@@ -70,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--json", action="store_true", help="print bench.json's content")
     add_server_options(p)
+    rpc_head.add_options(p)
     accept_passthrough(p)
 
 
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if needs_draft and draft is None:
         raise InputError(f"mode {', '.join(needs_draft)} needs a draft model", hint="pass --draft GGUF")
     base_args = server.compose_args(serve, backend=backend, spec=[], extra=["-np", "1", *args.server_args])
+    rpc = rpc_head.checked(args, recipe, backend)
+    base_args = [*rpc_head.flags(rpc), *base_args]
     settings = Settings(n_predict=args.n_predict, repeat=args.repeat, seed=args.seed)
     out: Path = args.out or Path("reports/bench") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     handle_stop_signals()
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "llama_server": str(binary),
         "backend": backend,
         "version": _version(binary),
+        "rpc": [c.to_json() for c in rpc],
         "settings": {
             "n_predict": settings.n_predict, "repeat": settings.repeat, "seed": settings.seed,
             "temperature": 0.0, "cache_prompt": False,

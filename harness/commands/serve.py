@@ -20,6 +20,7 @@ from typing import Any
 from harness import console, server
 from harness.errors import CommandFailed, InputError
 from harness.recipe import load_recipe
+from harness.rpc import head as rpc_head
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="draft depth (the flag that governs the chosen type)",
     )
     add_server_options(p)
+    rpc_head.add_options(p)
     p.add_argument(
         "--host", default=server.DEFAULT_HOST, help="bind address (default 127.0.0.1; others need an API key)"
     )
@@ -114,7 +116,18 @@ def run(args: argparse.Namespace) -> int:
         depth=args.draft_n_max,
         extra=args.server_args,
     )
+    rpc = rpc_head.checked(args, recipe, backend)
+    server_args = [*rpc_head.flags(rpc), *server_args]
     handle_stop_signals()
+    try:
+        return _serve(args, binary, backend, model, server_args, key)
+    except CommandFailed as exc:  # llama-server died: say which rpc-server went away, if one did
+        exc.hint = rpc_head.gone(rpc) or exc.hint
+        raise
+
+
+def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, server_args: list[str],
+           key: str | None) -> int:
     with server.running_server(
         binary, model, server_args, host=args.host, port=args.port, key=key,
         log_path=args.log, ready_timeout=args.ready_timeout,
