@@ -6,11 +6,13 @@
 
 ``--bin`` is a build made with ``build.rpc: true`` (llama-server and ggml-rpc-server).  CPU modes:
 
-- ``local``: llama-server alone;
-- ``rpc2``: every layer on two rpc-servers on 127.0.0.1 (``--rpc A,B --device RPC0,RPC1 -ngl all``,
-  split by their free memory), the head only schedules;
+- ``local``: llama-server alone on its CPU (``--device none``);
+- ``rpc2``: every layer on two rpc-servers on 127.0.0.1, each offering its CPU
+  (``rpc-server --device CPU``; head ``--rpc A,B --device RPC0,RPC1 -ngl all``, split by their
+  free memory), the head only schedules;
 - ``rpc2+cpu``: 2/3 of the layers on the two rpc-servers, the rest and the output on the head's CPU
-  (``--rpc A,B -ngl N``).
+  (``--rpc A,B --device RPC0,RPC1 -ngl N``).
+The CPU modes name every device, so they mean the same on a GPU build's binaries.
 
 With ``--gpu``: ``local`` is ``-ngl all`` on the GPU; ``rpc1`` is the same GPU behind one
 rpc-server on loopback (``rpc-server --device CUDA0``; head ``--rpc A --device RPC0 -ngl all``).
@@ -18,7 +20,7 @@ rpc-server on loopback (``rpc-server --device CUDA0``; head ``--rpc A --device R
 The rpc-servers are started once (harness/rpc/process.py) and stay up; each round starts every
 mode's llama-server afresh, in turn (alternating, so drift hits all alike), and asks one fixed
 prompt at temperature 0; the server's own timings give generation and prompt tok/s.  The text
-must be the same in every mode.  Prints medians and ratios to ``local`` as a Markdown table.
+must be the same in every mode.  Prints medians (generation also its range) and ratios to ``local`` as a Markdown table.
 """
 
 from __future__ import annotations
@@ -64,15 +66,16 @@ def main() -> int:
         for i in range(n_servers):
             port = process.free_port("127.0.0.1")
             argv = process.command(rpc_server, "127.0.0.1", port, threads=args.threads or None,
-                                   devices="CUDA0" if args.gpu else None)
+                                   devices="CUDA0" if args.gpu else "CPU")
             rs = stack.enter_context(process.running(argv, "127.0.0.1", port, log_path=Path(tmp) / f"rpc{i}.log"))
             eps.append(rs.endpoint)
         rpc = ["--rpc", ",".join(eps)]
         if args.gpu:
             modes = {"local": ["-ngl", "all"], "rpc1": [*rpc, "--device", "RPC0", "-ngl", "all"]}
         else:
-            modes = {"local": ["-ngl", "0"], "rpc2": [*rpc, "--device", "RPC0,RPC1", "-ngl", "all"],
-                     "rpc2+cpu": [*rpc, "-ngl", str(args.layers)]}
+            modes = {"local": ["--device", "none", "-ngl", "0"],
+                     "rpc2": [*rpc, "--device", "RPC0,RPC1", "-ngl", "all"],
+                     "rpc2+cpu": [*rpc, "--device", "RPC0,RPC1", "-ngl", str(args.layers)]}
         for r in range(args.rounds):
             for name, flags in modes.items():
                 got = decoder.decode(server, args.model, [*flags, *threads], n_predict=args.n_predict,
@@ -87,12 +90,12 @@ def main() -> int:
     print(f"model {args.model.name}, {args.rounds} alternating rounds, {args.n_predict} tokens, "
           f"{'one GPU' if args.gpu else 'CPU'}, rpc-servers on 127.0.0.1; same text in every mode")
     print()
-    print("| mode | gen tok/s | x local | prompt tok/s | x local | start+answer s |")
+    print("| mode | gen tok/s (min-max) | x local | prompt tok/s | x local | start+answer s |")
     print("| --- | --- | --- | --- | --- | --- |")
     g0, p0 = statistics.median(tg["local"]), statistics.median(pp["local"])
     for name in modes:
         g, p, w = statistics.median(tg[name]), statistics.median(pp[name]), statistics.median(wall[name])
-        print(f"| {name} | {g:.1f} | {g / g0:.2f} | {p:.1f} | {p / p0 if p0 else 0:.2f} | {w:.1f} |")
+        print(f"| {name} | {g:.1f} ({min(tg[name]):.1f}-{max(tg[name]):.1f}) | {g / g0:.2f} | {p:.1f} | {p / p0 if p0 else 0:.2f} | {w:.1f} |")
     return 0
 
 

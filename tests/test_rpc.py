@@ -21,7 +21,7 @@ import requests
 from harness import build, cmake, isa
 from harness.backends import get as get_backend
 from harness.errors import InputError, StepError
-from harness.recipe import load_recipe
+from harness.recipe import Recipe, load_recipe
 from harness.rpc import endpoints, process, protocol
 from tests.conftest import REPO, run_harness, write_recipe
 
@@ -59,9 +59,9 @@ def test_build_rpc_adds_ggml_rpc_and_the_server_target_and_nothing_else(tmp_path
     rpc = load_recipe(write_recipe(tmp_path / "b", "rpc", "build: {backends: [cpu, cuda], rpc: true}\n"))
     plan = isa.plan(rpc.spec.build, isa.Compiler("gcc", "gcc", (13, 2)))
 
-    def entries(recipe: object, backend: str) -> dict[str, str]:
-        return cmake.cache_entries(recipe.spec.build, get_backend(backend), cmake.Stamp(0, "-"),  # type: ignore[attr-defined]
-                                   Path("/s"), Path("/b"), ccache=None, isa=plan)
+    def entries(recipe: Recipe, backend: str) -> dict[str, str]:
+        return cmake.cache_entries(recipe.spec.build, get_backend(backend), cmake.Stamp(0, "-"), Path("/s"), Path("/b"),
+                                   ccache=None, isa=plan)
 
     for backend in ("cpu", "cuda"):
         assert entries(rpc, backend)["GGML_RPC"] == "ON"
@@ -154,6 +154,20 @@ def test_endpoint_checks_against_a_real_rpc_server(plain_rpc_server: process.Rpc
     with pytest.raises(InputError, match=f"{ep}: llama.cpp commit 1234567 there, 0c1e570 on the head"):
         endpoints.check([endpoints.parse(f"{ep}@1234567+stack.61bf57a5")], head)
     assert endpoints.check([endpoints.parse(ep)], head, unverified=True)[0].verified == "unverified"
+    # as if harness rpc-server had started it: the registry names its build
+    binary, log = Path(plain_rpc_server.argv[0]), plain_rpc_server.log_path
+    other = endpoints.BuildId(**{**head.to_json(), "patched_commit": "f" * 40, "lock_digest": "ab" * 32})
+    entry = endpoints.register("127.0.0.1", plain_rpc_server.port, plain_rpc_server.pid, binary, other, log)
+    with pytest.raises(InputError, match=f"{ep}: stack \\(lock digest\\) abababab there, 61bf57a5 on the head"):
+        endpoints.check([endpoints.parse(ep)], head)
+    endpoints.register("127.0.0.1", plain_rpc_server.port, plain_rpc_server.pid, binary, head, log)
+    [ok] = endpoints.check([endpoints.parse(ep)], head)
+    assert ok.verified == "registry" and ok.build is not None and ok.build["pid"] == plain_rpc_server.pid
+    endpoints.register("127.0.0.1", plain_rpc_server.port, 999999999, binary, head, log)  # a dead server's entry
+    with pytest.raises(InputError, match="cannot tell which llama.cpp"):
+        endpoints.check([endpoints.parse(ep)], head)
+    endpoints.unregister(entry, 999999999)
+    assert not entry.exists()
     older = endpoints.BuildId(**{**head.to_json(), "protocol": "6.1.0"})
     with pytest.raises(InputError, match=f"{ep}: RPC protocol 7.0.0, the head's build speaks 6.1.0"):
         endpoints.check([endpoints.parse(f"{ep}@{head.stamp}")], older)
@@ -176,6 +190,16 @@ def test_a_busy_rpc_server_is_refused_and_survives_the_probe(plain_rpc_server: p
     time.sleep(1)
     assert protocol.hello("127.0.0.1", plain_rpc_server.port).protocol == "7.0.0"
     assert plain_rpc_server.process is not None and plain_rpc_server.process.poll() is None
+
+
+@pytest.mark.slow
+def test_rpc_server_says_what_it_cannot_do(rpc_build: tuple[Path, Path], plain_rpc_server: process.RpcServer) -> None:
+    recipe, builds = rpc_build
+    res = run_harness("rpc-server", recipe, "--builds-dir", builds, "--mem", "2048", timeout=120)
+    assert res.returncode == 2 and "has no --mem option" in res.stderr and "--tensor-split" in res.stderr
+    res = run_harness("rpc-server", recipe, "--builds-dir", builds, "--port", str(plain_rpc_server.port), timeout=120)
+    assert res.returncode == 2 and f"127.0.0.1:{plain_rpc_server.port} is in use" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, object]]:
@@ -247,6 +271,7 @@ def test_a_model_split_over_two_rpc_servers_answers_as_it_does_locally(
         # an rpc-server stopped under a running llama-server: serve fails cleanly and names it
         serve, info = _start(["serve", str(recipe), "--builds-dir", str(builds), "--model", str(smollm2_gguf),
                               "--rpc", both, "--", "-ngl", "20", "-t", "2"], env)
+        assert [r["endpoint"] for r in info["rpc"]] == [a["endpoint"], b["endpoint"]]  # type: ignore[attr-defined]
         try:
             proc_b.send_signal(signal.SIGINT)
             assert proc_b.wait(timeout=60) == 130

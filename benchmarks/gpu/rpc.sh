@@ -19,5 +19,8 @@ kill -INT $RS; wait $RS; echo "rpc-server exit $?" >> "$OUT/rpc-server.err"
 # the measurement: medians of alternating rounds, ratios to local
 python3 benchmarks/rpc_bench.py --bin /root/builds/cuda-rpc/cuda/bin --model "$MODEL" --gpu --rounds "$ROUNDS" \
   --n-predict 128 > "$OUT/rpc-bench.txt" 2>&1
+# the CPU half again on this quiet host (the 2-core dev machine's figures are contention-bound)
+python3 benchmarks/rpc_bench.py --bin /root/builds/cuda-rpc/cuda/bin --model "$MODEL" --threads 4 --rounds "$ROUNDS" \
+  --n-predict 64 > "$OUT/rpc-bench-cpu.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version --format=csv > "$OUT/rpc-gpu.txt" 2>&1
-tail -3 "$OUT/rpc-build.log"; cat "$OUT/rpc-server.json" "$OUT/rpc-serve.json"; tail -8 "$OUT/rpc-bench.txt"
+tail -3 "$OUT/rpc-build.log"; cat "$OUT/rpc-server.json" "$OUT/rpc-serve.json"; tail -7 "$OUT/rpc-bench.txt" "$OUT/rpc-bench-cpu.txt"

@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     for line in report.recommendations(picks, recipe=args.recipe, model=str(args.model)):
         console.out("  " + line)
     console.out()
+    if rpc:
+        console.out("split over rpc-servers: " + ", ".join(f"{c.endpoint.address} ({c.verified})" for c in rpc))
     console.out(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 0
 

@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
     handle_stop_signals()
     with process.running(argv, host, port, log_path=args.log, ready_timeout=args.ready_timeout) as rs:
         entry = endpoints.register(host, port, rs.pid, binary, build, rs.log_path)
+        assert rs.process is not None
         try:
             _announce(rs, recipe, build, devices(rs.log_path), as_json=args.json)
-            process.wait_exit(rs.process)  # type: ignore[arg-type]  # returns only if it dies on its own
+            process.wait_exit(rs.process)  # returns only if it dies on its own
         finally:
             endpoints.unregister(entry, rs.pid)
-        assert rs.process is not None
         raise StepError(f"rpc-server exited on its own (code {rs.process.wait()}); log: {rs.log_path}")
 
 

@@ -21,6 +21,7 @@ from harness import console, server
 from harness.errors import CommandFailed, InputError
 from harness.recipe import load_recipe
 from harness.rpc import head as rpc_head
+from harness.rpc.endpoints import Checked
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -120,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
     server_args = [*rpc_head.flags(rpc), *server_args]
     handle_stop_signals()
     try:
-        return _serve(args, binary, backend, model, server_args, key)
+        return _serve(args, binary, backend, model, server_args, key, rpc)
     except CommandFailed as exc:  # llama-server died: say which rpc-server went away, if one did
         exc.hint = rpc_head.gone(rpc) or exc.hint
         raise
 
 
 def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, server_args: list[str],
-           key: str | None) -> int:
+           key: str | None, rpc: list[Checked]) -> int:
     with server.running_server(
         binary, model, server_args, host=args.host, port=args.port, key=key,
         log_path=args.log, ready_timeout=args.ready_timeout,
@@ -135,7 +136,8 @@ def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, se
         if args.prompt is not None:
             return _ask(srv, args.prompt, args.n_predict, as_json=args.json)
         if args.json:
-            sys.stdout.write(json.dumps({**srv.to_json(), "backend": backend}) + "\n")
+            sys.stdout.write(json.dumps({**srv.to_json(), "backend": backend,
+                                         **({"rpc": [c.to_json() for c in rpc]} if rpc else {})}) + "\n")
         else:
             console.info(f"llama-server ready (pid {srv.pid}); log: {srv.log_path}; Ctrl-C stops it")
             sys.stdout.write(srv.url + "\n")

@@ -138,7 +138,7 @@ def mismatch(head: BuildId, there: BuildId | str) -> str | None:
     if not (a.startswith(b) or b.startswith(a)):
         return f"llama.cpp commit {a} there, {b} on the head"
     sa, sb = theirs["stack"] or "", ours["stack"] or ""
-    if not (sa.startswith(sb) if len(sa) >= len(sb) else sb.startswith(sa)) or bool(sa) != bool(sb):
+    if not (sa == sb or (sa and sb and (sa.startswith(sb) or sb.startswith(sa)))):
         return f"stack {'+stack.' + sa if sa else '(none)'} there, {'+stack.' + sb if sb else '(none)'} on the head"
     return None
 
@@ -165,20 +165,21 @@ def unregister(entry: Path, pid: int) -> None:
             entry.unlink()
 
 
-def registered(ep: Endpoint) -> dict[str, Any] | None:
-    """The live registry entry of a harness rpc-server serving ``ep`` on this machine, or None."""
+def registered(ep: Endpoint) -> tuple[int, BuildId] | None:
+    """The pid and build of a live harness rpc-server serving ``ep`` on this machine, or None."""
     if not _is_local(ep.host):
         return None
     for path in sorted(registry_dir().glob(f"*_{ep.port}.json")):
         try:
-            entry: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
+            entry = json.loads(path.read_text())
+            bound, pid, binary = str(entry["host"]), int(entry["pid"]), str(entry["binary"])
+            build = BuildId(**entry["build"])
+        except (OSError, ValueError, KeyError, TypeError):  # not an entry this harness wrote: ignore it
             continue
-        bound = str(entry.get("host"))
         if bound not in ("0.0.0.0", ep.host) and not (is_loopback(bound) and is_loopback(ep.host)):
             continue
-        if _runs(int(entry.get("pid", 0)), str(entry.get("binary"))):
-            return entry
+        if _runs(pid, binary):
+            return pid, build
     return None
 
 
@@ -256,8 +257,8 @@ def check(endpoints: Sequence[Endpoint], head: BuildId, *, unverified: bool = Fa
         entry = registered(ep)
         how, build, differs = "unverified", None, None
         if entry is not None:
-            there = BuildId(**entry["build"])
-            how, build, differs = "registry", {**there.to_json(), "pid": entry["pid"]}, mismatch(head, there)
+            pid, there = entry
+            how, build, differs = "registry", {**there.to_json(), "pid": pid}, mismatch(head, there)
             if ep.stamp and not differs:
                 differs = mismatch(head, ep.stamp)
         elif ep.stamp:
