@@ -18,6 +18,7 @@ from harness import offline
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ["llama-server", "llama-quantize", "llama-imatrix", "llama-gguf-split"]
+RPC_TARGET = "ggml-rpc-server"  # added by build.rpc (tools/rpc/CMakeLists.txt at 0c1e570)
 
 
 def recipe_text(name: str = "session") -> str:

@@ -23,6 +23,7 @@ from harness.backends import get as get_backend
 from harness.errors import InputError, StepError
 from harness.recipe import Recipe, load_recipe
 from harness.rpc import endpoints, process, protocol
+from tests import session_build
 from tests.conftest import REPO, run_harness, write_recipe
 
 HEAD = endpoints.BuildId(stamp="0c1e570+stack.61bf57a5", patched_commit="52c8f7d6" + "0" * 32,
@@ -123,12 +124,21 @@ def test_nothing_listening_is_refused_at_once() -> None:
 def rpc_build(tmp_path: Path, llama_build: Path) -> tuple[Path, Path]:
     """A recipe with ``build.rpc: true`` whose builds/split/cpu is the session's build (manifest and all)."""
     manifest = json.loads((llama_build / "manifest.json").read_text())
-    assert manifest.get("rpc", {}).get("server") == "ggml-rpc-server", "the session build needs build.rpc: true"
+    assert manifest.get("rpc", {}).get("server") == session_build.RPC_TARGET, "the session build needs build.rpc: true"
     recipe = write_recipe(tmp_path / "repo", "split", "name: split\nbuild: {backends: [cpu], rpc: true}\nserve: {ctx: 512}\n")
     builds = tmp_path / "builds"
     (builds / "split").mkdir(parents=True)
     (builds / "split" / "cpu").symlink_to(llama_build.resolve())
     return recipe, builds
+
+
+@pytest.mark.slow
+def test_the_rpc_build_was_proven_through_its_rpc_server_before_publishing(llama_build: Path) -> None:
+    manifest = json.loads((llama_build / "manifest.json").read_text())
+    assert session_build.RPC_TARGET in manifest["targets"] and f"bin/{session_build.RPC_TARGET}" in manifest["files"]
+    smoke = manifest["smoke"]["rpc"]
+    assert smoke["ok"] and smoke["protocol"] == manifest["rpc"]["protocol"] == "7.0.0" and smoke["devices"]
+    assert smoke["rpc_tokens_per_s"] > 0
 
 
 @pytest.fixture
@@ -164,7 +174,7 @@ def test_endpoint_checks_against_a_real_rpc_server(plain_rpc_server: process.Rpc
     [ok] = endpoints.check([endpoints.parse(ep)], head)
     assert ok.verified == "registry" and ok.build is not None and ok.build["pid"] == plain_rpc_server.pid
     endpoints.register("127.0.0.1", plain_rpc_server.port, 999999999, binary, head, log)  # a dead server's entry
-    with pytest.raises(InputError, match="cannot tell which llama.cpp"):
+    with pytest.raises(InputError, match=r"cannot tell which llama\.cpp"):
         endpoints.check([endpoints.parse(ep)], head)
     endpoints.unregister(entry, 999999999)
     assert not entry.exists()
