@@ -46,6 +46,7 @@ from harness import (
 from harness.errors import StepError
 from harness.lock import Lock
 from harness.recipe import Recipe
+from harness.rpc import build as rpc_build
 from harness.smoke.decode import DecodeCrash
 from harness.stack import Prepared
 from harness.tree import Tree
@@ -71,7 +72,7 @@ def options_of(recipe: Recipe, backend: str) -> dict[str, Any]:
     b = recipe.spec.build
     own = getattr(b, backend).model_dump()
     return {"backend": backend, "options": own, "cpu": b.cpu.model_dump(), "cmake_args": dict(b.cmake_args),
-            "build_type": b.build_type, "schema": SCHEMA}
+            "build_type": b.build_type, "schema": SCHEMA, **({"rpc": True} if b.rpc else {})}
 
 
 def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str], *, ccache: str | None,
@@ -139,7 +140,7 @@ def build(
     tools = {**toolchain.versions(cmake_bin, ninja_bin), **backend.toolchain()}
     launcher = cmake.ccache_program() if ccache else None
     plan = isa.plan(recipe.spec.build, toolchain.compiler())
-    checks = list(checks if checks is not None else recipe.spec.build.smoke)
+    checks = rpc_build.smoke_checks(recipe.spec.build, list(checks if checks is not None else recipe.spec.build.smoke))
     ident = identity(the_lock, recipe, backend_name, tools, ccache=launcher, plan=plan)
     out = out or builds.build_root(builds_dir, recipe.name, backend_name)
     current = builds.manifest(out)
@@ -151,7 +152,7 @@ def build(
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
     bdir = work_dir(recipe, backend_name)
-    targets = list(recipe.spec.build.targets)
+    targets = rpc_build.targets(recipe.spec.build, prepared.tree)
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
     env = cmake.build_env(backend, git.commit_time(prepared.tree, prepared.base), paths.cache_root(), ccache=launcher)
     log = bdir / "harness-build.log"
@@ -258,6 +259,7 @@ def _publish(
             "drift": [d.to_json() for d in prepared.drift],
             "backend": {"name": backend, **options_of(recipe, backend)},
             "targets": targets,
+            **({"rpc": rpc} if (rpc := rpc_build.manifest_entry(recipe.spec.build, prepared.tree)) else {}),
             "stamp": {"number": stamp.number, "commit": stamp.commit},
             "cmake": {"configure": extra.pop("configure"), "build": extra.pop("build")},
             "isa": {**plan.to_json(), "dropped_variants": dropped, "fallbacks": extra.pop("isa_fallbacks"),

@@ -16,6 +16,7 @@ from typing import Any
 from harness import backends, build, builds, cmake, isa, lock, toolchain
 from harness.errors import InputError
 from harness.recipe import Recipe
+from harness.rpc import build as rpc_build
 from harness.tree import Tree
 
 
@@ -48,7 +49,8 @@ def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, check
     launcher = cmake.ccache_program() if ccache else None
     entries = cmake.cache_entries(recipe.spec.build, backend, stamp, tree.src, bdir, ccache=launcher, isa=plan)
     ninja = _program("ninja")
-    targets = list(recipe.spec.build.targets)
+    src = tree.src if tree.src.exists() else None  # the tree of an earlier prepare, if any
+    targets = rpc_build.targets(recipe.spec.build, src)
     det = backend.detect()
     return {
         "recipe": recipe.name,
@@ -59,7 +61,9 @@ def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, check
         "isa": plan.to_json(),
         "configure": cmake.configure_command(tree.src, bdir, entries, ninja, _program("cmake")),
         "build": cmake.build_command(bdir, targets, ninja, jobs),
-        "smoke": list(checks if checks is not None else recipe.spec.build.smoke),
+        "smoke": rpc_build.smoke_checks(recipe.spec.build, list(checks if checks is not None else recipe.spec.build.smoke)),
+        "rpc": ({"server": rpc_build.server_target(src), "cmake": rpc_build.cache_entries(recipe.spec.build),
+                 "protocol": rpc_build.protocol(src) if src else None} if recipe.spec.build.rpc else None),
         "out": str(builds.build_root(builds_dir, recipe.name, backend_name)),
         "toolchain": {"available": det.available, "missing": [f"{t.program}: {t.install}" for t in det.missing]},
     }
@@ -84,6 +88,10 @@ def describe(p: dict[str, Any]) -> list[str]:
         lines.append(f"  note:      {note}")
     lines.append(f"  configure: {shlex.join(p['configure'])}")
     lines.append(f"  build:     {shlex.join(p['build'])}")
+    if p.get("rpc"):
+        rpc = p["rpc"]
+        lines.append(f"  rpc:       {' '.join(f'-D{k}={v}' for k, v in rpc['cmake'].items())}, target {rpc['server']}"
+                     + (f", wire protocol {rpc['protocol']}" if rpc["protocol"] else ""))
     lines.append(f"  smoke:     {', '.join(p['smoke'])}")
     if not p["toolchain"]["available"]:
         lines.append(f"  toolchain: missing here: {'; '.join(p['toolchain']['missing']) or 'see harness doctor'}")

@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "bench": "bench",
     "completion": "completion",
+    "rpc-server": "rpc_server",
 }
 
 # accepted before the command and after it (and after a sub-command): harness build R -v

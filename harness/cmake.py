@@ -16,6 +16,7 @@ from harness import console, runner
 from harness.backends.base import Backend
 from harness.isa import Plan
 from harness.recipe import Build
+from harness.rpc import build as rpc_build
 
 _STEP = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")
 
@@ -38,7 +39,8 @@ def cache_entries(
     build: Build, backend: Backend, stamp: Stamp, src: Path, bdir: Path, *, ccache: str | None, isa: Plan
 ) -> dict[str, str]:
     """Every -D entry, in order: release defaults, stamping, reproducibility, ccache, the CPU
-    instruction-set policy (every backend: see harness/isa.py), backend, recipe."""
+    instruction-set policy (every backend: see harness/isa.py), RPC (harness/rpc/build.py),
+    backend, recipe."""
     entries: dict[str, str] = {
         "CMAKE_BUILD_TYPE": build.build_type,
         "BUILD_SHARED_LIBS": "ON",
@@ -75,6 +77,7 @@ def cache_entries(
         for lang in langs:
             entries[f"CMAKE_{lang}_COMPILER_LAUNCHER"] = ccache
     entries.update(isa.cmake)
+    entries.update(rpc_build.cache_entries(build))
     entries.update(backend.cmake_args(build))
     for key, value in build.cmake_args.items():
         entries[key] = ("ON" if value else "OFF") if isinstance(value, bool) else str(value)

@@ -163,10 +163,10 @@ CPU_EXTENSIONS = ("amx", "avx512_bf16", "avx512_vnni", "avx512_vbmi", "avx512", 
                   "f16c", "avx", "sse42")
 
 
-SmokeTest = Literal["version", "decode", "quantize", "serve"]
+SmokeTest = Literal["version", "decode", "quantize", "serve", "rpc"]
 BUILD_SMOKE: list[SmokeTest] = ["version", "decode"]
 ALL_SMOKE: list[SmokeTest] = ["version", "decode", "quantize", "serve"]
-SMOKE_TESTS: tuple[str, ...] = tuple(ALL_SMOKE)
+SMOKE_TESTS: tuple[str, ...] = (*ALL_SMOKE, "rpc")  # rpc: added by build.rpc wherever decode runs
 
 
 class CpuOptions(_Model):
@@ -213,6 +213,7 @@ class Build(_Model):
     cmake_args: dict[str, str | int | bool] = Field(default_factory=dict)
     build_type: Literal["Release", "RelWithDebInfo", "Debug", "MinSizeRel"] = "Release"
     smoke: list[SmokeTest] = Field(default_factory=lambda: list(BUILD_SMOKE))  # checked before publishing
+    rpc: bool = False  # GGML_RPC=ON and the rpc-server target (harness/rpc/)
 
     @field_validator("backends")
     @classmethod
@@ -317,6 +318,22 @@ class Serve(_Model):
     cache_type_v: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$")  # -ctv
     n_cpu_moe: int | None = Field(default=None, ge=0)  # --n-cpu-moe N
     args: list[str] = Field(default_factory=list)
+    rpc: list[str] = Field(default_factory=list)  # rpc-server endpoints, host:port[@stamp] (harness/rpc/endpoints.py)
+
+    @field_validator("rpc")
+    @classmethod
+    def _rpc(cls, value: list[str]) -> list[str]:
+        from harness.rpc.endpoints import parse
+
+        problems = []
+        for text in value:
+            try:
+                parse(text)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class DraftModel(_Model):

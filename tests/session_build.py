@@ -18,6 +18,7 @@ from harness import offline
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ["llama-server", "llama-quantize", "llama-imatrix", "llama-gguf-split"]
+RPC_TARGET = "ggml-rpc-server"  # added by build.rpc (tools/rpc/CMakeLists.txt at 0c1e570)
 
 
 def recipe_text(name: str = "session") -> str:
@@ -30,6 +31,7 @@ stack:
 build:
   backends: [cpu]
   targets: [{", ".join(TARGETS)}]
+  rpc: true    # GGML_RPC=ON and the rpc-server (ggml-rpc-server): tests/test_rpc.py
 """
 
 

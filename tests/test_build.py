@@ -33,7 +33,7 @@ def test_binaries_run_and_carry_the_stamp(llama_build: Path) -> None:
     usage = subprocess.run([llama_build / "bin" / "llama-quantize", "--help"], capture_output=True, text=True)
     assert "built by llama-harness from a patched tree" in usage.stdout + usage.stderr
     versions = manifest["smoke"]["version"]
-    assert all(r["ok"] for r in versions.values()) and set(versions) == set(session_build.TARGETS)
+    assert all(r["ok"] for r in versions.values()) and set(versions) == {*session_build.TARGETS, session_build.RPC_TARGET}
     # the converter of the same tree is published beside the binaries
     assert (llama_build / "convert_hf_to_gguf.py").exists() and (llama_build / "gguf-py" / "gguf").is_dir()
 
@@ -54,6 +54,7 @@ def test_manifest_describes_every_file(llama_build: Path) -> None:
     assert "-DLLAMA_BUILD_COMMIT=" + manifest["stamp"]["commit"] in configure
     assert "-DCMAKE_INSTALL_RPATH=$ORIGIN" in configure
     assert set(manifest["toolchain"]) >= {"cmake", "ninja", "cc", "c++"}
+    assert "-DGGML_RPC=ON" in configure and manifest["rpc"] == {"server": session_build.RPC_TARGET, "protocol": "7.0.0"}
     assert manifest["timings"]["build_s"] >= 0
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from harness.smoke import tiny_model  # noqa: E402
+from harness.smoke import tiny_model
 
 N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_EXPERT, N_USED = 1024, 2048, 16, 4, 8, 2
 

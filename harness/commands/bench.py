@@ -15,6 +15,7 @@ from typing import Any
 from harness import console
 from harness.commands.serve import add_server_options, existing_file, handle_stop_signals, positive_int
 from harness.errors import InputError
+from harness.rpc import head as rpc_head
 
 DEFAULT_SPEC = "none,ngram-simple,ngram-mod"
 
@@ -59,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--json", action="store_true", help="print bench.json's content")
     add_server_options(p)
+    rpc_head.add_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     recipe_args = server.compose_args(serve, backend=backend, spec=[])
     offered.check(recipe_args, origin=f"{recipe.path}: serve:")
     offered.check(args.server_args, origin="the arguments after --")
-    base_args = [*recipe_args, "-np", "1", *args.server_args]
+    rpc = rpc_head.checked(args, recipe, backend)
+    base_args = [*rpc_head.flags(rpc), *recipe_args, "-np", "1", *args.server_args]
     server.refuse_key_on_command_line(base_args)
     settings = Settings(n_predict=args.n_predict, repeat=args.repeat, seed=args.seed)
     out: Path = args.out or Path("reports/bench") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -122,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "llama_server": str(binary),
         "backend": backend,
         "version": _version(binary),
+        "rpc": [c.to_json() for c in rpc],
         "settings": {
             "n_predict": settings.n_predict, "repeat": settings.repeat, "seed": settings.seed,
             "temperature": 0.0, "cache_prompt": False,
@@ -149,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     for line in report.recommendations(picks, recipe=args.recipe, model=str(args.model)):
         console.out("  " + line)
     console.out()
+    if rpc:
+        console.out("split over rpc-servers: " + ", ".join(f"{c.endpoint.address} ({c.verified})" for c in rpc))
     console.out(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 0
 

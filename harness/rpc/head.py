@@ -1,0 +1,58 @@
+"""The head's side: ``--rpc`` options of serve and bench, and the endpoints checked for a build.
+
+The endpoints come from ``--rpc`` (repeatable, comma lists) or else the recipe's
+``serve.rpc``; each is checked against the head's published build (harness/rpc/endpoints.py)
+before llama-server is started with ``--rpc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from harness import builds, console
+from harness.rpc import endpoints, protocol
+
+if TYPE_CHECKING:
+    from harness.recipe import Recipe
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpc", action="append", metavar="HOST:PORT[@STAMP],...",
+                   help="rpc-servers to split the model across (llama-server --rpc), as harness rpc-server prints "
+                        "them; default: the recipe's serve.rpc")
+    p.add_argument("--rpc-unverified", action="store_true",
+                   help="accept rpc-servers whose llama.cpp commit cannot be checked (protocol check only)")
+
+
+def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endpoints.Checked]:
+    """The endpoints asked for, each checked against the head's build; [] when none."""
+    eps = endpoints.parse_list(args.rpc if args.rpc else recipe.spec.serve.rpc)
+    if not eps:
+        return []
+    root = builds.build_root(args.builds_dir, recipe.name, backend)
+    head = endpoints.BuildId.from_manifest(root, builds.manifest(root) or {})
+    passed = endpoints.check(eps, head, unverified=args.rpc_unverified)
+    for c in passed:
+        mem = ", ".join(f"{d.free >> 20} of {d.total >> 20} MiB free" for d in c.devices) or "no devices listed"
+        console.info(f"rpc {c.endpoint.address}: protocol {c.protocol}, {mem}; llama.cpp checked by {c.verified}")
+    return passed
+
+
+def flags(passed: Sequence[endpoints.Checked]) -> list[str]:
+    return endpoints.flags([c.endpoint for c in passed])
+
+
+def gone(passed: Sequence[endpoints.Checked], timeout: float = 2.0) -> str | None:
+    """After llama-server died: which rpc-servers no longer answer (None: all do, or none used)."""
+    lines = []
+    for c in passed:
+        try:
+            protocol.hello(c.endpoint.host, c.endpoint.port, timeout=timeout)
+        except protocol.Unreachable as exc:
+            lines.append(f"rpc-server {c.endpoint.address} is gone ({str(exc).split(': ', 1)[-1]})")
+        except (protocol.Busy, protocol.HandshakeFailed):
+            continue
+    return "; ".join(lines) or None
+
