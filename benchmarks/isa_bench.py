@@ -7,7 +7,7 @@
 
 Each ``NAME=BIN_DIR[:EXTRA,ARGS]`` is a build's bin/ (and llama-server flags); the first is the
 reference.  Per round every build serves the model once (alternating, so drift hits all alike)
-and answers one fixed prompt at temperature 0 with its weights on the CPU (``-ngl 0``); the
+and answers one fixed prompt at temperature 0 (CPU builds: the weights on the CPU); the
 server's own timings give generation and prompt tok/s.  Prints medians and ratios to the
 reference, plus ggml's feature line and the CPU library each build loaded.
 """
@@ -49,7 +49,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for name, (bin_dir, extra) in builds.items():
-                got = decoder.decode(bin_dir / "llama-server", args.model, ["-ngl", "0", *threads, *extra],
+                trace = list(decoder.trace_flags(bin_dir / "llama-server")) if r == 0 else []  # ggml's feature line
+                got = decoder.decode(bin_dir / "llama-server", args.model, [*threads, *extra, *trace],
                                      n_predict=args.n_predict, log_path=Path(tmp) / f"{name}.log", prompt=PROMPT)
                 assert got.tokens_per_s, f"{name}: no timings"
                 tg[name].append(got.tokens_per_s)

@@ -61,9 +61,11 @@ def run(ctx: Context) -> dict[str, Any]:
     ctx.work.mkdir(parents=True, exist_ok=True)
     source = tiny_model.write(ctx.work / "tiny-F16.gguf")
     models = {"F16": source, **_quantize(ctx, source)}
-    placements = {"cpu": ["-ngl", "0"]}
+    # A CPU build gets no -ngl: parsing it loads the backends before logging starts, and
+    # ggml's "loaded CPU backend from libggml-cpu-<variant>" line (all-variants) is lost.
+    placements: dict[str, list[str]] = {"cpu": []}
     if ctx.backend in GPU_BACKENDS:
-        placements = {"gpu": ["-ngl", "all"], **placements}
+        placements = {"gpu": ["-ngl", "all"], "cpu": ["-ngl", "0"]}
     result: dict[str, Any] = {"ok": True, "decoder": dec.name, "n_predict": N_PREDICT, "types": {}}
     first_log = ""
     for qtype, model in models.items():
