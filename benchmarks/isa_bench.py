@@ -54,7 +54,7 @@ def main() -> int:
                                      n_predict=args.n_predict, log_path=Path(tmp) / f"{name}.log", prompt=PROMPT)
                 assert got.tokens_per_s, f"{name}: no timings"
                 tg[name].append(got.tokens_per_s)
-                pp[name].append(_prompt_rate(got.log))
+                pp[name].append(got.prompt_per_s or 0.0)
                 if r == 0:
                     cpu = decoder.features(got.log).get("CPU", {})
                     info[name] = (" ".join(k for k, v in cpu.items() if v == "1") or "-") + (
@@ -69,13 +69,6 @@ def main() -> int:
         print(f"{name:18} {g:10.1f} {gr:6.2f} {p:13.1f} {pr:6.2f}  {info[name]}")
     return 0
 
-
-def _prompt_rate(log: str) -> float:
-    """llama-server's ``prompt eval time = ... ( ... tokens per second)`` for the request."""
-    import re
-
-    rates = re.findall(r"prompt eval time =.*?([\d.]+) tokens per second", log)
-    return float(rates[-1]) if rates else 0.0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import statistics
 import sys
 import tempfile
@@ -82,7 +81,7 @@ def main() -> int:
                                      log_path=Path(tmp) / f"{name}.log", prompt=PROMPT, timeout=600)
                 assert got.tokens_per_s, f"{name}: no timings"
                 tg.setdefault(name, []).append(got.tokens_per_s)
-                pp.setdefault(name, []).append(_prompt_rate(got.log))
+                pp.setdefault(name, []).append(got.prompt_per_s or 0.0)
                 wall.setdefault(name, []).append(got.seconds)
                 if texts.setdefault(name, got.content) != got.content or got.content != texts["local"]:
                     raise SystemExit(f"{name}: the text differs from local's at temperature 0")
@@ -98,11 +97,6 @@ def main() -> int:
         print(f"| {name} | {g:.1f} ({min(tg[name]):.1f}-{max(tg[name]):.1f}) | {g / g0:.2f} | {p:.1f} | {p / p0 if p0 else 0:.2f} | {w:.1f} |")
     return 0
 
-
-def _prompt_rate(log: str) -> float:
-    """llama-server's ``prompt eval time = ... ( ... tokens per second)`` for the request."""
-    rates = re.findall(r"prompt eval time =.*?([\d.]+) tokens per second", log)
-    return float(rates[-1]) if rates else 0.0
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ class Decoded:
     tokens: int
     content: str
     seconds: float
-    tokens_per_s: float | None
+    tokens_per_s: float | None  # generation, llama-server's own timing (predicted_per_second)
     log: str
+    prompt_per_s: float | None = None  # prompt processing (prompt_per_second)
 
 
 class Crashed(StepError):
@@ -113,7 +114,7 @@ def _with_server(decoder: Path, model: Path, args: Sequence[str], n_predict: int
         raise
     timings = body.get("timings") or {}
     return Decoded(int(body.get("tokens_predicted", 0)), str(body.get("content", "")), round(time.monotonic() - t0, 3),
-                   timings.get("predicted_per_second"), _read(log_path))
+                   timings.get("predicted_per_second"), _read(log_path), timings.get("prompt_per_second"))
 
 
 def _with_completion(decoder: Path, model: Path, args: Sequence[str], n_predict: int, log_path: Path,
