@@ -32,7 +32,13 @@ from harness.yamlpos import KeyPath
 SHA40 = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL = re.compile(r"^(https?|ssh|git|file)://\S+$|^[\w.-]+@[\w.-]+:\S+$", re.IGNORECASE)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# a recipe's name is a directory name under builds/ and the cache: one plain path component
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 100 characters"
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.match(name))
 
 DEFAULT_UPSTREAM = "https://github.com/ggml-org/llama.cpp"
 BACKENDS = ("cpu", "cuda", "metal", "vulkan", "hip")
@@ -169,20 +175,37 @@ ALL_SMOKE: list[SmokeTest] = ["version", "decode", "quantize", "serve"]
 SMOKE_TESTS: tuple[str, ...] = (*ALL_SMOKE, "rpc")  # rpc: added by build.rpc wherever decode runs
 
 
+# List elements are validated one by one (Annotated), so every bad element is reported, each at its line.
+def _one_of(kind: str, choices: tuple[str, ...], *, fold: bool = False) -> Any:
+    def check(value: str) -> str:
+        if value not in choices:
+            close = difflib.get_close_matches(value.lower() if fold else value, choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown {kind} {value!r}{hint}; one of {', '.join(choices)}")
+        return value
+    return AfterValidator(check)
+
+
+def _target(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+        raise ValueError(f"not a CMake target name: {value!r}")
+    return value
+
+
+BackendName = Annotated[str, _one_of("backend", BACKENDS)]
+CpuExtension = Annotated[str, _one_of("CPU extension", CPU_EXTENSIONS, fold=True)]
+TargetName = Annotated[str, AfterValidator(_target)]
+
+
 class CpuOptions(_Model):
     """The CPU code of every backend (see harness/isa.py)."""
 
     variant: Literal["native", "portable", "all-variants"] = "native"
-    disable: list[str] = Field(default_factory=list)  # e.g. [amx, avx512]
+    disable: list[CpuExtension] = Field(default_factory=list)  # e.g. [amx, avx512]
 
     @field_validator("disable")
     @classmethod
     def _disable(cls, value: list[str]) -> list[str]:
-        bad = [name for name in value if name not in CPU_EXTENSIONS]
-        if bad:
-            hints = [f"{b!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(b.lower(), CPU_EXTENSIONS, n=1)) else "")
-                     for b in bad]
-            raise ValueError(f"unknown CPU extension {', '.join(hints)}; one of {', '.join(CPU_EXTENSIONS)}")
         return list(dict.fromkeys(value))
 
 
@@ -203,13 +226,13 @@ class VulkanOptions(_Model):
 
 
 class Build(_Model):
-    backends: list[str] = Field(default_factory=lambda: ["cpu"])
+    backends: list[BackendName] = Field(default_factory=lambda: ["cpu"])
     cpu: CpuOptions = CpuOptions()
     cuda: CudaOptions = CudaOptions()
     hip: HipOptions = HipOptions()
     metal: MetalOptions = MetalOptions()
     vulkan: VulkanOptions = VulkanOptions()
-    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
+    targets: list[TargetName] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
     cmake_args: dict[str, str | int | bool] = Field(default_factory=dict)
     build_type: Literal["Release", "RelWithDebInfo", "Debug", "MinSizeRel"] = "Release"
     smoke: list[SmokeTest] = Field(default_factory=lambda: list(BUILD_SMOKE))  # checked before publishing
@@ -218,23 +241,11 @@ class Build(_Model):
     @field_validator("backends")
     @classmethod
     def _backends(cls, value: list[str]) -> list[str]:
-        for b in value:
-            if b not in BACKENDS:
-                close = difflib.get_close_matches(b, BACKENDS, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown backend {b!r}{hint}; one of {', '.join(BACKENDS)}")
         if not value:
             raise ValueError("at least one backend")
-        if len(set(value)) != len(value):
-            raise ValueError("a backend is listed twice")
-        return value
-
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, value: list[str]) -> list[str]:
-        for t in value:
-            if not re.fullmatch(r"[A-Za-z0-9_.+-]+", t):
-                raise ValueError(f"not a CMake target name: {t!r}")
+        twice = sorted({b for b in value if value.count(b) > 1})
+        if twice:
+            raise ValueError(f"listed twice: {', '.join(twice)}")
         return value
 
 
@@ -381,7 +392,7 @@ def is_local_path(source: str) -> bool:
 class Nightly(_Model):
     skip_conflicts: bool = False
     smoke: list[SmokeTest] = Field(default_factory=lambda: list(ALL_SMOKE))
-    backends: list[str] | None = None
+    backends: list[BackendName] | None = None
 
 
 class RecipeModel(_Model):
@@ -399,7 +410,7 @@ class RecipeModel(_Model):
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         if value is not None and not _NAME.match(value):
-            raise ValueError(f"name {value!r} must be letters, digits, '.', '_' or '-'")
+            raise ValueError(f"name {value!r} must be {NAME_RULE}")
         return value
 
 
@@ -410,6 +421,11 @@ class Recipe:
     path: Path
     spec: RecipeModel
     root: Path  # the repository (or directory) the recipe lives in; relative paths may not leave it
+
+    def __post_init__(self) -> None:
+        if not valid_name(self.name):  # whichever source the name came from (name:, or the file's stem)
+            raise InputError(f"{self.path}: recipe name {self.name!r} must be {NAME_RULE}",
+                             hint="set name: in the recipe")
 
     @property
     def name(self) -> str:
@@ -500,15 +516,21 @@ def _model_of(annotation: Any) -> Any:
 def load_recipe(path: str | Path) -> Recipe:
     """Load and validate a recipe; raise InputError listing every problem."""
     path = Path(path)
-    pos = yamlpos.load(path)
+    pos = yamlpos.load(path, what="recipe")
     problems: list[tuple[int, str, str]] = []  # (line, key path, message)
     for dup_path, line in pos.duplicates:
         problems.append((line, yamlpos.format_path(dup_path), "duplicate key"))
-    data = pos.data if pos.data is not None else {}
+    data = pos.data
     spec: RecipeModel | None = None
-    if not isinstance(data, dict):
+    if data is None or data == {}:
+        problems.append((1, "(top)", "the recipe is empty; a recipe is a mapping of keys (name, upstream, stack, "
+                                     "build, ...)"))
+    elif not isinstance(data, dict):
         problems.append((1, "(top)", "a recipe is a mapping of keys (name, upstream, stack, build, ...)"))
     else:
+        if data.get("name") is None and not valid_name(path.stem):
+            problems.append((1, "(top)", f"the file name gives the recipe name {path.stem!r}, which must be "
+                                         f"{NAME_RULE}; set name:"))
         try:
             spec = RecipeModel.model_validate(data)
         except ValidationError as exc:

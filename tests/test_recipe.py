@@ -66,5 +66,5 @@ def test_load_recipe_raises_input_error_with_all_lines(tmp_path: Path) -> None:
     lines = str(info.value).splitlines()
     assert lines == [
         f"{path}:2: upstream.reff: unknown key (did you mean 'ref'?)",
-        f"{path}:4: build.backends: unknown backend 'gpu' (did you mean 'cpu'?); one of cpu, cuda, metal, vulkan, hip",
+        f"{path}:4: build.backends[0]: unknown backend 'gpu' (did you mean 'cpu'?); one of cpu, cuda, metal, vulkan, hip",
     ]
