@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from harness import (
     builds,
     cmake,
     console,
+    faults,
     git,
     isa,
     lock,
@@ -147,11 +147,11 @@ def build(
     if not force and current and _current(current, ident, checks, out):
         return BuildResult(recipe.name, backend_name, out, ident, True, current)
 
+    bdir = work_dir(recipe, backend_name)
     console.step(f"{recipe.name}: preparing the source tree")
     prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
-    bdir = work_dir(recipe, backend_name)
     targets = rpc_build.targets(recipe.spec.build, prepared.tree)
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
     env = cmake.build_env(backend, git.commit_time(prepared.tree, prepared.base), paths.cache_root(), ccache=launcher)
@@ -176,8 +176,8 @@ def build(
             steps = cmake.run_ninja(ninja_cmd, log, env)
             build_s = time.monotonic() - t1
             try:
-                manifest = _publish(recipe, the_lock, prepared, backend_name, out, bdir, targets, stamp, plan, checks,
-                                    smoke_model, {
+                manifest = _publish(recipe, the_lock, prepared, backend_name, out, builds.root_of(builds_dir), bdir,
+                                    targets, stamp, plan, checks, smoke_model, {
                     "identity": ident, "configure": configure, "build": ninja_cmd, "toolchain": tools,
                     "ninja_steps": steps, "log": str(log), "isa_fallbacks": fallbacks,
                     "timings": {"prepare_s": round(prepare_s, 3), "configure_s": round(configure_s, 3),
@@ -222,18 +222,20 @@ def _fall_back(crash: DecodeCrash, plan: isa.Plan, tree: Path, strict: bool, fal
 
 
 def _publish(
-    recipe: Recipe, the_lock: Lock, prepared: Prepared, backend: str, out: Path, bdir: Path,
+    recipe: Recipe, the_lock: Lock, prepared: Prepared, backend: str, out: Path, root: Path, bdir: Path,
     targets: list[str], stamp: cmake.Stamp, plan: isa.Plan, checks: Sequence[str], smoke_model: Path | None,
     extra: dict[str, Any], started: float,
 ) -> dict[str, Any]:
+    out = atomic.under(out, root)  # the recipe name may not lead out of the builds dir
     with atomic.temp_dir_beside(out) as tmp:
         try:
             publish.collect(bdir, prepared.tree, targets, tmp)
         except FileNotFoundError as exc:
             raise StepError(str(exc)) from None
+        faults.point("build:collected")
         dropped = publish.drop_cpu_variants(tmp / "bin", isa.dropped_variants(plan, prepared.tree))
         work = bdir / "harness-smoke"
-        shutil.rmtree(work, ignore_errors=True)
+        atomic.remove_tree(work, root=bdir)
         ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=targets, stamp=stamp.commit, work=work,
                             model=smoke_model)
         try:
@@ -272,6 +274,6 @@ def _publish(
         }
         manifest["timings"]["total_s"] = round(time.monotonic() - started, 3)
         atomic.write_json(tmp / publish.MANIFEST, manifest)
-        atomic.replace_dir(tmp, out)
-        shutil.rmtree(work, ignore_errors=True)
+        atomic.replace_dir(tmp, out, root=root)
+        atomic.remove_tree(work, root=bdir)
     return manifest

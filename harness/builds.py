@@ -15,8 +15,17 @@ if TYPE_CHECKING:
 DEFAULT_BUILDS_DIR = Path("builds")
 
 
+def root_of(builds_dir: Path | None) -> Path:
+    """The directory every published build lives under (``--builds-dir``, else ./builds)."""
+    return builds_dir or DEFAULT_BUILDS_DIR
+
+
 def build_root(builds_dir: Path | None, recipe_name: str, backend: str) -> Path:
-    return (builds_dir or DEFAULT_BUILDS_DIR) / recipe_name / backend
+    """``<builds dir>/<recipe>/<backend>``; each part one plain path component (see atomic.under)."""
+    for part in (recipe_name, backend):
+        if part in ("", ".", "..") or "/" in part or "\\" in part or "\0" in part:
+            raise InputError(f"{part!r} cannot name a directory under {root_of(builds_dir)}")
+    return root_of(builds_dir) / recipe_name / backend
 
 
 def manifest(root: Path) -> dict[str, Any] | None:

@@ -133,7 +133,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         for backend in backends:
             candidate_out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
             final = builds.build_root(builds_dir, recipe.name, backend)
-            atomic.replace_dir(candidate_out, final)
+            atomic.replace_dir(candidate_out, final, root=builds.root_of(builds_dir))
             pointer[backend] = {"path": str(final), "identity": entry["builds"][backend]["identity"],
                                 "lock_digest": candidate.digest, "date": today,
                                 "missing": [m["item"] for m in entry["missing"]]}  # fmt: skip

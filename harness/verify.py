@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import shlex
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import backends, builds, cmake, console, git, isa, lock, paths, publish, runner, stack, toolchain
+from harness import (
+    atomic,
+    backends,
+    builds,
+    cmake,
+    console,
+    git,
+    isa,
+    lock,
+    paths,
+    publish,
+    runner,
+    stack,
+    toolchain,
+)
 from harness.errors import InputError
 from harness.recipe import Recipe
 from harness.tree import Tree
@@ -35,7 +47,8 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
     if prepared.commit != published["patched_commit"]:
         raise InputError(f"{out} was built from {published['patched_commit'][:12]}, the lock now gives {prepared.commit[:12]}: build it again first")
     stamp = cmake.Stamp(**published["stamp"])
-    scratch = Path(tempfile.mkdtemp(prefix="verify-", dir=paths.cache_dir("verify")))
+    # a temp name of atomic's: a scratch left by a killed verify is removed by the next one
+    scratch = atomic.make_temp_dir_beside(paths.cache_dir("verify") / f"{recipe.name}-{backend_name}")
     try:
         src, bdir, dest = scratch / "src", scratch / "build", scratch / "out"  # ../src, as in real builds
         git.worktree_add(Tree.for_recipe(recipe).src, src, prepared.commit)
@@ -65,7 +78,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
     finally:
         git.worktree_remove(Tree.for_recipe(recipe).src, scratch / "src")
         if not keep:
-            shutil.rmtree(scratch, ignore_errors=True)
+            atomic.remove_tree(scratch, root=paths.cache_root())
     old: dict[str, str] = published["files"]
     differing = sorted(f for f in old.keys() & fresh.keys() if old[f] != fresh[f])
     missing = sorted(old.keys() - fresh.keys())

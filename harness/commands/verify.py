@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--backend", default="cpu")
     p.add_argument("--jobs", "-j", type=int)
     p.add_argument("--ccache", action="store_true", help="allow ccache (faster, proves less)")
-    p.add_argument("--keep", action="store_true", help="keep the scratch build for inspection")
+    p.add_argument("--keep", action="store_true", help="keep the scratch build for inspection (until the next verify)")
     p.add_argument("--builds-dir", type=Path)
     p.add_argument("--json", action="store_true")
 

@@ -1,0 +1,20 @@
+"""Named points where the fault tests (tests/faults/) kill the harness with SIGKILL.
+
+``HARNESS_FAULT=<point>`` in the environment makes the process kill itself, for real and
+without cleanup, when it reaches that point; unset (always, outside those tests) a point
+costs one dictionary lookup.  The tests then run the harness again and check that it
+recovers with no manual step.  Points: ``atomic:before-replace`` (a temp file complete,
+not yet renamed), ``replace_dir:exchanged`` (a directory swapped in, the old copy not yet
+removed), ``build:collected`` (a build assembled beside the published one, smoke checks
+not yet run).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def point(name: str) -> None:
+    if os.environ.get("HARNESS_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
