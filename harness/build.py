@@ -32,6 +32,7 @@ from harness import (
     builds,
     cmake,
     console,
+    disk,
     faults,
     git,
     isa,
@@ -143,11 +144,13 @@ def build(
     checks = rpc_build.smoke_checks(recipe.spec.build, list(checks if checks is not None else recipe.spec.build.smoke))
     ident = identity(the_lock, recipe, backend_name, tools, ccache=launcher, plan=plan)
     out = out or builds.build_root(builds_dir, recipe.name, backend_name)
+    atomic.sweep(atomic.under(out, builds.root_of(builds_dir)))  # what a killed build left beside it
     current = builds.manifest(out)
     if not force and current and _current(current, ident, checks, out):
         return BuildResult(recipe.name, backend_name, out, ident, True, current)
 
     bdir = work_dir(recipe, backend_name)
+    disk.check(disk.for_build(recipe, the_lock, backend_name, out, bdir))
     console.step(f"{recipe.name}: preparing the source tree")
     prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking
     prepare_s = time.monotonic() - started

@@ -29,11 +29,13 @@ def build_root(builds_dir: Path | None, recipe_name: str, backend: str) -> Path:
 
 
 def manifest(root: Path) -> dict[str, Any] | None:
+    """The published build's manifest; None when there is none or it is not one of ours (it is rebuilt)."""
     path = root / "manifest.json"
-    if not path.exists():
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    return data if isinstance(data, dict) else None
 
 
 def find_tool(recipe: Recipe, tool: str, *, backend: str | None = None, builds_dir: Path | None = None) -> Path:

@@ -17,11 +17,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import lock, stack
+    from harness import disk, lock, stack
     from harness.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     the_lock = lock.ensure(recipe, frozen=args.frozen)
+    disk.check(disk.for_prepare(recipe, the_lock))
     # a conflict is a ConflictError: with --json, the CLI prints it with the report under error.conflict
     prepared = stack.prepare(recipe, the_lock, check_remote=not args.offline, skip_conflicts=args.skip_conflicts)
     if args.json:
