@@ -3,12 +3,26 @@
 argv lists only (never a shell), the command is echoed as ``+ <shell-quoted argv>``,
 long output is streamed to a log file and a per-line callback (progress bars), and
 a failure raises :class:`CommandFailed` holding the command, exit code and output tail.
+
+Environment: children get ours without its secrets (``child_env``).  A variable is a
+secret when its name says so: a word ``TOKEN``, ``SECRET``, ``PASSWORD``, ``API_KEY``,
+``ACCESS_KEY``, ``CREDENTIALS``... between underscores (``HF_TOKEN``, ``GITHUB_TOKEN``,
+``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``; not ``TOKENIZERS_PARALLELISM``).  None of the tools we run needs one: cmake, ninja, compilers,
+llama.cpp's tools and llama-server read none (the server's key goes in a file, harness/
+server.py), and the model download runs in this process (huggingface_hub reads HF_TOKEN
+itself).  git is the exception: fetching a private repository may need the user's
+credentials, so git keeps the variables its credential helpers read (``GIT_*``, ``GH_*``,
+``GITHUB_*``, ``GCM_*``: gh's helper reads ``GH_TOKEN``/``GITHUB_TOKEN``; ``SSH_AUTH_SOCK``
+and ``GIT_ASKPASS`` are not secrets by name and always pass).
+
+Long-running children (``stream``) die with the harness, even on SIGKILL (harness/lifetime.py).
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -16,10 +30,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import console
+from harness import console, lifetime
 from harness.errors import CommandFailed, InputError
 
 TAIL_LINES = 30
+
+# a secret's name has one of these words between underscores (TOKENIZERS_PARALLELISM is not one)
+_SECRET = re.compile(r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIALS?|API_?KEY|ACCESS_?KEY|"
+                     r"PRIVATE_?KEY|SECRET_?KEY)(?:_|$)", re.IGNORECASE)
+_GIT_CREDENTIALS = ("GIT_", "GH_", "GITHUB_", "GCM_")
+
+
+def is_secret(name: str) -> bool:
+    return bool(_SECRET.search(name))
+
+
+def child_env(env: Mapping[str, str] | None, argv0: str | os.PathLike[str] = "") -> dict[str, str]:
+    """``env`` (default: ours) without secrets; git keeps what its credential helpers read."""
+    source = os.environ if env is None else env
+    is_git = Path(argv0).name in ("git", "git.exe")
+    return {k: v for k, v in source.items()
+            if not is_secret(k) or (is_git and k.upper().startswith(_GIT_CREDENTIALS))}
 
 
 @dataclass(frozen=True)
@@ -57,7 +88,7 @@ def run(
         proc = subprocess.run(
             args,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_env(env, args[0]),
             input=input,
             capture_output=True,
             text=True,
@@ -99,7 +130,8 @@ def stream(
             proc = subprocess.Popen(
                 args,
                 cwd=cwd,
-                env=dict(env) if env is not None else None,
+                env=child_env(env, args[0]),
+                preexec_fn=lifetime.preexec(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

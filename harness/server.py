@@ -6,8 +6,12 @@ terminal does not reach it and the whole group can be stopped together), waits f
 
 It binds 127.0.0.1 unless told otherwise; any other address needs an API key, which is
 written to a 0600 file and passed with ``--api-key-file`` (never on the command line,
-never logged).  ``LLAMA_API_KEY`` and ``LLAMA_ARG_*`` are scrubbed from the server's
-environment: the echoed argv is the whole configuration.
+never logged).  llama-server reads that file while parsing its arguments, before its HTTP
+server starts (common/arg.cpp, tools/server/server.cpp), so the file is deleted as soon as
+the server answers anything; a key file whose harness was killed first is deleted by the
+next start.  ``LLAMA_API_KEY``, ``LLAMA_ARG_*`` and every other secret (harness/runner.py:
+``child_env``) are scrubbed from the server's environment: the echoed argv is the whole
+configuration.  The server dies with the harness, even on SIGKILL (harness/lifetime.py).
 """
 
 from __future__ import annotations
@@ -252,6 +256,7 @@ class Server:
     argv: list[str]
     log_path: Path
     api_key: str | None = field(default=None, repr=False)
+    key_file: Path | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def headers(self) -> dict[str, str]:
@@ -278,7 +283,10 @@ def running_server(
     require_key(host, key)
     refuse_key_on_command_line(args)
     port = port or free_port(host)
-    key_dir = Path(tempfile.mkdtemp(prefix="harness-server-"))  # 0700
+    from harness import lifetime, runner
+
+    _forget_stale_keys()
+    key_dir = Path(tempfile.mkdtemp(prefix=f"{KEY_DIR_PREFIX}{os.getpid()}-"))  # 0700
     if log_path is None:
         log_path = key_dir / "llama-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +299,9 @@ def running_server(
         argv += ["--api-key-file", str(key_file)]
     console.echo_command(argv)
     connect = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    server = Server(url=_url(connect, port), pid=0, argv=argv, log_path=log_path, api_key=key)
+    server = Server(url=_url(connect, port), pid=0, argv=argv, log_path=log_path, api_key=key,
+                    key_file=key_dir / "api-key" if key else None)
+    watcher = None
     try:
         with open(log_path, "ab") as log:
             log.write(("+ " + shlex.join(argv) + "\n").encode())
@@ -299,16 +309,19 @@ def running_server(
             try:
                 proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=_server_env(), start_new_session=True,
+                    env=runner.child_env(_server_env(), binary), start_new_session=True,
+                    preexec_fn=lifetime.preexec(),
                 )  # fmt: skip
             except OSError as exc:
                 raise InputError(f"cannot run {binary}: {exc.strerror}") from None
         server.process, server.pid = proc, proc.pid
         try:
+            watcher = lifetime.watch(proc.pid)
             _wait_ready(server, ready_timeout)
             yield server
         finally:
             stop(proc, grace)
+            lifetime.unwatch(watcher)
     finally:
         if log_path.parent != key_dir:
             shutil.rmtree(key_dir, ignore_errors=True)
@@ -365,7 +378,9 @@ def _wait_ready(server: Server, timeout: float) -> None:
             code = server.process.wait()
             raise CommandFailed(server.argv, code, log_tail(server.log_path), log=str(server.log_path))
         with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{server.url}/health", timeout=2).status_code == 200:
+            status = requests.get(f"{server.url}/health", timeout=2).status_code
+            _forget_key(server)  # it answers: its arguments, the key file among them, have been read
+            if status == 200:
                 return
         if time.monotonic() > deadline:
             tail = "\n".join("    " + line for line in log_tail(server.log_path).splitlines())
@@ -374,6 +389,34 @@ def _wait_ready(server: Server, timeout: float) -> None:
                 f"  full log: {server.log_path}"
             )
         time.sleep(0.2)
+
+
+KEY_DIR_PREFIX = "harness-server-"
+
+
+def _forget_key(server: Server) -> None:
+    if server.key_file is not None:
+        server.key_file.unlink(missing_ok=True)
+        server.key_file = None
+
+
+def _forget_stale_keys() -> None:
+    """Delete the key files of servers whose harness was killed before it could (``harness-server-<pid>-*``)."""
+    for key_file in Path(tempfile.gettempdir()).glob(f"{KEY_DIR_PREFIX}*-*/api-key"):
+        pid = key_file.parent.name[len(KEY_DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                key_file.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _leader_exited(proc: subprocess.Popen[bytes]) -> bool:
