@@ -111,7 +111,7 @@ def run_ninja(argv: list[str], log: Path, env: Mapping[str, str]) -> int:
             n, total = int(m.group(1)), int(m.group(2))
             steps["done"] = n
             what = m.group(3).rsplit("/", 1)[-1][:50]
-            progress.update(task, completed=n, total=total, description=what)
+            progress.update(task, completed=n, total=total, description=console.literal(what))
             pct = 100 * n // max(total, 1)
             if not interactive and pct >= last_report["pct"] + 10:
                 last_report["pct"] = pct - pct % 10

@@ -68,14 +68,20 @@ def error(message: str) -> None:
     _err.print(f"[red]error:[/red] {_escape(message)}")
 
 
+def literal(text: str) -> str:
+    """Data (a name, a path, a tool's output) to put in rich markup, a table cell or a progress
+    description: printed as is, control characters and ANSI codes removed."""
+    return _escape(text)
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
 
 
 def out(message: str = "") -> None:
-    """A line of the command's result for people, on stdout."""
-    sys.stdout.write(message + "\n")
+    """A line of the command's result for people, on stdout (control characters and ANSI codes removed)."""
+    sys.stdout.write(plain(message) + "\n")
 
 
 # C0 and C1 control characters (ANSI escape sequences start with ESC), except tab and newline

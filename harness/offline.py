@@ -9,6 +9,7 @@ GIT_CONFIG_COUNT/KEY/VALUE), so the harness runs exactly the code path users run
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tarfile
 from pathlib import Path
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     bare = upstream_repo(cache)
     env = redirect_env({UPSTREAM_URL: bare}, base={})
     for key, value in env.items():
-        print(f"export {key}='{value}'")
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.table import Table
 
+from harness import console
 from harness.bench.modes import Mode
 from harness.bench.runner import Sample
 
@@ -141,7 +142,7 @@ def table(rows: Sequence[Row]) -> Table:
     for i, category in enumerate(sorted(categories, key=lambda c: (c == ALL, c))):
         for r in (r for r in rows if r.category == category):
             t.add_row(
-                category, r.mode, f"{r.tokens_per_second:.1f}",
+                console.literal(category), console.literal(r.mode), f"{r.tokens_per_second:.1f}",
                 "-" if r.acceptance is None else f"{r.acceptance:.0%}",
                 str(r.draft_n) if r.spec != "none" else "-",
                 "-" if r.speedup is None else f"{r.speedup:.2f}x",

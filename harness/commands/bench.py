@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("bench", total=total)
         argvs, samples = run_plan(
             binary, model, base_args, plan, suite, settings, draft=draft, log_dir=out / "logs",
-            on_start=lambda m, r: progress.update(task, description=f"{m.label} (round {r + 1}): starting"),
-            on_sample=lambda s: progress.update(task, advance=1, description=f"{s.mode}: {s.category}/{s.prompt}"),
+            on_start=lambda m, r: progress.update(task, description=console.literal(f"{m.label} (round {r + 1}): starting")),
+            on_sample=lambda s: progress.update(task, advance=1,
+                                                description=console.literal(f"{s.mode}: {s.category}/{s.prompt}")),
         )  # fmt: skip
 
     rows = report.summarise(samples)

@@ -154,7 +154,7 @@ def byte_progress(description: str, total: int) -> tuple[Progress, TaskID]:
         transient=True,
         disable=not show,
     )
-    return progress, progress.add_task(description, total=total)
+    return progress, progress.add_task(console.literal(description), total=total)
 
 
 def sha256(paths: Sequence[Path], chunk: int = 8 << 20) -> str:

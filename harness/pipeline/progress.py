@@ -59,7 +59,7 @@ class Bar:
         if advance is not None:
             kwargs["advance"] = advance
         if detail is not None:
-            kwargs["description"] = f"{self.label} [dim]{detail}[/dim]"
+            kwargs["description"] = f"{self.label} [dim]{console.literal(detail)}[/dim]"
         self.progress.update(self.task, **kwargs)
 
     def finish(self) -> None:
@@ -76,6 +76,7 @@ def bar(label: str, total: float | None = None, *, bytes_: bool = False) -> Iter
         console=console.err_console(), disable=not _settings["enabled"], transient=False,
     )  # fmt: skip
     with progress:
+        label = console.literal(label)  # names a model or a file
         b = Bar(progress, progress.add_task(label, total=total), label)
         yield b
         b.finish()
