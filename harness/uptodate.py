@@ -106,6 +106,8 @@ def check(record_key: str) -> list[dict[str, Any]] | None:
                 return None
             if not all((root / f).exists() for f in manifest.get("files", {})):
                 return None
+            if any(e.name.startswith(f".{root.name}.") for e in os.scandir(root.parent)):
+                return None  # temps or an old copy beside it (a killed build?): the full path sweeps them
             results.append(_result(entry, manifest))
         return results
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
