@@ -12,15 +12,14 @@ the next time anything is written beside the same target (``sweep``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +31,14 @@ from filelock import FileLock
 from harness import faults
 from harness.errors import InputError
 
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+@functools.cache
+def _host() -> str:
+    """Six hex digits naming this machine in temp names (a shared cache may be seen by several)."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
 # .<target>.harness-<host>-<pid>-<random>.tmp[<suffix>]; <random> is tempfile's 8 chars
 _OURS = re.compile(r"^\.(?P<target>.+)\.harness-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp(\.[^/]*)?$")
 # what replace_dir's old code left: .<target>.old-<pid>
@@ -74,7 +80,7 @@ def _umask() -> int:
 
 
 def _temp_prefix(path: Path) -> str:
-    return f".{path.name}.harness-{_HOST}-{os.getpid()}-"
+    return f".{path.name}.harness-{_host()}-{os.getpid()}-"
 
 
 def _alive(pid: int) -> bool:
@@ -101,7 +107,7 @@ def stale_of(path: Path) -> list[Path]:
         if not entry.name.startswith(f".{path.name}.") or entry.name == live:
             continue
         m = _OURS.match(entry.name)
-        if m and m["target"] == path.name and m["host"] == _HOST and not _alive(int(m["pid"])):
+        if m and m["target"] == path.name and m["host"] == _host() and not _alive(int(m["pid"])):
             found.append(Path(entry.path))
             continue
         legacy = _LEGACY_OLD.match(entry.name)
@@ -189,9 +195,12 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
+@functools.cache
 def _renameat2() -> Any:
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, musl >= 1.2
     except (OSError, AttributeError):
@@ -210,6 +219,8 @@ def exchange(a: Path, b: Path) -> bool:
         return False
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
+    import ctypes
+
     err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
         return False
