@@ -235,6 +235,9 @@ def _publish(
             publish.collect(bdir, prepared.tree, targets, tmp)
         except FileNotFoundError as exc:
             raise StepError(str(exc)) from None
+        except OSError as exc:  # a full disk the preflight did not foresee, say
+            raise StepError(f"cannot assemble the build beside {out}: {exc.strerror or exc}",
+                            hint="nothing was published (the previous build stays)") from None
         faults.point("build:collected")
         dropped = publish.drop_cpu_variants(tmp / "bin", isa.dropped_variants(plan, prepared.tree))
         work = bdir / "harness-smoke"

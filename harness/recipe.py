@@ -425,7 +425,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if not valid_name(self.name):  # whichever source the name came from (name:, or the file's stem)
             raise InputError(f"{self.path}: recipe name {self.name!r} must be {NAME_RULE}",
-                             hint="set name: in the recipe")
+                             hint="set name: in the recipe", file=str(self.path), key="name")
 
     @property
     def name(self) -> str:

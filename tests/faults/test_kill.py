@@ -276,3 +276,23 @@ def test_graft_killed_at_random_moments_recovers(tmp_path: Path, graft_inputs: t
     res = run_harness("gguf", "graft", base, donor, "-o", out)
     assert res.returncode == 0, res.stderr
     assert _leftovers(tmp_path) == [] and atomic.stale_of(out) == []
+
+
+def test_key_files_of_killed_servers_are_deleted_at_the_next_start(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from harness import server
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"{server.KEY_DIR_PREFIX}{dead.pid}-abc" / "api-key"
+    live = tmp_path / f"{server.KEY_DIR_PREFIX}{os.getpid()}-def" / "api-key"
+    for key in (stale, live):
+        key.parent.mkdir()
+        key.write_text("secret\n")
+    (stale.parent / "llama-server.log").write_text("log\n")
+    server._forget_stale_keys()
+    assert not stale.exists() and live.exists()
+    assert (stale.parent / "llama-server.log").exists()  # the log is the user's to read
