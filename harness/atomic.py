@@ -22,6 +22,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,13 @@ def _host() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
 # .<target>.harness-<host>-<pid>-<random>.tmp[<suffix>]; <random> is tempfile's 8 chars
-_OURS = re.compile(r"^\.(?P<target>.+)\.harness-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp(\.[^/]*)?$")
+_OURS = re.compile(r"^\.(?P<target>.+)\.harness-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp"
+                   r"(?P<suffix>\.[^/]*)?$")
+# A published directory's old copy is retired (renamed, not removed) for RETIRE_GRACE_S: a
+# process that was starting from it keeps finding its files (ld.so resolves $ORIGIN through
+# /proc/self/exe, which follows the renamed copy), and a lookup half-way into it does not fail.
+RETIRE_GRACE_S = 60.0
+RETIRED = ".old"
 # what replace_dir's old code left: .<target>.old-<pid>
 _LEGACY_OLD = re.compile(r"^\.(?P<target>.+)\.old-(?P<pid>\d+)$")
 
@@ -96,7 +103,8 @@ def _alive(pid: int) -> bool:
 
 
 def stale_of(path: Path) -> list[Path]:
-    """Temp and old copies of ``path`` that a dead process of this host left beside it."""
+    """Temp and old copies of ``path`` that a dead process of this host left beside it, and old
+    copies retired more than ``RETIRE_GRACE_S`` ago."""
     found = []
     try:
         entries = list(os.scandir(path.parent))
@@ -107,13 +115,21 @@ def stale_of(path: Path) -> list[Path]:
         if not entry.name.startswith(f".{path.name}.") or entry.name == live:
             continue
         m = _OURS.match(entry.name)
-        if m and m["target"] == path.name and m["host"] == _host() and not _alive(int(m["pid"])):
-            found.append(Path(entry.path))
+        if m and m["target"] == path.name and m["host"] == _host():
+            if not _alive(int(m["pid"])) or (m["suffix"] == RETIRED and _age(entry) > RETIRE_GRACE_S):
+                found.append(Path(entry.path))
             continue
         legacy = _LEGACY_OLD.match(entry.name)
         if legacy and legacy["target"] == path.name and not _alive(int(legacy["pid"])):
             found.append(Path(entry.path))
     return sorted(found)
+
+
+def _age(entry: os.DirEntry[str]) -> float:
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_ctime  # a rename sets ctime
+    except OSError:
+        return 0.0
 
 
 def sweep(path: Path) -> list[Path]:
@@ -231,10 +247,10 @@ def replace_dir(src: Path, dst: Path, *, root: Path) -> None:
     """Publish directory ``src`` at ``dst`` (both under ``root``): old or new at every instant.
 
     A new ``dst`` is one rename.  An existing one is swapped with ``src`` by ``exchange``
-    and the old copy, now at ``src`` (a temp name, swept if we are killed here), removed.
-    Where exchange is unavailable ``dst`` becomes a symlink to a versioned sibling and is
-    flipped with ``os.replace`` (atomic for links); only the very first flip of a real
-    directory has a moment without ``dst``.
+    and the old copy, now at ``src``, retired (see ``RETIRE_GRACE_S``; swept later, also
+    if we are killed here).  Where exchange is unavailable ``dst`` becomes a symlink to a
+    versioned sibling and is flipped with ``os.replace`` (atomic for links); only the very
+    first flip of a real directory has a moment without ``dst``.
     """
     src, dst = under(src, root), under(dst, root)
     if not os.path.lexists(dst):
@@ -242,27 +258,32 @@ def replace_dir(src: Path, dst: Path, *, root: Path) -> None:
         return
     if exchange(src, dst):
         faults.point("replace_dir:exchanged")
-        remove_tree(src, root=root)
-        return
-    _flip(src, dst, root)
+        _retire(src, dst)
+    else:
+        _flip(src, dst)
+    sweep(dst)
 
 
-def _flip(src: Path, dst: Path, root: Path) -> None:
+def _retire(old: Path, dst: Path) -> None:
+    os.rename(old, dst.with_name(f"{_temp_prefix(dst)}{secrets.token_hex(4)}.tmp{RETIRED}"))
+
+
+def _flip(src: Path, dst: Path) -> None:
     token = f"{_temp_prefix(dst)}{secrets.token_hex(4)}.tmp"
-    version = dst.with_name(token + ".v")  # a suffix after .tmp: recognised by _OURS, kept while live
+    version = dst.with_name(token + ".v")  # recognised by _OURS, kept while it is the link's target
     os.rename(src, version)
     old: Path | None = None
     if dst.is_symlink():
         target = os.readlink(dst)
         old = dst.with_name(target) if _OURS.match(target) else None  # a link of the user's: leave its target
     else:  # the first flip of a real directory: move it aside (the one moment without dst)
-        old = dst.with_name(token + ".old")
+        old = dst.with_name(token + ".first")
         os.rename(dst, old)
     link = dst.with_name(token + ".link")
     os.symlink(version.name, link)
     os.replace(link, dst)
     if old is not None:
-        remove_tree(old, root=root)
+        _retire(old, dst)
 
 
 def lock(path: Path, timeout: float = -1) -> FileLock:

@@ -67,8 +67,12 @@ def test_replace_dir_publishes_and_leaves_nothing(tmp_path: Path, monkeypatch: p
             (tmp / "manifest.json").write_text(str(n))
             atomic.replace_dir(tmp, dst, root=root)
         assert (dst / "manifest.json").read_text() == str(n)
-        assert [p.name for p in dst.parent.iterdir() if p.name != "cpu" and not p.name.endswith(".v")] == []
+        retired = [p for p in dst.parent.iterdir() if p.name.endswith(atomic.RETIRED)]
+        assert sorted((p / "manifest.json").read_text() for p in retired) == [str(i) for i in range(n)]
     assert oct(dst.resolve().stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+    monkeypatch.setattr(atomic, "RETIRE_GRACE_S", 0.0)  # a minute later
+    atomic.sweep(dst)
+    assert [p.name for p in dst.parent.iterdir() if p.name != "cpu" and not p.name.endswith(".v")] == []
 
 
 def _umask() -> int:
@@ -95,7 +99,8 @@ READER = textwrap.dedent("""
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "symlink-flip"])
 def test_replace_dir_is_old_or_new_at_every_instant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    exchange: bool) -> None:
-    """Another process reading the published build while it is replaced 200 times never finds it missing."""
+    """Another process reading the published build while it is replaced 200 times never fails to read it
+    (the old copy is retired, not removed, so a lookup half-way into it completes)."""
     if not exchange:
         monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
     root = tmp_path / "builds"
