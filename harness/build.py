@@ -190,6 +190,9 @@ def build(
                 plan = _fall_back(crash, plan, prepared.tree, strict, fallbacks)
                 ident = identity(the_lock, recipe, backend_name, tools, ccache=launcher, plan=plan)
                 continue
+            except OSError as exc:  # a full disk the preflight did not foresee, say
+                raise StepError(f"cannot publish {out}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+                                hint="nothing was published (the previous build stays)") from None
             break
     return BuildResult(recipe.name, backend_name, out, ident, False, manifest)
 
@@ -235,9 +238,6 @@ def _publish(
             publish.collect(bdir, prepared.tree, targets, tmp)
         except FileNotFoundError as exc:
             raise StepError(str(exc)) from None
-        except OSError as exc:  # a full disk the preflight did not foresee, say
-            raise StepError(f"cannot assemble the build beside {out}: {exc.strerror or exc}",
-                            hint="nothing was published (the previous build stays)") from None
         faults.point("build:collected")
         dropped = publish.drop_cpu_variants(tmp / "bin", isa.dropped_variants(plan, prepared.tree))
         work = bdir / "harness-smoke"

@@ -114,6 +114,13 @@ def for_build(recipe: Recipe, lock: Lock, backend: str, out: Path, bdir: Path) -
     return needs
 
 
+def for_verify(recipe: Recipe, lock: Lock, backend: str, out: Path, scratch: Path) -> list[Need]:
+    """A from-scratch rebuild in ``scratch``: a checkout, a fresh build directory and a copy of the build."""
+    return [Need("verify checkout", scratch, _tree_bytes(sources.mirrors_for(lock), lock.base_sha)),
+            Need("verify build directory", scratch, BUILD_DIR.get(backend, 1 * GiB)),
+            Need("verify copy", scratch, _du(out) if out.exists() else PUBLISHED.get(backend, 1 * GiB))]
+
+
 def human(n: int) -> str:
     return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
 

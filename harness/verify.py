@@ -12,6 +12,7 @@ from harness import (
     builds,
     cmake,
     console,
+    disk,
     git,
     isa,
     lock,
@@ -48,7 +49,10 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         raise InputError(f"{out} was built from {published['patched_commit'][:12]}, the lock now gives {prepared.commit[:12]}: build it again first")
     stamp = cmake.Stamp(**published["stamp"])
     # a temp name of atomic's: a scratch left by a killed verify is removed by the next one
-    scratch = atomic.make_temp_dir_beside(paths.cache_dir("verify") / f"{recipe.name}-{backend_name}")
+    beside = paths.cache_dir("verify") / f"{recipe.name}-{backend_name}"
+    atomic.sweep(beside)
+    disk.check(disk.for_verify(recipe, the_lock, backend_name, out, beside))
+    scratch = atomic.make_temp_dir_beside(beside)
     try:
         src, bdir, dest = scratch / "src", scratch / "build", scratch / "out"  # ../src, as in real builds
         git.worktree_add(Tree.for_recipe(recipe).src, src, prepared.commit)

@@ -104,7 +104,7 @@ def test_unknown_extensions_are_named_in_the_recipe(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r", "bad", "build:\n  cpu:\n    disable: [amx, avx-512]\n")
     res = subprocess.run([sys.executable, "-m", "harness", "validate", str(recipe)], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2
-    assert f"{recipe}:3: build.cpu.disable: unknown CPU extension 'avx-512' (did you mean 'avx512'?)" in res.stderr
+    assert f"{recipe}:3: build.cpu.disable[1]: unknown CPU extension 'avx-512' (did you mean 'avx512'?)" in res.stderr
 
 
 @pytest.mark.parametrize("backend", ["cuda", "vulkan", "hip"])
