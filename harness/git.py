@@ -59,11 +59,13 @@ def _scrub() -> None:
 
 
 def _network_overrides() -> dict[str, str]:
-    return {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    # secrets blanked but git's credentials (a private remote may need them): see harness/runner.py
+    return {**runner.blank_secrets(git_credentials=True), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
 def _local_overrides(date: int | None = None) -> dict[str, str]:
     env = {
+        **runner.blank_secrets(),  # local commands need no credentials at all
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_COUNT": "0",  # the user's GIT_CONFIG_KEY_n rewrites are for remotes only

@@ -7,13 +7,15 @@ a failure raises :class:`CommandFailed` holding the command, exit code and outpu
 Environment: children get ours without its secrets (``child_env``).  A variable is a
 secret when its name says so: a word ``TOKEN``, ``SECRET``, ``PASSWORD``, ``API_KEY``,
 ``ACCESS_KEY``, ``CREDENTIALS``... between underscores (``HF_TOKEN``, ``GITHUB_TOKEN``,
-``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``; not ``TOKENIZERS_PARALLELISM``).  None of the tools we run needs one: cmake, ninja, compilers,
-llama.cpp's tools and llama-server read none (the server's key goes in a file, harness/
-server.py), and the model download runs in this process (huggingface_hub reads HF_TOKEN
-itself).  git is the exception: fetching a private repository may need the user's
-credentials, so git keeps the variables its credential helpers read (``GIT_*``, ``GH_*``,
-``GITHUB_*``, ``GCM_*``: gh's helper reads ``GH_TOKEN``/``GITHUB_TOKEN``; ``SSH_AUTH_SOCK``
-and ``GIT_ASKPASS`` are not secrets by name and always pass).
+``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``; not ``TOKENIZERS_PARALLELISM``).  None of
+the tools we run needs one: cmake, ninja, compilers, llama.cpp's tools and llama-server
+read none (the server's key goes in a file, harness/server.py), and the model download
+runs in this process (huggingface_hub reads HF_TOKEN itself).  git is the exception:
+fetching a private repository may need the user's credentials, so git's network commands
+keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*``,
+``GCM_*``: gh's helper reads ``GH_TOKEN``/``GITHUB_TOKEN``; ``SSH_AUTH_SOCK`` and
+``GIT_ASKPASS`` are not secrets by name and always pass); its local commands get none
+(harness/git.py runs git through GitPython, which copies our environment: ``blank_secrets``).
 
 Long-running children (``stream``) die with the harness, even on SIGKILL (harness/lifetime.py).
 """
@@ -43,6 +45,13 @@ _GIT_CREDENTIALS = ("GIT_", "GH_", "GITHUB_", "GCM_")
 
 def is_secret(name: str) -> bool:
     return bool(_SECRET.search(name))
+
+
+def blank_secrets(*, git_credentials: bool = False) -> dict[str, str]:
+    """Every secret of our environment set to "" (for GitPython, whose commands start from a copy
+    of ``os.environ`` and can only override it); ``git_credentials`` keeps git's own."""
+    return {k: "" for k in os.environ
+            if is_secret(k) and not (git_credentials and k.upper().startswith(_GIT_CREDENTIALS))}
 
 
 def child_env(env: Mapping[str, str] | None, argv0: str | os.PathLike[str] = "") -> dict[str, str]:

@@ -17,7 +17,6 @@ patch (a binary change without data, a corrupt hunk, a zero-context diff) is bad
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,7 +149,7 @@ def _scratch_at_base(ctx: _Ctx) -> None:
         except (CommandFailed, InputError) as exc:
             console.warn(f"making the scratch worktree {work} again: {str(exc).splitlines()[0]}")
     git.worktree_remove(ctx.repo, work)
-    shutil.rmtree(work, ignore_errors=True)
+    atomic.remove_tree(work, root=ctx.tree.root)
     git.worktree_add(ctx.repo, work, ctx.lock.base_sha)
 
 
@@ -179,7 +178,7 @@ def _apply_stack(ctx: _Ctx, skip_conflicts: bool) -> tuple[str, list[ItemResult]
 def _keep_conflict(ctx: _Ctx, report: ConflictReport, index: int) -> ConflictReport:
     tree = ctx.tree
     git.worktree_remove(tree.src, tree.conflict)
-    shutil.rmtree(tree.conflict, ignore_errors=True)
+    atomic.remove_tree(tree.conflict, root=tree.root)
     git.worktree_move(tree.src, ctx.work, tree.conflict)  # the next run makes a new scratch tree
     report = ConflictReport(report.item, report.index, report.onto, report.files, str(tree.conflict), report.part)
     atomic.write_json(

@@ -1,4 +1,4 @@
-"""Children get our environment without its secrets; git keeps what its credential helpers read."""
+"""Children get our environment without its secrets; git's network commands keep what its credential helpers read."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import runner
+from harness import git, runner
 
 SECRETS = {"HF_TOKEN": "hf_x", "GITHUB_TOKEN": "ghp_x", "GH_TOKEN": "gh_x", "AWS_SECRET_ACCESS_KEY": "aws_x",
            "LLAMA_API_KEY": "k", "OPENAI_API_KEY": "o", "MY_SERVICE_PASSWORD": "p"}
@@ -19,19 +19,25 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # not a secret: TOKEN is not a word of it
 
 
-def _names(text: str) -> set[str]:
-    return {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
+def _env(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _secrets_seen(env: dict[str, str]) -> set[str]:
+    return {k for k in SECRETS if env.get(k)}
 
 
 def test_tools_get_no_secrets(secret_env: None, tmp_path: Path) -> None:
-    ran = _names(runner.run(["env"]).stdout)
-    assert not ran & set(SECRETS) and {"PATH", "TOKENIZERS_PARALLELISM"} <= ran
+    ran = _env(runner.run(["env"]).stdout)
+    assert not _secrets_seen(ran) and {"PATH", "TOKENIZERS_PARALLELISM"} <= set(ran)
     log = tmp_path / "log"
     runner.stream(["env"], log_path=log, env={"PATH": "/usr/bin:/bin", "HF_TOKEN": "hf_x"})
-    assert "HF_TOKEN" not in _names(log.read_text())
+    assert not _secrets_seen(_env(log.read_text()))
 
 
-def test_git_keeps_its_credential_variables_only(secret_env: None) -> None:
-    seen = _names(runner.run(["git", "-c", "alias.showenv=!env", "showenv"]).stdout)  # git's own environment
-    assert {"GITHUB_TOKEN", "GH_TOKEN"} <= seen
-    assert not seen & {"HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "LLAMA_API_KEY", "OPENAI_API_KEY"}
+def test_git_gets_its_credentials_only_to_talk_to_remotes(secret_env: None) -> None:
+    show = ["-c", "alias.showenv=!env", "showenv"]  # git's own environment, as its helpers would see it
+    local = _env(git.git(show).stdout)
+    network = _env(git.git(show, network=True).stdout)
+    assert not _secrets_seen(local)
+    assert _secrets_seen(network) == {"GITHUB_TOKEN", "GH_TOKEN"}
