@@ -4,9 +4,10 @@
 without cleanup, when it reaches that point; unset (always, outside those tests) a point
 costs one dictionary lookup.  The tests then run the harness again and check that it
 recovers with no manual step.  Points: ``atomic:before-replace`` (a temp file complete,
-not yet renamed), ``replace_dir:exchanged`` (a directory swapped in, the old copy not yet
-removed), ``build:collected`` (a build assembled beside the published one, smoke checks
-not yet run).
+not yet renamed), ``gguf:written`` (a GGUF written and checked in its temp directory, not
+yet moved into place), ``replace_dir:exchanged`` (a directory swapped in, the old copy not
+yet retired), ``build:collected`` (a build assembled beside the published one, smoke
+checks not yet run).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import numpy as np
 from gguf import GGUFValueType, GGUFWriter
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
-from harness import atomic, console
+from harness import atomic, console, faults
 from harness.errors import InputError, StepError
 from harness.gguf_files.reader import KV, TensorInfo, ggml_type, open_gguf
 from harness.gguf_files.split import SPLIT_KEYS, GGUFModel, from_files, shard_path
@@ -133,6 +133,7 @@ def write_gguf(
         finally:
             written.close()
         finals = [out] if n_files == 1 else [shard_path(out.with_suffix(""), i, n_files) for i in range(n_files)]
+        faults.point("gguf:written")  # complete and checked, not yet in place (tests/faults)
         for tmp, final in zip(temp_paths, finals, strict=True):
             os.replace(tmp, final)
     if split.wanted and n_files == 1:

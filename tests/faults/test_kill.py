@@ -251,10 +251,10 @@ def test_graft_killed_before_the_rename_recovers(tmp_path: Path, graft_inputs: t
     base, donor = graft_inputs
     out = tmp_path / "grafted.gguf"
     killed = run_harness("gguf", "graft", base, donor, "-o", out,
-                         env={**os.environ, "HARNESS_FAULT": "atomic:before-replace"})
+                         env={**os.environ, "HARNESS_FAULT": "gguf:written"})
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists()
-    assert len(_leftovers(tmp_path)) == 1  # the complete temp file of the killed run
+    assert len(_leftovers(tmp_path)) == 1  # the temp directory of the killed run, the complete file in it
     res = run_harness("gguf", "graft", base, donor, "-o", out)
     assert res.returncode == 0, res.stderr
     assert _leftovers(tmp_path) == []
