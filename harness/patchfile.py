@@ -123,7 +123,8 @@ def _validated(recipe: Recipe, new_text: str | None) -> Recipe:
     """The recipe as it will be after the export, parsed and validated (patch files already in place)."""
     if new_text is None:
         return load_recipe(recipe.path)
-    fd, name = tempfile.mkstemp(prefix=f".{recipe.path.stem}.", suffix=".export.yaml", dir=recipe.path.parent)
+    # named like a recipe (a stem that is a valid recipe name: the name rule applies to stems too)
+    fd, name = tempfile.mkstemp(prefix=f"{recipe.path.stem}.export-", suffix=".yaml", dir=recipe.path.parent)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
