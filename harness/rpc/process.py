@@ -102,22 +102,28 @@ def running(argv: list[str], host: str, port: int, *, log_path: Path | None = No
     if log_path is None:
         log_path = Path(tempfile.mkdtemp(prefix="harness-rpc-")) / "rpc-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    from harness import lifetime, runner
+
     console.echo_command(argv)
     with open(log_path, "ab") as log:
         log.write(("+ " + shlex.join(argv) + "\n").encode())
         log.flush()
         try:
-            # restore_signals=False: SIGPIPE stays ignored in rpc-server (see the module docstring)
+            # restore_signals=False: SIGPIPE stays ignored in rpc-server (see the module docstring);
+            # no secrets in its environment, and it dies with the harness (harness/lifetime.py)
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=env if env is not None else dict(os.environ), start_new_session=True,
-                                    restore_signals=False)
+                                    env=runner.child_env(env, argv[0]), start_new_session=True,
+                                    restore_signals=False, preexec_fn=lifetime.preexec())
         except OSError as exc:
             raise InputError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    watcher = None
     try:
+        watcher = lifetime.watch(proc.pid)
         said = _wait_ready(proc, host, port, log_path, argv, ready_timeout)
         yield RpcServer(host, port, proc.pid, argv, log_path, said, proc)
     finally:
         server.stop(proc, grace)
+        lifetime.unwatch(watcher)
 
 
 def exited(proc: subprocess.Popen[bytes]) -> bool:
