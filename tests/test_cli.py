@@ -42,6 +42,7 @@ FAILING: dict[str, list[str]] = {
     "pipeline": ["pipeline", str(BAD_RECIPE)],
     "serve": ["serve", str(BAD_RECIPE), "--model", str(BAD_GGUF)],
     "bench": ["bench", str(BAD_RECIPE), "--model", str(BAD_GGUF)],
+    "rpc-server": ["rpc-server", str(BAD_RECIPE)],
     "completion": ["completion", "tcsh"],  # not a shell it knows: argparse refuses it
     "usage: missing argument": ["build"],
     "usage: unknown flag": ["validate", str(BAD_RECIPE), "--no-such-flag"],

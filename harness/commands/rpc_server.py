@@ -15,13 +15,15 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import builds, console, server
 from harness.commands.serve import handle_stop_signals, positive_int
 from harness.errors import InputError, StepError
-from harness.recipe import Recipe, load_recipe
 from harness.rpc import endpoints, process
+
+if TYPE_CHECKING:
+    from harness.recipe import Recipe
 
 UNSAFE = ("rpc-server has no authentication and runs whatever tensors and graphs it is sent; anyone who can reach "
           "{host}:{port} can use this machine's memory and compute (llama.cpp tools/rpc/README.md: never on an open "
@@ -50,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     host = _bind_address(args.host, args.allow_remote)
     if not 0 <= args.port < 65536:
