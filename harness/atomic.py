@@ -90,7 +90,8 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.harness-{_host()}-{os.getpid()}-"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal counts as alive)."""
     if pid == os.getpid():
         return True
     try:
@@ -116,11 +117,11 @@ def stale_of(path: Path) -> list[Path]:
             continue
         m = _OURS.match(entry.name)
         if m and m["target"] == path.name and m["host"] == _host():
-            if not _alive(int(m["pid"])) or (m["suffix"] == RETIRED and _age(entry) > RETIRE_GRACE_S):
+            if not pid_alive(int(m["pid"])) or (m["suffix"] == RETIRED and _age(entry) > RETIRE_GRACE_S):
                 found.append(Path(entry.path))
             continue
         legacy = _LEGACY_OLD.match(entry.name)
-        if legacy and legacy["target"] == path.name and not _alive(int(legacy["pid"])):
+        if legacy and legacy["target"] == path.name and not pid_alive(int(legacy["pid"])):
             found.append(Path(entry.path))
     return sorted(found)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import console
+from harness import atomic, console
 from harness.errors import CommandFailed, InputError, StepError
 
 if TYPE_CHECKING:
@@ -404,19 +404,9 @@ def _forget_stale_keys() -> None:
     """Delete the key files of servers whose harness was killed before it could (``harness-server-<pid>-*``)."""
     for key_file in Path(tempfile.gettempdir()).glob(f"{KEY_DIR_PREFIX}*-*/api-key"):
         pid = key_file.parent.name[len(KEY_DIR_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not atomic.pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 key_file.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _leader_exited(proc: subprocess.Popen[bytes]) -> bool:
