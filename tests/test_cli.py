@@ -108,7 +108,8 @@ def test_arguments_after_double_dash_reach_llama_server(verb: str) -> None:
 
 
 def test_help_and_no_op_decision_import_nothing_heavy() -> None:
-    heavy = ["pydantic", "rich", "requests", "huggingface_hub", "gguf", "numpy", "matplotlib", "yaml"]
+    heavy = ["pydantic", "rich", "requests", "huggingface_hub", "gguf", "numpy", "matplotlib", "yaml", "filelock",
+             "harness.server", "harness.rpc.endpoints"]
     probe = (
         "import sys; from harness import cli; cli.build_parser(); "
         "from harness.commands import build; from harness import uptodate; uptodate.check('0' * 32); "

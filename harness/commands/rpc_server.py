@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import builds, console, server
+from harness import builds, console
 from harness.commands.serve import handle_stop_signals, positive_int
 from harness.errors import InputError, StepError
-from harness.rpc import endpoints, process
+from harness.rpc import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from harness.recipe import Recipe
+    from harness.rpc import endpoints, process
 
 UNSAFE = ("rpc-server has no authentication and runs whatever tensors and graphs it is sent; anyone who can reach "
           "{host}:{port} can use this machine's memory and compute (llama.cpp tools/rpc/README.md: never on an open "
@@ -37,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--backend", help="which build of the recipe (default: the first one built with build.rpc)")
     p.add_argument("--builds-dir", type=Path, metavar="DIR", help="where builds live (default: builds/)")
     p.add_argument("--host", default="127.0.0.1", help="IPv4 address to bind (default 127.0.0.1; others need --allow-remote)")
-    p.add_argument("--port", type=int, default=process.DEFAULT_PORT,
-                   help=f"port (default {process.DEFAULT_PORT}, rpc-server's own; 0: a free one)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT}, rpc-server's own; 0: a free one)")
     p.add_argument("--allow-remote", action="store_true",
                    help="bind an address other machines can reach (no authentication: private networks only)")
     p.add_argument("--mem", type=positive_int, metavar="MiB",
@@ -52,7 +53,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness import server
     from harness.recipe import load_recipe
+    from harness.rpc import endpoints, process
 
     recipe = load_recipe(args.recipe)
     host = _bind_address(args.host, args.allow_remote)

@@ -12,3 +12,5 @@ package holds what the harness adds around it:
   same llama.cpp commit and stack as the head's build;
 - ``process``: starting and stopping an rpc-server process group.
 """
+
+DEFAULT_PORT = 50052  # rpc-server's own default (tools/rpc/rpc-server.cpp)

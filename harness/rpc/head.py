@@ -11,11 +11,11 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from harness import builds, console
-from harness.rpc import endpoints, protocol
+from harness import console
 
 if TYPE_CHECKING:
     from harness.recipe import Recipe
+    from harness.rpc import endpoints
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endpoints.Checked]:
     """The endpoints asked for, each checked against the head's build; [] when none."""
+    from harness import builds
+    from harness.rpc import endpoints
+
     eps = endpoints.parse_list(args.rpc if args.rpc else recipe.spec.serve.rpc)
     if not eps:
         return []
@@ -41,11 +44,15 @@ def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endp
 
 
 def flags(passed: Sequence[endpoints.Checked]) -> list[str]:
+    from harness.rpc import endpoints
+
     return endpoints.flags([c.endpoint for c in passed])
 
 
 def gone(passed: Sequence[endpoints.Checked], timeout: float = 2.0) -> str | None:
     """After llama-server died: which rpc-servers no longer answer (None: all do, or none used)."""
+    from harness.rpc import protocol
+
     lines = []
     for c in passed:
         try:

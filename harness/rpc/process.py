@@ -37,8 +37,6 @@ from harness import console, runner, server
 from harness.errors import InputError, StepError
 from harness.rpc import protocol
 
-DEFAULT_PORT = 50052  # rpc-server's own default
-
 
 @dataclass
 class RpcServer:
