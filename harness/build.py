@@ -44,7 +44,7 @@ from harness import (
     stack,
     toolchain,
 )
-from harness.errors import StepError
+from harness.errors import InputError, StepError
 from harness.lock import Lock
 from harness.recipe import Recipe
 from harness.rpc import build as rpc_build
@@ -114,6 +114,19 @@ def stamp_of(prepared: Prepared) -> cmake.Stamp:
     return cmake.Stamp(len(applied), f"{short}+stack.{prepared.lock_digest[:8]}")
 
 
+def _check_toolchain(backend: backends.Backend, recipe: Recipe) -> None:
+    """Refuse before anything is fetched or configured when this machine lacks the backend's
+    toolchain (what ``harness doctor`` reports), instead of CMake's own error half-way."""
+    det = backend.detect()
+    if det.available:
+        return
+    why = [*det.notes, *(f"{t.program} ({t.purpose}) not found: {t.install}" for t in det.missing)]
+    raise InputError(f"{recipe.name}: this machine cannot build the {backend.name} backend: "
+                     + ("; ".join(why) or "its toolchain is missing"),
+                     hint=f"harness doctor {recipe.path} says what each backend needs; "
+                          f"harness build {recipe.path} --backend {backend.name} --dry-run shows the plan without it")
+
+
 def build(
     recipe: Recipe,
     backend_name: str,
@@ -136,6 +149,9 @@ def build(
     """
     started = time.monotonic()
     backend = backends.get(backend_name)
+    published = builds.manifest(out or builds.build_root(builds_dir, recipe.name, backend_name))
+    if published is None:  # nothing to be up to date with: refuse before locking or fetching
+        _check_toolchain(backend, recipe)
     the_lock = lock_override or lock.ensure(recipe, frozen=frozen)
     cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
     tools = {**toolchain.versions(cmake_bin, ninja_bin), **backend.toolchain()}
@@ -149,6 +165,8 @@ def build(
     if not force and current and _current(current, ident, checks, out):
         return BuildResult(recipe.name, backend_name, out, ident, True, current)
 
+    if published is not None:
+        _check_toolchain(backend, recipe)
     bdir = work_dir(recipe, backend_name)
     disk.check(disk.for_build(recipe, the_lock, backend_name, out, bdir))
     console.step(f"{recipe.name}: preparing the source tree")

@@ -45,8 +45,17 @@ def find_tool(recipe: Recipe, tool: str, *, backend: str | None = None, builds_d
         candidate = build_root(builds_dir, recipe.name, b) / "bin" / tool
         if candidate.exists():
             return candidate.resolve()
-    where = build_root(builds_dir, recipe.name, backends[0])
-    raise InputError(
-        f"no {tool} in {where}/bin",
-        hint=f"build it first: harness build {shlex.quote(str(recipe.path))}" + (f" --backend {backend}" if backend else ""),
-    )
+    raise not_built(recipe, tool, backend=backend, builds_dir=builds_dir)
+
+
+def not_built(recipe: Recipe, tool: str, *, backend: str | None, builds_dir: Path | None) -> InputError:
+    """The error for a missing published tool: the absolute place searched (``builds/`` is
+    relative to the current directory) and both ways out."""
+    where = build_root(builds_dir, recipe.name, backend or recipe.spec.build.backends[0]).absolute()
+    build = f"harness build {shlex.quote(str(recipe.path))}" + (f" --backend {backend}" if backend else "")
+    if builds_dir is not None:
+        build += f" --builds-dir {shlex.quote(str(builds_dir))}"
+    hint = f"build it first: {build}"
+    if builds_dir is None:
+        hint += "; or, if it was built from another directory, pass --builds-dir <that directory>/builds"
+    return InputError(f"no {tool} in {where}/bin", hint=hint)

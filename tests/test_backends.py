@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from harness import backends, cmake, isa
 from harness.backends import cuda
 from harness.recipe import Build
+from tests.conftest import run_harness, write_recipe
 
 SRC, BDIR = Path("/c/trees/r/src"), Path("/c/builds/r/b")
 STAMP = cmake.Stamp(2, "0c1e570+stack.1a2b3c4d")
@@ -90,3 +93,16 @@ def test_every_backend_is_registered_and_detects() -> None:
         det = backend.detect()
         assert det.backend == name
         assert det.available or det.missing or det.notes
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Metal is buildable on macOS")
+def test_a_backend_this_machine_cannot_build_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """What doctor knows (Metal needs macOS) stops build at once: exit 2, no lock, no fetch, no CMake."""
+    recipe = write_recipe(tmp_path / "r", "mac", "build:\n  backends: [metal]\n")
+    res = run_harness("build", recipe, "--builds-dir", tmp_path / "builds")
+    assert res.returncode == 2, res.stderr
+    assert "mac: this machine cannot build the metal backend: Metal builds need macOS" in res.stderr
+    assert f"harness doctor {recipe}" in res.stderr and "Traceback" not in res.stderr
+    assert "configuring" not in res.stderr + res.stdout
+    assert not (tmp_path / "r" / "mac.lock").exists() and not (tmp_path / "builds").exists()
+    assert not (Path(os.environ["HARNESS_CACHE"]) / "mirrors").exists()

@@ -301,3 +301,31 @@ def test_no_op_build_takes_the_fast_path(llama_build: Path, test_cache: Path, tm
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout)[0]["noop"] is True
     assert (paths["cache"] / "uptodate" / f"{uptodate.key(copy / 'recipes' / 'session.yaml', None, paths['builds'], ccache=True)}.json").is_file()
+
+
+def test_a_build_looked_for_from_another_directory_names_where_it_looked(tmp_path: Path) -> None:
+    """builds/ is relative to the current directory: the error gives the absolute place and --builds-dir."""
+    recipe = write_recipe(tmp_path / "r", "mine", "build: {backends: [cpu]}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = run_harness("serve", recipe, "--model", BAD_GGUF, "--dry-run", cwd=elsewhere)
+    assert res.returncode == 2, res.stderr
+    assert f"no llama-server in {elsewhere}/builds/mine/cpu/bin" in res.stderr
+    assert "--builds-dir <that directory>/builds" in res.stderr
+
+
+@pytest.mark.parametrize("verb", ["serve", "bench"])
+@pytest.mark.parametrize("bad", ["text_file.gguf", "empty.gguf", "huge_tensor_past_eof.gguf", "lone-00002-of-00002.gguf"])
+def test_a_bad_model_is_named_before_llama_server_starts(verb: str, bad: str, tmp_path: Path) -> None:
+    """The harness's own GGUF reader checks --model (every shard of a set): exit 2 naming the file,
+    not llama-server's log (the published llama-server here is a stand-in that must never run)."""
+    recipe = write_recipe(tmp_path / "r", "mine", "build: {backends: [cpu]}\n")
+    binary = tmp_path / "builds" / "mine" / "cpu" / "bin" / "llama-server"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\ntouch \"$0.ran\"\nexit 1\n")
+    binary.chmod(0o755)
+    extra = ["--dry-run"] if verb == "serve" else ["--spec", "none"]
+    res = run_harness(verb, recipe, "--model", DATA / "bad_gguf" / bad, "--builds-dir", tmp_path / "builds", *extra)
+    assert res.returncode == 2, res.stderr
+    assert str(DATA / "bad_gguf") in res.stderr and "Traceback" not in res.stderr
+    assert not binary.with_name("llama-server.ran").exists()

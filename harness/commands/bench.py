@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import console
-from harness.commands.serve import add_server_options, existing_file, handle_stop_signals, positive_int
+from harness.commands.serve import (
+    add_server_options,
+    existing_file,
+    gguf_model,
+    handle_stop_signals,
+    positive_int,
+)
 from harness.errors import InputError
 from harness.rpc import head as rpc_head
 
@@ -80,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         args.prompts, categories=_csv(args.categories) or None, builtin=not args.no_builtin
     )
     binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
+    gguf_model(model)
     serve = recipe.spec.serve
     names = _csv(args.spec) if args.spec else [*_csv(DEFAULT_SPEC), *_csv(serve.spec_type or "")]
     depths: list[int | None] = (

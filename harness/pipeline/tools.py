@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import builds, runner
-from harness.errors import InputError
 from harness.recipe import Recipe
 
 QUANTIZE, IMATRIX = "llama-quantize", "llama-imatrix"
@@ -58,11 +57,7 @@ def find(recipe: Recipe, *, backend: str | None, builds_dir: Path | None, python
             ident = manifest.get("identity")
             interpreter = python or (recipe.spec.model.python if recipe.spec.model else None) or sys.executable
             return Build(root.absolute(), b, ident if isinstance(ident, str) else None, interpreter)
-    where = builds.build_root(builds_dir, recipe.name, backends[0])
-    raise InputError(
-        f"no {QUANTIZE} in {where}/bin",
-        hint=f"build it first: harness build {recipe.path}" + (f" --backend {backend}" if backend else ""),
-    )
+    raise builds.not_built(recipe, QUANTIZE, backend=backend, builds_dir=builds_dir)
 
 
 def missing(build: Build, *, convert: bool, imatrix: bool) -> list[str]:
