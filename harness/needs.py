@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 CONVERTER_PACKAGES = ("numpy", "torch", "transformers", "sentencepiece", "safetensors")
 HUB_TIMEOUT_S = 5.0
 
+# README "Model pipeline"; the Makefile pins a CPU torch first (an open range pulls a multi-GB CUDA build)
+CONVERT_INSTALL = ("make install-convert in the llama-harness checkout (a CPU torch first, then '.[convert]'; "
+                   "for another interpreter: pip install 'torch==2.13.0' then pip install 'llama-harness[convert]')")
+
 
 @dataclass(frozen=True)
 class Check:
@@ -99,7 +103,7 @@ def _converter_python(python: str) -> Check:
     missing = [n for n in CONVERTER_PACKAGES if not found.get(n)]
     if missing:
         return Check("converter python", False,
-                     f"{exe} lacks {', '.join(missing)}: pip install 'llama-harness[convert]' there, or set model.python")  # fmt: skip
+                     f"{exe} lacks {', '.join(missing)}: {CONVERT_INSTALL}, or set model.python")  # fmt: skip
     return Check("converter python", True, f"{exe} ({', '.join(CONVERTER_PACKAGES)})")
 
 

@@ -156,7 +156,7 @@ def table(rows: Sequence[Row]) -> Table:
 
 def recommendations(picks: Sequence[Best], *, recipe: str, model: str) -> list[str]:
     if not picks:
-        return ["none: no speculative mode had a draft accepted"]
+        return ["no speculative mode had a draft accepted: serve without one"]
     lines = []
     for b in picks:
         r = b.row

@@ -157,10 +157,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     Console(highlight=False).print(report.table(rows))
     console.out()
-    console.out("best per category:")
-    for line in report.recommendations(picks, recipe=args.recipe, model=str(args.model)):
-        console.out("  " + line)
-    console.out()
+    if any(r.spec != "none" for r in rows):  # with --spec none alone there is nothing to pick from
+        console.out("best per category:")
+        for line in report.recommendations(picks, recipe=args.recipe, model=str(args.model)):
+            console.out("  " + line)
+        console.out()
     if rpc:
         console.out("split over rpc-servers: " + ", ".join(f"{c.endpoint.address} ({c.verified})" for c in rpc))
     console.out(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")

@@ -119,9 +119,11 @@ class Convert:
 def _explain(exc: CommandFailed) -> Exception:
     tail = exc.output_tail
     if "No module named" in tail or "ModuleNotFoundError" in tail:
+        from harness.needs import CONVERT_INSTALL
+
         return StepError(
             f"the converter's Python ({exc.argv[0]}) lacks a module it needs\n{exc}",
             hint="give an interpreter with torch, transformers, sentencepiece and safetensors: "
-            "model.python in the recipe or --python (pip install 'llama-harness[convert]')",
+            f"model.python in the recipe or --python ({CONVERT_INSTALL})",
         )
     return exc
