@@ -49,7 +49,8 @@ class ConflictReport:
                 if not h.ours and not h.theirs:
                     lines.append(f"    hunk at line {h.start}")
                     continue
-                lines.append(f"    lines {h.start}-{h.end}: upstream {len(h.ours)} line(s), {self.item.split(' of ')[0]} {len(h.theirs)} line(s)")
+                lines.append(f"    lines {h.start}-{h.end}: {self._ours()} {len(h.ours)} line(s), "
+                             f"{self.item.split(' of ')[0]} {len(h.theirs)} line(s)")
                 for text in h.ours[:MAX_SHOWN]:
                     lines.append(f"      - {text}")
                 for text in h.theirs[:MAX_SHOWN]:
@@ -69,6 +70,14 @@ class ConflictReport:
             )
             lines.append("or drop or replace the item in the recipe.")
         return "\n".join(lines)
+
+
+    def _ours(self) -> str:
+        """What the "ours" side of a hunk is: the base for the first item, else the base with the
+        items before this one applied (a conflict may be with an earlier item, not upstream)."""
+        if self.index == 0:
+            return "upstream"
+        return "upstream + item 1" if self.index == 1 else f"upstream + items 1-{self.index}"
 
 
 class ConflictError(StepError):
@@ -124,6 +133,8 @@ def files_from_apply_errors(stderr: str) -> list[FileConflict]:
         if m := _APPLY_FAILED.match(line):
             path, at = m.group(1), int(m.group(2))
             prev = found.get(path)
+            if prev and any(h.start == at for h in prev.hunks):
+                continue  # git names a hunk again when it retries it (3-way after a direct apply)
             hunks = [*(prev.hunks if prev else []), Hunk(at, at)]
             found[path] = FileConflict(path, hunks, "hunk does not match")
         elif m := _APPLY_OTHER.match(line):

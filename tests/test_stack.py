@@ -112,7 +112,7 @@ def test_conflict_report_then_export(tmp_path: Path, world: w.World, world_env: 
     err = res.stderr
     assert f"PR #2 of {w.UPSTREAM_URL} does not apply (stack item 2" in err
     assert "  README.md" in err
-    assert "lines 1-5: upstream 1 line(s), PR #2 1 line(s)" in err
+    assert "lines 1-5: upstream + item 1 1 line(s), PR #2 1 line(s)" in err  # the tree PR #2 met
     assert "- # llama.cpp (upstream title)" in err and "+ # llama.cpp (PR 2 title)" in err
     assert "harness patches export" in err
     js = json.loads(_prepare(recipe).stdout)
