@@ -13,6 +13,7 @@ With ``--json`` anywhere before a ``--``, a failure (bad arguments included) pri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -156,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, as_json=as_json)
     except KeyboardInterrupt:
         return _fail(None, as_json=as_json, kind="interrupted", message="interrupted", exit_code=130)
-    except BrokenPipeError:
-        return 1
+    except BrokenPipeError:  # `harness ... | head`: the reader is gone; end as git and coreutils do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + 13  # 141: what a shell reports for a process ended by SIGPIPE
     except Exception as exc:  # a bug: the traceback is the report; scripts still get their JSON
         if as_json:
             _emit_failure({"kind": "internal", "message": f"{type(exc).__name__}: {exc}", "exit_code": 1})

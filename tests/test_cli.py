@@ -329,3 +329,12 @@ def test_a_bad_model_is_named_before_llama_server_starts(verb: str, bad: str, tm
     assert res.returncode == 2, res.stderr
     assert str(DATA / "bad_gguf") in res.stderr and "Traceback" not in res.stderr
     assert not binary.with_name("llama-server.ran").exists()
+
+
+def test_a_reader_that_goes_away_ends_it_quietly() -> None:
+    """`harness ... | head -1`: no traceback, no error line, and the exit status git gives (141).
+    The pipe's reader is closed before the first write, so the write fails every time."""
+    probe = ("import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+             "from harness import cli; code = cli.main(['completion', 'bash']); sys.stderr.write(f'exit {code}')")
+    res = subprocess.run([sys.executable, "-u", "-c", probe], capture_output=True, text=True, cwd=REPO)  # unbuffered
+    assert res.stderr == "exit 141", res.stderr
