@@ -400,13 +400,27 @@ def _forget_key(server: Server) -> None:
         server.key_file = None
 
 
+KEEP_RUN_DIRS = 20  # the newest run dirs of finished harnesses kept, for their llama-server.log
+KEEP_RUN_DIRS_S = 24 * 3600  # ... and none older than a day
+
+
 def _forget_stale_keys() -> None:
-    """Delete the key files of servers whose harness was killed before it could (``harness-server-<pid>-*``)."""
-    for key_file in Path(tempfile.gettempdir()).glob(f"{KEY_DIR_PREFIX}*-*/api-key"):
-        pid = key_file.parent.name[len(KEY_DIR_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not atomic.pid_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                key_file.unlink()
+    """Delete the key files of servers whose harness was killed before it could, and the run dirs
+    (``harness-server-<pid>-*``: key file and llama-server.log) of finished harnesses beyond the
+    newest KEEP_RUN_DIRS or older than a day.  Dirs of a live harness are never touched."""
+    finished = []
+    for run_dir in Path(tempfile.gettempdir()).glob(f"{KEY_DIR_PREFIX}*-*"):
+        pid = run_dir.name[len(KEY_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or atomic.pid_alive(int(pid)) or run_dir.is_symlink() or not run_dir.is_dir():
+            continue
+        with contextlib.suppress(OSError):
+            (run_dir / "api-key").unlink(missing_ok=True)
+            finished.append((run_dir.stat().st_mtime, run_dir))
+    finished.sort(reverse=True)
+    now = time.time()
+    for i, (mtime, run_dir) in enumerate(finished):
+        if i >= KEEP_RUN_DIRS or now - mtime > KEEP_RUN_DIRS_S:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _leader_exited(proc: subprocess.Popen[bytes]) -> bool:

@@ -296,3 +296,32 @@ def test_key_files_of_killed_servers_are_deleted_at_the_next_start(tmp_path: Pat
     server._forget_stale_keys()
     assert not stale.exists() and live.exists()
     assert (stale.parent / "llama-server.log").exists()  # the log is the user's to read
+
+
+def test_run_dirs_of_finished_harnesses_do_not_pile_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every serve and bench leaves a run dir with llama-server.log: the newest 20 of finished
+    harnesses are kept (and none over a day old), a live harness's never touched."""
+    import tempfile
+
+    from harness import server
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    now = time.time()
+    runs = []
+    for i in range(25):
+        run = tmp_path / f"{server.KEY_DIR_PREFIX}{dead.pid}-{i:02d}"
+        run.mkdir()
+        (run / "llama-server.log").write_text("log\n")
+        os.utime(run, (now - 60 * (25 - i), now - 60 * (25 - i)))  # run 24 is the newest
+        runs.append(run)
+    old = tmp_path / f"{server.KEY_DIR_PREFIX}{dead.pid}-old"
+    old.mkdir()
+    os.utime(old, (now - 2 * 86400, now - 2 * 86400))
+    live = tmp_path / f"{server.KEY_DIR_PREFIX}{os.getpid()}-live"
+    live.mkdir()
+    os.utime(live, (now - 3 * 86400, now - 3 * 86400))
+    server._forget_stale_keys()
+    assert [r.exists() for r in runs] == [False] * 5 + [True] * 20
+    assert not old.exists() and live.exists()
