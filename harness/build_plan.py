@@ -28,9 +28,15 @@ def _program(name: str) -> str:
 
 
 def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, checks: Sequence[str] | None,
-            jobs: int | None = None, ccache: bool = True) -> dict[str, Any]:
+            jobs: int | None = None, ccache: bool = True, frozen: bool = False) -> dict[str, Any]:
+    """The plan (see the module doc).  A lock that disagrees with the recipe (an edited patch, a
+    new item) is shown as it stands, with ``lock.stale`` saying why; with ``frozen`` it is an
+    InputError (exit 2), as the real build would give."""
     backend = backends.get(backend_name)
     the_lock = lock.read(recipe.lock_path)
+    stale = lock.check(recipe, the_lock) if the_lock is not None else []
+    if frozen and (the_lock is None or stale):
+        lock.ensure(recipe, frozen=True)  # raises the real build's error
     plan = isa.plan(recipe.spec.build, toolchain.compiler())
     tree = Tree.for_recipe(recipe)
     bdir = build.work_dir(recipe, backend_name)
@@ -41,7 +47,7 @@ def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, check
         stack: list[dict[str, Any]] = [{"item": i.label(), "pin": i.pin, **({"retired": i.retired} if i.retired else {}),
                   **({"skipped": i.skipped} if i.skipped else {})} for i in the_lock.items]
         locked: dict[str, Any] | None = {"path": str(recipe.lock_path), "base": the_lock.base_sha,
-                                         "digest": the_lock.digest}
+                                         "digest": the_lock.digest, "stale": stale}
     else:
         stamp = cmake.Stamp(len(recipe.spec.stack), "<base>+stack.<lock digest>" if recipe.spec.stack else "<base>")
         stack = [{"item": item.label(recipe.spec.upstream.repo), "pin": None} for item in recipe.spec.stack]
@@ -76,6 +82,8 @@ def describe(p: dict[str, Any]) -> list[str]:
     isa_ = p["isa"]
     lines = [f"{p['recipe']}/{p['backend']} -> {p['out']}"]
     lines.append(f"  lock:      {p['lock']['path'] + ' (base ' + p['lock']['base'][:12] + ')' if p['lock'] else 'none yet: harness build resolves and writes it first'}")
+    for problem in (p["lock"] or {}).get("stale", []):
+        lines.append(f"  stale:     {problem} (harness build relocks first: the pins and stamp below are the lock's)")
     for s in p["stack"]:
         lines.append(f"  stack:     {s['item']}" + (f" @ {s['pin'][:12]}" if s.get("pin") else "")
                      + (" (retired)" if s.get("retired") else "") + (" (skipped)" if s.get("skipped") else ""))

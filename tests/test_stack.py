@@ -155,6 +155,26 @@ def test_conflicting_patch_names_file_and_hunk(tmp_path: Path, world_env: dict[s
     assert "README.md: hunk does not match" in res.stderr and "hunk at line 1" in res.stderr
 
 
+def test_dry_run_says_when_an_edited_patch_made_the_lock_stale(tmp_path: Path, world_env: dict[str, str]) -> None:
+    """The plan shows the lock as it stands and why it is stale; --frozen fails as the real build would."""
+    (tmp_path / "patches").mkdir()
+    patch = tmp_path / "patches" / "mine.patch"
+    patch.write_text("--- a/README.md\n+++ b/README.md\n@@ -1,2 +1,2 @@\n-# llama.cpp (old title)\n+# mine\n \n")
+    recipe = write_recipe(tmp_path, "stale", UP + "stack:\n  - patch: patches/mine.patch\n")
+    assert run_harness("lock", recipe).returncode == 0
+    fresh = run_harness("build", recipe, "--dry-run", "--frozen")
+    assert fresh.returncode == 0 and "stale:" not in fresh.stdout, fresh.stderr
+    patch.write_text(patch.read_text().replace("+# mine", "+# mine, edited"))
+    res = run_harness("build", recipe, "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    [plan] = json.loads(res.stdout)
+    [problem] = plan["lock"]["stale"]
+    assert problem.startswith("patch patches/mine.patch: sha256 is ")
+    assert "stale:     patch patches/mine.patch" in run_harness("build", recipe, "--dry-run").stdout
+    frozen = run_harness("build", recipe, "--dry-run", "--frozen")
+    assert frozen.returncode == 2 and "lock disagrees with the recipe (and --frozen)" in frozen.stderr
+
+
 def test_drift_is_reported_and_locked_sha_used(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
     world.set_ref(world.upstream, "refs/pull/12/head", world.shas["pr1"])
     recipe = write_recipe(tmp_path, "drift", UP + "stack:\n  - pr: 12\n")

@@ -85,7 +85,8 @@ def _dry_run(args: argparse.Namespace, checks: list[str] | None) -> int:
 
     recipe = load_recipe(args.recipe)
     plans = [build_plan.dry_run(recipe, b, builds_dir=args.builds_dir, checks=checks, jobs=args.jobs,
-                                ccache=not args.no_ccache) for b in args.backends or recipe.spec.build.backends]
+                                ccache=not args.no_ccache, frozen=args.frozen)
+             for b in args.backends or recipe.spec.build.backends]
     if args.json:
         console.emit_json(plans)
     else:
