@@ -338,3 +338,10 @@ def test_a_reader_that_goes_away_ends_it_quietly() -> None:
              "from harness import cli; code = cli.main(['completion', 'bash']); sys.stderr.write(f'exit {code}')")
     res = subprocess.run([sys.executable, "-u", "-c", probe], capture_output=True, text=True, cwd=REPO)  # unbuffered
     assert res.stderr == "exit 141", res.stderr
+
+
+@pytest.mark.parametrize("case", [c for c in FAILING if c.startswith("gguf ")])
+def test_a_bad_gguf_is_named_in_the_json_error_too(case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main([*FAILING[case], "--json"])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["file"] == str(BAD_GGUF) and error["exit_code"] == 2, error

@@ -252,8 +252,17 @@ class _Cursor:
 
 
 def open_gguf(path: str | os.PathLike[str]) -> GGUFFile:
-    """Parse and validate ``path``; an :class:`InputError` naming the file says what is wrong."""
+    """Parse and validate ``path``; an :class:`InputError` naming the file (its message and its
+    ``file``, for --json) says what is wrong."""
     path = Path(path)
+    try:
+        return _open(path)
+    except InputError as exc:
+        exc.file = exc.file or str(path)
+        raise
+
+
+def _open(path: Path) -> GGUFFile:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

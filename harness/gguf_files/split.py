@@ -114,8 +114,17 @@ def model_kvs(model: GGUFModel) -> list[KV]:
 
 
 def open_model(path: str | Path) -> GGUFModel:
-    """Open ``path`` and, when it is a shard, its whole set; an InputError names the shard at fault."""
+    """Open ``path`` and, when it is a shard, its whole set; an InputError names the shard at fault
+    (``file``: the one given, when the message does not name another)."""
     path = Path(path)
+    try:
+        return _open_model(path)
+    except InputError as exc:
+        exc.file = exc.file or str(path)
+        raise
+
+
+def _open_model(path: Path) -> GGUFModel:
     first = open_gguf(path)
     count = _u16(first, SPLIT_COUNT, required=False)
     if count <= 1:
