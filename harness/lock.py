@@ -340,6 +340,10 @@ def resolve(
         old = old_items.get(item.identity())
         if item.kind in ("patch", "patches"):
             new = pin_patch(recipe, item, fresh=update)
+            if old is None or old.sha256 != new.sha256:  # new content: is it a patch git can apply?
+                from harness.stack import patch_parts
+
+                patch_parts(recipe, new)
             if old is not None and (old.retired or old.skipped) and old.sha256 == new.sha256:
                 new = replace(new, retired=old.retired, skipped=old.skipped)
         elif item.kind == "commit":

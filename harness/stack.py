@@ -249,11 +249,14 @@ def _already_upstream(repo: Path, work: Path, change: bytes, upstream_range: str
     return None
 
 
-def _parts_of(ctx: _Ctx, item: LockedItem) -> list[patchset.Part]:
+def patch_parts(recipe: Recipe, item: LockedItem) -> list[patchset.Part]:
+    """The mails/diffs of a patch or patch-series item, as ``git am`` would read them; an
+    InputError (exit 2) for a file with no diff in it or a binary change that carries no data.
+    ``harness lock`` calls it too, so such a file is refused before it is pinned."""
     if item.kind == "patches":
-        parts = [p for name, data in sources.series_bytes(ctx.recipe, item) for p in patchset.split(data, name)]
+        parts = [p for name, data in sources.series_bytes(recipe, item) for p in patchset.split(data, name)]
     else:
-        parts = patchset.split(sources.patch_bytes(ctx.recipe, item), item.ref)
+        parts = patchset.split(sources.patch_bytes(recipe, item), item.ref)
     if not parts:
         raise InputError(f"{item.label()}: not a patch (no diff in it)")
     for part in parts:
@@ -268,7 +271,7 @@ def _parts_of(ctx: _Ctx, item: LockedItem) -> list[patchset.Part]:
 
 
 def _apply_patch_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[ItemResult, ConflictReport | None]:
-    parts = _parts_of(ctx, item)
+    parts = patch_parts(ctx.recipe, item)
     done: list[dict[str, Any]] = []
     for k, part in enumerate(parts, start=1):
         part_onto = git.head(ctx.work)
