@@ -47,7 +47,7 @@ COMMANDS: dict[str, str] = {
 
 # accepted before the command and after it (and after a sub-command): harness build R -v
 COMMON_FLAGS: list[tuple[tuple[str, ...], str, str]] = [
-    (("-v", "--verbose"), "verbose", "echo every command run"),
+    (("-v", "--verbose"), "verbose", "echo every command run (git and probes too)"),
     (("-q", "--quiet"), "quiet", "only errors and results"),
     (("--debug",), "debug", "show tracebacks"),
 ]
