@@ -10,6 +10,8 @@ never parsed back out of the message), and the exit code.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 
@@ -120,3 +122,13 @@ class CommandFailed(StepError):
         if log:
             lines.append(f"  full log: {log}")
         super().__init__("\n".join(lines), details={"command": list(argv), "returncode": returncode, "log": log})
+
+
+@contextlib.contextmanager
+def about_file(path: object) -> Iterator[None]:
+    """A HarnessError raised inside names ``path`` as its ``file`` (for --json) unless it names one."""
+    try:
+        yield
+    except HarnessError as exc:
+        exc.file = exc.file or str(path)
+        raise

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from harness.errors import InputError
+from harness.errors import InputError, about_file
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -255,11 +255,8 @@ def open_gguf(path: str | os.PathLike[str]) -> GGUFFile:
     """Parse and validate ``path``; an :class:`InputError` naming the file (its message and its
     ``file``, for --json) says what is wrong."""
     path = Path(path)
-    try:
+    with about_file(path):
         return _open(path)
-    except InputError as exc:
-        exc.file = exc.file or str(path)
-        raise
 
 
 def _open(path: Path) -> GGUFFile:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness import console
-from harness.errors import InputError
+from harness.errors import InputError, about_file
 from harness.gguf_files.reader import INTEGER_TYPES, KV, GGUFFile, TensorInfo, open_gguf
 
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
@@ -117,11 +117,8 @@ def open_model(path: str | Path) -> GGUFModel:
     """Open ``path`` and, when it is a shard, its whole set; an InputError names the shard at fault
     (``file``: the one given, when the message does not name another)."""
     path = Path(path)
-    try:
+    with about_file(path):
         return _open_model(path)
-    except InputError as exc:
-        exc.file = exc.file or str(path)
-        raise
 
 
 def _open_model(path: Path) -> GGUFModel:
