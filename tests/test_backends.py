@@ -106,3 +106,21 @@ def test_a_backend_this_machine_cannot_build_is_refused_before_anything_runs(tmp
     assert "configuring" not in res.stderr + res.stdout
     assert not (tmp_path / "r" / "mac.lock").exists() and not (tmp_path / "builds").exists()
     assert not (Path(os.environ["HARNESS_CACHE"]) / "mirrors").exists()
+
+
+def test_an_nvcc_off_path_counts_as_cmake_would_find_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA toolkit whose bin/ is not on PATH ($CUDA_PATH here) is buildable: detect finds it and
+    the build tells CMake which nvcc (CUDACXX), instead of refusing what CMake would build."""
+    toolkit = tmp_path / "cuda"
+    nvcc = toolkit / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
+    nvcc.chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("CUDA_PATH", str(toolkit))
+    monkeypatch.delenv("CUDACXX", raising=False)
+    if cuda.nvcc_path() != str(nvcc):
+        pytest.skip("a toolkit in /usr/bin or /usr/local/cuda comes first here")
+    det = cuda.Cuda().detect()
+    assert det.available and det.found["nvcc"] == f"13.0.88 ({nvcc})", det
+    assert cuda.Cuda().env() == {"CUDACXX": str(nvcc)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -23,10 +24,20 @@ def gpu_archs() -> list[str]:
     return sorted(caps)
 
 
+def nvcc_path() -> str | None:
+    """nvcc where CMake's FindCUDAToolkit / CMAKE_CUDA_COMPILER would find it: $CUDACXX, PATH,
+    $CUDA_PATH/bin, /usr/local/cuda/bin (a toolkit off PATH is common, and CMake builds with it)."""
+    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc"),
+                  os.path.join(os.environ["CUDA_PATH"], "bin", "nvcc") if os.environ.get("CUDA_PATH") else None,
+                  "/usr/local/cuda/bin/nvcc"]
+    return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
+
+
 def nvcc_version() -> str | None:
-    if not shutil.which("nvcc"):
+    nvcc = nvcc_path()
+    if not nvcc:
         return None
-    out = runner.run(["nvcc", "--version"], check=False).stdout
+    out = runner.run([nvcc, "--version"], check=False).stdout
     m = re.search(r"release ([\d.]+), V([\d.]+)", out)
     return m.group(2) if m else out.strip().splitlines()[-1] if out.strip() else None
 
@@ -45,7 +56,8 @@ class Cuda:
         return args
 
     def env(self) -> dict[str, str]:
-        return {}
+        nvcc = nvcc_path()  # off PATH: tell CMake which nvcc detect() found
+        return {"CUDACXX": nvcc} if nvcc and not os.environ.get("CUDACXX") and not shutil.which("nvcc") else {}
 
     def tools(self) -> list[Tool]:
         return [NVCC]
@@ -56,6 +68,8 @@ class Cuda:
         if version:
             found["nvcc"] = version
         det = detect_tools(self.name, self.tools(), found)
+        if det.missing and nvcc_path():  # off PATH, where CMake finds it too
+            det = Detection(det.backend, True, {**det.found, "nvcc": f"{found.get('nvcc')} ({nvcc_path()})"}, [])
         archs = gpu_archs()
         notes = [f"GPU compute capability: {', '.join(a[:-1] + '.' + a[-1] for a in archs)} (archs {', '.join(archs)})"] if archs else ["no GPU seen by nvidia-smi (set build.cuda.archs)"]
         return Detection(det.backend, det.available, det.found, det.missing, notes)
