@@ -138,13 +138,16 @@ def _inspect(path: Path, *, as_json: bool) -> int:
     table.add_column("bytes", justify="right")
     if split:
         table.add_column("shard", justify="right")
-    table.add_column("")
+    if info.mtp_names:  # the MTP column only where a tensor is marked in it
+        table.add_column("MTP")
     for t in info.tensors:
         mark = "MTP" if t.name in info.mtp_names else ""
         cells: list[Text | str] = [Text(console.plain(t.name)), t.type_name, "×".join(map(str, t.shape)), _size(t.nbytes)]
         if split:
             cells.append(str(t.shard + 1))
-        table.add_row(*cells, mark, style="cyan" if mark else None)
+        if info.mtp_names:
+            cells.append(mark)
+        table.add_row(*cells, style="cyan" if mark else None)
     _print_stdout(table)
     if split:
         console.out(f"split model: {len(info.shards)} shards")
