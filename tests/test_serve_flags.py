@@ -81,9 +81,8 @@ def test_recipe_keys_become_flags() -> None:
 
 
 def _model(tmp_path: Path) -> Path:
-    model = tmp_path / "model.gguf"
-    model.write_bytes(b"GGUF")  # never opened: nothing starts
-    return model
+    # a real (tiny) model: serve reads --model before anything starts; llama-server never loads it here
+    return tiny_model.write(tmp_path / "model.gguf")
 
 
 def _serve(recipe: Path, builds: Path, model: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
