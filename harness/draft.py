@@ -88,12 +88,7 @@ def _cached_or_fetched(repo: str, revision: str, filename: str, *, download: boo
 def fit(draft: Path, target: Path | None) -> audit_mod.Audit:
     """Audit ``draft`` (against ``target`` when given); InputError (exit 2) naming each problem when
     llama.cpp would refuse it or draft nothing with it."""
-    with open_model(draft) as gf:
-        if target is None:
-            report = audit_mod.audit(gf)
-        else:
-            with open_model(target) as tgt:
-                report = audit_mod.audit(gf, target=tgt)
+    report = audit_mod.audit_path(draft, target)
     if not report.ok:
         against = f" for {target}" if target is not None else ""
         raise InputError(

@@ -170,14 +170,8 @@ def _inspect(path: Path, *, as_json: bool) -> int:
 
 def _audit(path: Path, target_path: Path | None, *, as_json: bool) -> int:
     from harness.gguf_files import audit
-    from harness.gguf_files.split import open_model
 
-    with open_model(path) as gf:
-        if target_path is None:
-            report = audit.audit(gf)
-        else:
-            with open_model(target_path) as target:
-                report = audit.audit(gf, target=target)
+    report = audit.audit_path(path, target_path)
     if as_json:
         console.emit_json(report.to_json())
     else:

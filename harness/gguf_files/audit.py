@@ -39,11 +39,12 @@ and MTP layers declared for an architecture without an MTP graph.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.gguf_files import mtp
 from harness.gguf_files.reader import TensorInfo, bits_per_weight, type_name
-from harness.gguf_files.split import GGUFModel
+from harness.gguf_files.split import GGUFModel, open_model
 
 PASSING = frozenset({"ok", "draft", "not-applicable"})
 Q8_0_BPW = 8.5
@@ -102,6 +103,16 @@ class Audit:
             "warnings": self.warnings,
             "layers": [vars(layer) for layer in self.layers],
         }
+
+
+def audit_path(path: Path, target: Path | None = None) -> Audit:
+    """:func:`audit` of the model at ``path`` (every shard of a split set), against the one at
+    ``target`` when given; an InputError names a file that cannot be read."""
+    with open_model(path) as gf:
+        if target is None:
+            return audit(gf)
+        with open_model(target) as tgt:
+            return audit(gf, target=tgt)
 
 
 def audit(gf: GGUFModel, *, target: GGUFModel | None = None) -> Audit:
