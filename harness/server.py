@@ -285,7 +285,7 @@ def running_server(
     port = port or free_port(host)
     from harness import lifetime, runner
 
-    _forget_stale_keys()
+    _sweep_run_dirs()
     key_dir = Path(tempfile.mkdtemp(prefix=f"{KEY_DIR_PREFIX}{os.getpid()}-"))  # 0700
     if log_path is None:
         log_path = key_dir / "llama-server.log"
@@ -404,7 +404,7 @@ KEEP_RUN_DIRS = 20  # the newest run dirs of finished harnesses kept, for their 
 KEEP_RUN_DIRS_S = 24 * 3600  # ... and none older than a day
 
 
-def _forget_stale_keys() -> None:
+def _sweep_run_dirs() -> None:
     """Delete the key files of servers whose harness was killed before it could, and the run dirs
     (``harness-server-<pid>-*``: key file and llama-server.log) of finished harnesses beyond the
     newest KEEP_RUN_DIRS or older than a day.  Dirs of a live harness are never touched."""

@@ -68,8 +68,9 @@ class Cuda:
         if version:
             found["nvcc"] = version
         det = detect_tools(self.name, self.tools(), found)
-        if det.missing and nvcc_path():  # off PATH, where CMake finds it too
-            det = Detection(det.backend, True, {**det.found, "nvcc": f"{found.get('nvcc')} ({nvcc_path()})"}, [])
+        nvcc = nvcc_path()
+        if det.missing and nvcc:  # off PATH, where CMake finds it too
+            det = Detection(det.backend, True, {**det.found, "nvcc": f"{found.get('nvcc')} ({nvcc})"}, [])
         archs = gpu_archs()
         notes = [f"GPU compute capability: {', '.join(a[:-1] + '.' + a[-1] for a in archs)} (archs {', '.join(archs)})"] if archs else ["no GPU seen by nvidia-smi (set build.cuda.archs)"]
         return Detection(det.backend, det.available, det.found, det.missing, notes)

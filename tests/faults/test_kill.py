@@ -293,7 +293,7 @@ def test_key_files_of_killed_servers_are_deleted_at_the_next_start(tmp_path: Pat
         key.parent.mkdir()
         key.write_text("secret\n")
     (stale.parent / "llama-server.log").write_text("log\n")
-    server._forget_stale_keys()
+    server._sweep_run_dirs()
     assert not stale.exists() and live.exists()
     assert (stale.parent / "llama-server.log").exists()  # the log is the user's to read
 
@@ -322,6 +322,6 @@ def test_run_dirs_of_finished_harnesses_do_not_pile_up(tmp_path: Path, monkeypat
     live = tmp_path / f"{server.KEY_DIR_PREFIX}{os.getpid()}-live"
     live.mkdir()
     os.utime(live, (now - 3 * 86400, now - 3 * 86400))
-    server._forget_stale_keys()
+    server._sweep_run_dirs()
     assert [r.exists() for r in runs] == [False] * 5 + [True] * 20
     assert not old.exists() and live.exists()
