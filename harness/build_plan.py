@@ -36,7 +36,7 @@ def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, check
     the_lock = lock.read(recipe.lock_path)
     stale = lock.check(recipe, the_lock) if the_lock is not None else []
     if frozen and (the_lock is None or stale):
-        lock.ensure(recipe, frozen=True)  # raises the real build's error
+        raise lock.frozen_error(recipe, stale if the_lock is not None else None)  # the real build's error
     plan = isa.plan(recipe.spec.build, toolchain.compiler())
     tree = Tree.for_recipe(recipe)
     bdir = build.work_dir(recipe, backend_name)

@@ -71,7 +71,6 @@ class ConflictReport:
             lines.append("or drop or replace the item in the recipe.")
         return "\n".join(lines)
 
-
     def _ours(self) -> str:
         """What the "ours" side of a hunk is: the base for the first item, else the base with the
         items before this one applied (a conflict may be with an earlier item, not upstream)."""

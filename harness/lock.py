@@ -478,15 +478,21 @@ def _draft_problems(recipe: Recipe, lock: Lock) -> list[str]:
     return []
 
 
+def frozen_error(recipe: Recipe, problems: list[str] | None) -> InputError:
+    """What --frozen says when the lock is missing (``problems`` None) or disagrees with the recipe."""
+    if problems is None:
+        return InputError(f"{recipe.lock_path}: no lock (and --frozen); run `harness lock {shlex.quote(str(recipe.path))}`")
+    return InputError(f"{recipe.lock_path}: lock disagrees with the recipe (and --frozen):\n  " + "\n  ".join(problems))
+
+
 def ensure(recipe: Recipe, *, frozen: bool = False) -> Lock:
     """The lock every command uses: read it, or create/extend it (keeping pins) on first use."""
     existing = read(recipe.lock_path)
-    if existing is not None and not check(recipe, existing):
+    problems = check(recipe, existing) if existing is not None else []
+    if existing is not None and not problems:
         return existing
     if frozen:
-        if existing is None:
-            raise InputError(f"{recipe.lock_path}: no lock (and --frozen); run `harness lock {shlex.quote(str(recipe.path))}`")
-        raise InputError(f"{recipe.lock_path}: lock disagrees with the recipe (and --frozen):\n  " + "\n  ".join(check(recipe, existing)))
+        raise frozen_error(recipe, problems if existing is not None else None)
     lock, moves = resolve(recipe, existing)
     write(recipe.lock_path, lock)
     console.info(f"{'updated' if existing else 'wrote'} {recipe.lock_path}")
