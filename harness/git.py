@@ -41,8 +41,12 @@ IDENTITY_EMAIL = "harness@llama-harness.invalid"
 _LEAKY = (
     "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
     "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE",
-    "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE", "GIT_QUARANTINE_PATH",
+    "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE", "GIT_QUARANTINE_PATH", "GIT_SHALLOW_FILE",
+    "GIT_REPLACE_REF_BASE", "GIT_GRAFT_FILE", "GIT_NO_REPLACE_OBJECTS",
 )
+# the user's settings a git process needs to reach a remote: also given to local commands, because a
+# partial clone fetches missing blobs lazily (from the remote's real URL) while merging or diffing
+_REMOTE_KEYS = r"^(url\..*|http\..*|credential\..*|core\.sshcommand|protocol\..*|core\.askpass)$"
 
 
 @functools.cache
@@ -63,12 +67,39 @@ def _network_overrides() -> dict[str, str]:
     return {**runner.blank_secrets(git_credentials=True), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
+def remote_settings() -> tuple[tuple[str, str], ...]:
+    """(key, value) of the user's git settings for reaching remotes (``url.<base>.insteadOf``, http,
+    credentials), from every config level git reads, ``GIT_CONFIG_COUNT/KEY/VALUE`` included."""
+    key = tuple(sorted((k, v) for k, v in os.environ.items()
+                       if k.startswith("GIT_CONFIG") or k in ("HOME", "XDG_CONFIG_HOME", "PATH")))
+    return _remote_settings(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _remote_settings(_key: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    env = network_env()
+    status, out, _, _ = _run_raw(["config", "--null", "--get-regexp", _REMOTE_KEYS], env=env)
+    if status != 0:
+        return ()
+    pairs = []
+    for entry in out.decode("utf-8", "replace").split("\0"):
+        key, _, value = entry.partition("\n")
+        if key:
+            pairs.append((key, value))
+    return tuple(pairs)
+
+
 def _local_overrides(date: int | None = None) -> dict[str, str]:
+    remote = remote_settings()
     env = {
         **runner.blank_secrets(),  # local commands need no credentials at all
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_COUNT": "0",  # the user's GIT_CONFIG_KEY_n rewrites are for remotes only
+        # only the user's settings for remotes (URL rewrites, credentials): a partial clone's lazy
+        # fetch needs them; nothing that changes a merge, a diff or a commit
+        "GIT_CONFIG_COUNT": str(len(remote)),
+        **{f"GIT_CONFIG_KEY_{n}": k for n, (k, _) in enumerate(remote)},
+        **{f"GIT_CONFIG_VALUE_{n}": v for n, (_, v) in enumerate(remote)},
         "GIT_CONFIG_PARAMETERS": "",
         "GIT_TERMINAL_PROMPT": "0",
         "LC_ALL": "C",
@@ -86,6 +117,18 @@ def network_env() -> dict[str, str]:
     """The environment for git commands that talk to remotes (user config kept)."""
     env = {k: v for k, v in os.environ.items() if k not in _LEAKY}
     return {**env, **_network_overrides()}
+
+
+def _run_raw(args: list[str], *, env: dict[str, str], repo: Path | None = None) -> tuple[int, bytes, str, list[str]]:
+    """git with exactly ``env`` (no GitPython): for reading config before our environments exist."""
+    import subprocess
+
+    argv = ["git", *(["-C", str(repo)] if repo else []), *args]
+    try:
+        res = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        raise InputError("git not found on PATH (needed for every source operation)") from None
+    return res.returncode, res.stdout, res.stderr.decode("utf-8", "replace"), argv
 
 
 def local_env(date: int | None = None) -> dict[str, str]:
@@ -108,7 +151,7 @@ def _open(path: Path, *, network: bool = False) -> Iterator[gitpython.Repo]:
         yield repo
     except gp.exc.GitCommandError as exc:
         raise CommandFailed([str(a) for a in exc.command], int(exc.status) if isinstance(exc.status, int) else 1,
-                            runner._tail_text(f"{exc.stderr}\n{exc.stdout}")) from None
+                            failure_tail(str(exc.stderr), str(exc.stdout))) from None
     except (gp.exc.GitError, ValueError) as exc:  # a name or object GitPython could not find or read
         raise StepError(f"git: {exc} (in {path})") from None
     finally:
@@ -148,9 +191,27 @@ def _run(
             raise InputError("git not found on PATH (needed for every source operation)") from None
     out_bytes = out if isinstance(out, bytes) else str(out).encode()
     if status < 0 or (check and status != 0):  # killed by a signal: never an answer, even where failing is one
-        text = err + "\n" + out_bytes.decode("utf-8", errors="replace")
-        raise CommandFailed(argv if repo is None else ["git", "-C", str(repo), *argv[1:]], status, runner._tail_text(text))
+        raise CommandFailed(argv if repo is None else ["git", "-C", str(repo), *argv[1:]], status,
+                            failure_tail(err, out_bytes))
     return status, out_bytes, err, argv
+
+
+TAIL_LINES = 20
+TAIL_LINE_BYTES = 400
+
+
+def failure_tail(err: str, out: bytes | str = b"") -> str:
+    """What a failed git said, for errors and reports: git's own reason (stderr) first, then the end of
+    stdout, each line and the whole capped (a diff of minified CSS must not bury the reason)."""
+    def capped(text: str, lines: int) -> list[str]:
+        kept = [line.rstrip() for line in text.rstrip().splitlines() if line.strip()][-lines:]
+        return [line if len(line) <= TAIL_LINE_BYTES else f"{line[:TAIL_LINE_BYTES]} ... ({len(line) - TAIL_LINE_BYTES} more characters)"
+                for line in kept]
+
+    out_text = out.decode("utf-8", "replace") if isinstance(out, bytes) else out
+    reason = capped(err, TAIL_LINES)
+    rest = capped(out_text, max(TAIL_LINES - len(reason), 5))
+    return "\n".join([*reason, *(["(stdout:)", *rest] if rest else [])])
 
 
 def git(
@@ -185,11 +246,12 @@ def ls_remote(url: str, patterns: Iterable[str], *, timeout: float = 60) -> dict
     return refs
 
 
-def fetch(repo: Path, args: list[str], *, check: bool = True) -> tuple[int, str]:
-    """``git fetch --no-tags --update-shallow origin ARGS`` in a mirror: (exit code, stderr)."""
+def fetch(repo: Path, refspecs: list[str], options: Iterable[str] = (), *, check: bool = True,
+          input: bytes | None = None) -> tuple[int, str]:
+    """``git fetch --no-tags --update-shallow OPTIONS origin REFSPECS`` in a mirror: (exit code, stderr)."""
     status, _, err, _ = _run(
-        ["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--update-shallow", "origin", *args],
-        repo=repo, network=True, check=check,
+        ["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--update-shallow", *options, "origin", *refspecs],
+        repo=repo, network=True, check=check, input=input,
     )
     return status, err
 
@@ -214,6 +276,11 @@ def config_set(repo: Path, key: str, value: str) -> None:
         section = f'{head} "{sub}"'
     with _open(repo) as r, r.config_writer("repository") as cw:
         cw.set_value(section, option, value)
+
+
+def config_get(repo: Path, key: str) -> str | None:
+    status, out, _, _ = _run(["config", "--get", key], repo=repo, check=False)
+    return out.decode().strip() if status == 0 else None
 
 
 def has_commit(repo: Path, sha: str) -> bool:
@@ -280,13 +347,19 @@ def delete_ref(repo: Path, ref: str) -> None:
 
 
 def merge_base(repo: Path, a: str, b: str) -> str | None:
-    gp = _gp()
-    with _open(repo) as r:
-        try:
-            found = r.merge_base(a, b)
-        except gp.exc.GitCommandError:  # a missing object behind a shallow boundary
-            return None
-        return found[0].hexsha if found else None
+    """One merge base of ``a`` and ``b`` (git's pick), or None when they share no history."""
+    found = merge_bases(repo, a, b)
+    return found[0] if found else None
+
+
+def merge_bases(repo: Path, a: str, b: str) -> list[str]:
+    """Every merge base of ``a`` and ``b`` (``merge-base --all``: more than one in a criss-cross)."""
+    status, out, err, argv = _run(["merge-base", "--all", a, b], repo=repo, check=False)
+    if status == 1 and not err.strip():
+        return []
+    if status != 0:
+        raise CommandFailed(["git", "-C", str(repo), *argv[1:]], status, failure_tail(err, out))
+    return out.decode().split()
 
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
@@ -310,9 +383,45 @@ def tree_of(repo: Path, rev: str) -> str:
         return str(r.commit(rev).tree.hexsha)
 
 
-def count_commits(repo: Path, sha: str) -> int:
-    """Commits reachable from ``sha`` that the repository has (its depth, in a shallow mirror)."""
-    return int(_text(["rev-list", "--count", sha], repo).strip() or 0)
+def missing_blobs(repo: Path, sha: str) -> list[str]:
+    """The blobs of ``sha``'s tree a partial clone does not have yet (nothing is fetched to find them)."""
+    out = _text(["rev-list", "--objects", "--missing=print", "--no-walk", sha], repo)
+    return [line[1:].strip() for line in out.splitlines() if line.startswith("?")]
+
+
+def blobs_touched(repo: Path, rev_range: list[str], paths: Iterable[str]) -> set[str]:
+    """Every blob on either side of the changes the non-merge commits of ``rev_range`` make to ``paths``
+    (whole commits: what ``log -p --full-diff`` will read).  Trees only: nothing is fetched."""
+    paths = list(paths)
+    if not paths:
+        return set()
+    out = _text(["--literal-pathspecs", "log", "--no-merges", "--root", "--raw", "--no-abbrev", "--no-renames", "--full-diff", "--format=",
+                 *rev_range, "--", *paths], repo)
+    blobs: set[str] = set()
+    for line in out.splitlines():
+        if line.startswith(":"):
+            fields = line[1:].split(None, 4)
+            blobs.update(b for b in fields[2:4] if b.strip("0"))
+    return blobs
+
+
+def blobs_at(repo: Path, commit: str, paths: list[str]) -> set[str]:
+    """The blobs ``paths`` name in ``commit``'s tree (trees only: nothing is fetched)."""
+    if not paths:
+        return set()
+    out = _run(["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths], repo=repo)[1]
+    found = set()
+    for entry in out.split(b"\0"):
+        meta = entry.split(b"\t", 1)[0].split()
+        if len(meta) == 3 and meta[1] == b"blob":
+            found.add(meta[2].decode())
+    return found
+
+
+def changed_paths(repo: Path, a: str, b: str) -> list[str]:
+    """Paths that differ between two commits (trees only)."""
+    out = _run(["diff-tree", "-r", "-z", "--name-only", "--no-renames", a, b], repo=repo)[1]
+    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
 
 
 def history_complete(repo: Path, shas: Iterable[str]) -> bool:
@@ -353,17 +462,42 @@ def patch_id(repo: Path, patch: bytes) -> str | None:
     return out[0].decode() if out else None
 
 
-def patch_ids_of_range(repo: Path, rev_range: str) -> dict[str, str]:
-    """patch-id -> commit for every non-merge commit in ``rev_range``."""
-    log = _run(["log", "-p", "--no-merges", "--no-color", "--full-index", rev_range], repo=repo)[1]
-    if not log.strip():
-        return {}
-    out = _run(["patch-id", "--stable"], repo=repo, input=log)[1].decode()
-    ids: dict[str, str] = {}
-    for line in out.splitlines():
-        pid, _, commit = line.partition(" ")
-        ids.setdefault(pid, commit)
-    return ids
+def find_patch_id(repo: Path, rev_range: list[str], paths: Iterable[str], wanted: str) -> str | None:
+    """The first non-merge commit of ``rev_range`` whose patch-id is ``wanted``, or None.
+
+    Only commits touching ``paths`` (the change's own files) can carry the same patch-id, so only
+    they are read, whole (``--full-diff``); ``git log -p`` streams into ``git patch-id`` through
+    pipes, so memory stays bounded whatever the range holds.
+    """
+    import subprocess
+
+    paths = list(paths)
+    if not paths:
+        return None
+    env = local_env()
+    log_argv = ["git", "-C", str(repo), "--literal-pathspecs", "log", "-p", "--no-merges", "--no-color", "--full-index", "--full-diff",
+                *rev_range, "--", *paths]
+    if console.verbose():
+        console.echo_command(log_argv)
+    with subprocess.Popen(log_argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as log, \
+            subprocess.Popen(["git", "-C", str(repo), "patch-id", "--stable"], env=env, stdin=log.stdout,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as pid:
+        assert log.stdout is not None and pid.stdout is not None and log.stderr is not None
+        log.stdout.close()  # patch-id holds it now
+        found = None
+        for line in pid.stdout:
+            patch, _, commit = line.decode().partition(" ")
+            if patch == wanted:
+                found = commit.strip()
+                break
+        if found is not None:
+            log.kill()
+            pid.kill()
+            return found
+        err = log.stderr.read().decode("utf-8", "replace")
+    if log.returncode != 0:
+        raise CommandFailed(log_argv, log.returncode, failure_tail(err))
+    return None
 
 
 def apply(repo: Path, patch: bytes, *flags: str) -> tuple[int, str]:

@@ -1,19 +1,20 @@
 """The source cache: one bare mirror per repository URL, shared by every recipe.
 
 Mirrors live under ``<cache>/mirrors/<slug>-<hash>.git`` and are guarded by a file lock
-(``<mirror>.lock``).  Only what a lock needs is fetched: each pinned commit at depth 1,
-deepened step by step when a merge base or a patch's pre-image blobs are needed.  A commit
-counts as present only once ``refs/harness/pin/<sha>`` names it: git writes that ref after
-the pack and the shallow file, so a fetch killed half-way is simply fetched again.
-
-Deepening asks for the pinned SHA itself with ``--depth=N`` (N beyond what the mirror has):
-``--deepen`` only deepens what some remote ref still points at, and a force-pushed PR head
-is pointed at by none (GitHub keeps it fetchable by SHA).
+(``<mirror>.lock``).  A mirror is a partial clone (``--filter=blob:none``): every pinned
+commit comes with its whole history of commits and trees, so merge bases, ancestry and
+the already-merged scan see exactly what a full clone sees, on a fresh cache and a warm
+one alike; file contents (blobs) come only when asked for: the trees a build checks out,
+the files a merge or a patch-id scan reads.  A commit counts as present only once
+``refs/harness/pin/<sha>`` names it: git writes that ref after the pack, so a fetch killed
+half-way is simply fetched again.  (Format 1 mirrors were shallow and deepened step by
+step; a merge commit on the shallow cut made the answer depend on what the cache held.
+They are completed in place on first use.)
 
 A fetch killed half-way leaves git's own lock files and temp packs behind; whoever takes
 the mirror's lock next removes them (holding our lock, no git process can be using them)
-and, since a kill may have come between a pack and its shallow update, re-verifies that the
-history behind every pin can be walked, dropping the pins that cannot.
+and re-verifies that the history behind every pin can be walked, dropping the pins that
+cannot.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, console, git, paths
-from harness.errors import CommandFailed, StepError
+from harness.errors import InputError, StepError
 
 LOCK_TIMEOUT = 3600.0
 PIN = "refs/harness/pin/"
+FORMAT = "2"  # 2: partial clone (blob:none) with the whole commit graph; 1: shallow
+FILTER = "--filter=blob:none"
 
 # lock files git leaves behind when killed (relative to a git directory)
 GIT_LOCK_FILES = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "FETCH_HEAD.lock", "shallow.lock",
@@ -69,6 +72,15 @@ _UNREACHABLE = ("unable to access", "Could not read from remote", "does not appe
                 "Could not resolve host", "Connection refused", "Authentication failed", "Repository not found")
 
 
+def _partial_clone_config(path: Path) -> None:
+    git.config_set(path, "core.repositoryformatversion", "1")
+    git.config_set(path, "extensions.partialClone", "origin")
+    git.config_set(path, "remote.origin.promisor", "true")
+    git.config_set(path, "remote.origin.partialclonefilter", "blob:none")
+    git.config_set(path, "uploadpack.allowFilter", "true")
+    git.config_set(path, "harness.mirrorformat", FORMAT)
+
+
 def _slug(url: str) -> str:
     tail = re.sub(r"[^A-Za-z0-9._-]+", "-", url.split("://")[-1])[-60:].strip("-")
     return f"{tail}-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
@@ -81,22 +93,43 @@ class Want:
     sha: str
     ref: str | None = None  # refs/pull/N/head; None when the SHA is all we have
     label: str = ""  # "PR #1 of https://...", for errors
+    from_recipe: bool = False  # the recipe itself names this SHA (upstream.ref, a commit: item)
 
 
 class CommitGone(StepError):
     """A pinned commit the remote no longer has (force-pushed away, then garbage-collected)."""
 
-    def __init__(self, want: Want, url: str, why: str, recipe: Path | None = None) -> None:
-        self.want, self.url, self.why = want, url, why
+    def __init__(self, want: Want, url: str, why: str, recipe: Path | None = None, *, moved_to: str | None = None) -> None:
+        self.want, self.url, self.why, self.moved_to = want, url, why, moved_to
         what = f"{want.label}: " if want.label else ""
         command = "harness lock --update " + (shlex.quote(str(recipe)) if recipe else "RECIPE")
-        super().__init__(
-            f"{what}commit {want.sha} cannot be fetched from {url}: {why}",
-            hint=f"it was probably force-pushed away and garbage-collected upstream; run `{command}` to pin what the ref points at now",
-        )
+        if moved_to:
+            hint = (f"{want.ref} now points at {moved_to[:12]}: the locked commit was force-pushed away and "
+                    f"garbage-collected upstream; run `{command}` to pin what the ref points at now")
+        elif want.ref:
+            hint = (f"{want.ref} no longer exists at {url} and the commit is gone with it; "
+                    f"run `{command}` to re-resolve the recipe, or remove the item")
+        else:
+            hint = f"the remote does not have this object (any more); run `{command}` to pin what the recipe's refs point at now"
+        super().__init__(f"{what}commit {want.sha} cannot be fetched from {url}:\n{_indent(why)}", hint=hint)
 
     def for_recipe(self, recipe: Path) -> CommitGone:
-        return CommitGone(self.want, self.url, self.why, recipe)
+        return CommitGone(self.want, self.url, self.why, recipe, moved_to=self.moved_to)
+
+
+class PinnedShaMissing(InputError):
+    """A full SHA the recipe itself names that the repository does not have (a typo, most often)."""
+
+    def __init__(self, want: Want, url: str, why: str) -> None:
+        what = f"{want.label}: " if want.label else ""
+        super().__init__(
+            f"{what}the recipe pins {want.sha}, which {url} does not have\n{_indent(why)}",
+            hint="check the SHA in the recipe (a typo?): `harness lock --update` cannot help, the recipe names this commit itself",
+        )
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  git: " + line for line in text.strip().splitlines()) or "  git: (no reason given)"
 
 
 @dataclass
@@ -112,6 +145,7 @@ class Mirror:
     def locked(self) -> Iterator[Mirror]:
         with atomic.lock(self.path.with_name(self.path.name + ".lock"), timeout=LOCK_TIMEOUT):
             self._ensure_initialized()
+            self._upgrade()
             stale = remove_stale_git_state(self.path)
             if stale:
                 console.info(f"{self.url}: removed what a killed git left ({', '.join(stale[:4])}); re-verifying pins")
@@ -126,7 +160,17 @@ class Mirror:
             git.config_set(tmp, "remote.origin.url", self.url)
             git.config_set(tmp, "uploadpack.allowAnySHA1InWant", "true")
             git.config_set(tmp, "gc.auto", "0")
+            _partial_clone_config(tmp)
             os.replace(tmp, self.path)
+
+    def _upgrade(self) -> None:
+        """A format-1 (shallow) mirror becomes a partial clone: its pins are fetched again with their history."""
+        if git.config_get(self.path, "harness.mirrorformat") == FORMAT:
+            return
+        console.info(f"{self.url}: the mirror was shallow; its pins get their whole commit history on next use")
+        _partial_clone_config(self.path)
+        for ref in git.refs_under(self.path, PIN):
+            git.delete_ref(self.path, ref)
 
     def _drop_broken_pins(self) -> None:
         pins = git.refs_under(self.path, PIN)
@@ -143,71 +187,68 @@ class Mirror:
         """Is ``sha`` here with its history walkable?  (Its pin exists: written after pack and shallow file.)"""
         return git.has_ref(self.path, PIN + sha, sha)
 
-    def fetch(self, wanted: Iterable[Want], *, depth: int = 1) -> int:
-        """Fetch each missing commit of ``wanted`` at ``depth``; returns the bytes the mirror grew by.
+    def _options(self) -> list[str]:
+        # a shallow mirror (format 1, or a server that is itself shallow) asks for all the history there is
+        return [FILTER, *(["--unshallow"] if git.shallow_commits(self.path) else [])]
+
+    def fetch(self, wanted: Iterable[Want]) -> int:
+        """Fetch each missing commit of ``wanted`` with its whole history (commits and trees, no blobs);
+        returns the bytes the mirror grew by.
 
         All at once first; when that fails, one at a time, so the error names the commit that
-        is gone, its item and its repository.  A server that refuses unadvertised SHAs gets
-        the fallback ref (``refs/pull/N/head``), which helps only while it still points there.
+        is gone, its item and its repository, with git's own reason.  A server that refuses
+        unadvertised SHAs gets the fallback ref (``refs/pull/N/head``), which helps only while
+        it still points there.
         """
         missing = [w for w in dict.fromkeys(wanted) if not self.has(w.sha)]
         if not missing:
             return 0
         before = self.size()
         console.step(f"fetching {len(missing)} commit(s) from {self.url}")
-        status, _ = git.fetch(self.path, [f"--depth={depth}", *[f"+{w.sha}:{PIN}{w.sha}" for w in missing]], check=False)
+        status, _ = git.fetch(self.path, [f"+{w.sha}:{PIN}{w.sha}" for w in missing], self._options(), check=False)
         if status != 0:
             for want in missing:
-                self._fetch_one(want, depth)
+                self._fetch_one(want)
         for want in missing:
             if not self.has(want.sha):  # a fetch that succeeded without the commit: a server bug, but say so
-                self._gone(want, "the fetch succeeded but did not bring it")
+                raise CommitGone(want, self.url, "the fetch succeeded but did not bring it")
         return self.size() - before
 
-    def _fetch_one(self, want: Want, depth: int) -> None:
-        status, err = git.fetch(self.path, [f"--depth={depth}", f"+{want.sha}:{PIN}{want.sha}"], check=False)
+    def _fetch_one(self, want: Want) -> None:
+        status, err = git.fetch(self.path, [f"+{want.sha}:{PIN}{want.sha}"], self._options(), check=False)
         if status == 0:
             return
+        why = git.failure_tail(err) or "no reason given"
+        if any(s in err for s in _UNREACHABLE):
+            raise StepError(f"cannot fetch from {self.url}:\n{_indent(why)}",
+                            hint="check the network, the URL and your credentials for it")
+        points_at: str | None = None
         if want.ref:
-            ref_status, _ = git.fetch(self.path, [f"--depth={depth}", f"+{want.ref}:refs/harness/fetched/{want.sha}"], check=False)
-            fetched = git.rev_parse(self.path, f"refs/harness/fetched/{want.sha}")
+            ref_status, _ = git.fetch(self.path, [f"+{want.ref}:refs/harness/fetched/{want.sha}"], self._options(), check=False)
+            points_at = git.rev_parse(self.path, f"refs/harness/fetched/{want.sha}") if ref_status == 0 else None
             git.delete_ref(self.path, f"refs/harness/fetched/{want.sha}")
-            if ref_status == 0 and fetched == want.sha:
+            if points_at == want.sha:
                 git.update_ref(self.path, PIN + want.sha, want.sha)
                 return
-        why = (err.strip().splitlines() or ["no reason given"])[-1]
-        if any(s in err for s in _UNREACHABLE):
-            raise StepError(f"cannot fetch from {self.url}: {why}")
-        self._gone(want, why)
+        if want.from_recipe:
+            raise PinnedShaMissing(want, self.url, why)
+        raise CommitGone(want, self.url, why, moved_to=points_at)
 
-    def _gone(self, want: Want, why: str) -> None:
-        raise CommitGone(want, self.url, why)
-
-    def deepen(self, shas: Iterable[str], by: int) -> int:
-        """Fetch ``by`` more commits of history behind each of ``shas``; returns the bytes that came (0: none).
-
-        Asks for each SHA with ``--depth`` = what the mirror has behind it + ``by`` (``--deepen``
-        ignores commits no remote ref points at).  Returns -1 when history changed but no
-        bytes came (the objects were here already).
-        """
-        shas = list(shas)
-        shallow_before = git.shallow_commits(self.path)
-        if not shallow_before:
+    def fetch_blobs(self, blobs: Iterable[str]) -> int:
+        """Fetch these blobs (full SHAs) into the mirror in one request; returns the bytes that came."""
+        blobs = sorted(set(blobs))
+        if not blobs:
             return 0
         before = self.size()
-        for sha in shas:
-            depth = git.count_commits(self.path, sha) + by
-            try:
-                git.fetch(self.path, [f"--depth={depth}", f"+{sha}:{PIN}{sha}"])
-            except CommandFailed as exc:
-                raise StepError(
-                    f"cannot fetch more history of {sha[:12]} from {self.url}",
-                    hint=f"git said: {exc.output_tail.strip().splitlines()[-1] if exc.output_tail.strip() else exc}",
-                ) from None
-        grew = self.size() - before
-        if grew == 0 and git.shallow_commits(self.path) != shallow_before:
-            return -1
-        return grew
+        status, err = git.fetch(self.path, [], [FILTER, "--stdin"], check=False, input="".join(f"{b}\n" for b in blobs).encode())
+        if status != 0:
+            raise StepError(f"cannot fetch {len(blobs)} file(s) from {self.url}:\n{_indent(git.failure_tail(err))}",
+                            hint="check the network; the mirror keeps what it has")
+        return self.size() - before
+
+    def ensure_tree(self, sha: str) -> int:
+        """Every file of ``sha``'s tree present (what a checkout of it reads); returns the bytes fetched."""
+        return self.fetch_blobs(git.missing_blobs(self.path, sha))
 
     def shallow_commits(self) -> set[str]:
         return git.shallow_commits(self.path)

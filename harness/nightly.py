@@ -35,20 +35,14 @@ def _tail(exc: BaseException) -> str:
 
 
 def _descends(mirror: Mirror, old: str, new: str) -> bool | None:
-    """Is ``new`` a descendant of ``old``?  None when the old head cannot be fetched any more."""
+    """Is ``new`` a descendant of ``old``?  None when the old head cannot be fetched any more.
+    (The mirror holds the whole commit graph behind both, so ancestry is git's full-history answer.)"""
     with mirror.locked():
         try:
             mirror.fetch([Want(old), Want(new)])
         except HarnessError:
             return None
-        step = 16
-        while True:
-            base = git.merge_base(mirror.path, old, new)
-            if base is not None:
-                return base == old
-            if not mirror.deepen([old, new], step):
-                return False
-            step *= 4
+        return git.is_ancestor(mirror.path, old, new)
 
 
 def classify_moves(old: Lock | None, candidate: Lock, moves: list[lock.Move]) -> dict[str, dict[str, Any]]:

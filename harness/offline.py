@@ -61,6 +61,7 @@ def upstream_repo(cache: Path) -> Path:
             head = runner.run(["git", "rev-parse", "HEAD"], env=env).stdout.strip()
             git.git(["clone", "--quiet", "--bare", "--no-local", f"file://{gitdir}", tmp / "bare.git"])
             git.config_set(tmp / "bare.git", "uploadpack.allowAnySHA1InWant", "true")
+            git.config_set(tmp / "bare.git", "uploadpack.allowFilter", "true")  # partial clones, as GitHub serves them
             git.update_ref(tmp / "bare.git", "refs/heads/master", head)
             os.replace(tmp / "bare.git", bare)
     return bare

@@ -1,26 +1,27 @@
 """Getting a lock's sources into the cache: commits into mirrors, patches from disk or URL
-(as bytes, checked against the lock), the history merges and 3-way applies need, and the
-drift check (has a PR head or branch moved since it was locked?)."""
+(as bytes, checked against the lock), the files merges, patch-id scans and 3-way applies
+read, and the drift check (has a PR head or branch moved since it was locked?).
+
+Mirrors are partial clones holding every commit and tree behind a pin (see ``mirror``), so
+merge bases and ancestry are git's full-history answers; this module only brings the
+blobs an operation will read, in one request per mirror, before it runs.  What it does not
+foresee (a rename a merge detects) the source tree fetches by itself, lazily."""
 
 from __future__ import annotations
 
 import hashlib
 import shlex
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import console, download, git
+from harness import console, download, git, patchset
 from harness import lock as lock_mod
 from harness.errors import CommandFailed, InputError, StepError
 from harness.lock import Lock, LockedItem
 from harness.mirror import Mirror, Want
 from harness.recipe import Recipe, is_url
-
-FIRST_STEP = 16  # commits of history fetched by the first deepening; each later one asks for 4x more
-MAX_STEP = 100000
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,22 @@ def mirrors_for(lock: Lock) -> dict[str, Mirror]:
 
 
 def fetch(lock: Lock) -> int:
-    """Make every pinned commit of ``lock`` present in its mirror; returns bytes fetched."""
+    """Make every pinned commit of ``lock`` present in its mirror, with its whole commit history and
+    the files of the base's tree (what the build checks out); returns bytes fetched."""
     wanted: dict[str, list[Want]] = defaultdict(list)
-    depth: dict[str, int] = defaultdict(lambda: 1)
-    base_ref = None if len(lock.upstream_ref) == 40 else _as_ref(lock.upstream_ref)
-    wanted[lock.upstream_repo].append(Want(lock.base_sha, base_ref, f"upstream {lock.upstream_ref}"))
+    pinned_sha = len(lock.upstream_ref) == 40
+    base_ref = None if pinned_sha else _as_ref(lock.upstream_ref)
+    wanted[lock.upstream_repo].append(Want(lock.base_sha, base_ref, f"upstream {lock.upstream_ref}", from_recipe=pinned_sha))
     for item in lock.items:
         if item.sha and item.repo and not item.retired and not item.skipped:
-            wanted[item.repo].append(Want(item.sha, item.fetch_ref, item.label()))
-            if item.kind == "commit":
-                depth[item.repo] = 2  # a cherry-pick needs the parent
+            wanted[item.repo].append(Want(item.sha, item.fetch_ref, item.label(), from_recipe=item.kind == "commit"))
     mirrors = mirrors_for(lock)
     total = 0
     for repo, wants in wanted.items():
         with mirrors[repo].locked() as mirror:
-            total += mirror.fetch(wants, depth=depth[repo])
+            total += mirror.fetch(wants)
+            if repo == lock.upstream_repo:
+                total += mirror.ensure_tree(lock.base_sha)
     return total
 
 
@@ -124,50 +126,56 @@ def _verified(path: Path, sha256: str, label: str, recipe: Recipe) -> bytes:
     return data
 
 
-def deepen_until(
-    tree_repo: Path, tips: list[tuple[Mirror, str]], done: Callable[[], bool], what: str
-) -> tuple[bool, int]:
-    """Deepen the shallow mirrors behind ``tips`` step by step until ``done()``: (done, bytes fetched).
-
-    The steps (16, 64, 256, ... commits) are the same on every machine, and a step is taken
-    only when ``done()`` says so, so the history fetched, and every answer built on it, does
-    not depend on what else the cache holds.
-    """
-    from harness import tree as tree_mod
-
-    step, fetched = FIRST_STEP, 0
-    while not done():
-        grew = False
-        for mirror, sha in tips:
-            with mirror.locked():
-                got = mirror.deepen([sha], step)
-            grew = grew or got != 0
-            fetched += max(got, 0)
-        tree_mod.sync_shallow(tree_repo)
-        if not grew:
-            return done(), fetched
-        console.info(f"fetched up to {step} more commits of history for {what}")
-        step = min(step * 4, MAX_STEP)
-    return True, fetched
+def merge_bases(tree_repo: Path, a: str, b: str) -> list[str]:
+    """Every merge base of ``a`` and ``b``, from the whole commit graph (a criss-cross has several)."""
+    bases = git.merge_bases(tree_repo, a, b)
+    if not bases:
+        raise StepError(f"{a[:12]} and {b[:12]} share no history")
+    return bases
 
 
-def ensure_merge_base(tree_repo: Path, tips: list[tuple[Mirror, str]], a: str, b: str) -> tuple[str, int]:
-    """The merge base of ``a`` and ``b``, deepening the mirrors behind ``tips`` until there is one: (base, bytes)."""
-    found, fetched = deepen_until(
-        tree_repo, tips, lambda: git.merge_base(tree_repo, a, b) is not None, f"the merge base of {a[:12]} and {b[:12]}"
-    )
-    base = git.merge_base(tree_repo, a, b)
-    if not found or base is None:
-        raise StepError(f"{a[:12]} and {b[:12]} share no history (even after fetching all of it)")
-    return base, fetched
-
-
-def ensure_blobs(tree_repo: Path, tips: list[tuple[Mirror, str]], blobs: list[str]) -> tuple[list[str], int]:
-    """Deepen until the repository has ``blobs`` (a patch's pre-image blobs, for ``git apply --3way``):
-    (those still missing once the history is complete, bytes fetched)."""
+def _fetch_into(mirror: Mirror, blobs: set[str], what: str) -> int:
+    """Bring ``blobs`` into ``mirror`` (those it has are skipped by git); 0 when the server refuses some:
+    the source tree then fetches what it reads lazily, one request at a time."""
     if not blobs:
+        return 0
+    with mirror.locked():
+        try:
+            return mirror.fetch_blobs(blobs)
+        except StepError as exc:
+            console.info(f"could not fetch the files {what} reads in one request ({str(exc).splitlines()[0]}); "
+                         "git fetches them as it reads them")
+            return 0
+
+
+def prefetch_merge(tree_repo: Path, ours: tuple[Mirror, str], theirs: tuple[Mirror, str], bases: list[str]) -> int:
+    """The files a 3-way merge of ``theirs`` into ``ours`` reads: every path both sides changed since a
+    merge base, at the bases and both sides.  Returns the bytes fetched."""
+    (ours_mirror, ours_sha), (theirs_mirror, theirs_sha) = ours, theirs
+    paths: set[str] = set()
+    for base in bases:
+        paths |= set(git.changed_paths(tree_repo, base, ours_sha)) & set(git.changed_paths(tree_repo, base, theirs_sha))
+    if not paths:
+        return 0
+    at_theirs = git.blobs_at(tree_repo, theirs_sha, sorted(paths))
+    rest = set().union(*(git.blobs_at(tree_repo, c, sorted(paths)) for c in [ours_sha, *bases])) - at_theirs
+    what = f"the merge of {theirs_sha[:12]}"
+    return _fetch_into(theirs_mirror, at_theirs, what) + _fetch_into(ours_mirror, rest, what)
+
+
+def prefetch_scan(tree_repo: Path, mirror: Mirror, rev_range: list[str], paths: list[str]) -> int:
+    """The files the already-merged scan reads: whole changes of the range's commits that touch ``paths``."""
+    return _fetch_into(mirror, git.blobs_touched(tree_repo, rev_range, paths), "the already-merged scan")
+
+
+def ensure_blobs(tree_repo: Path, mirror: Mirror, tip: str, diff: bytes) -> tuple[list[str], int]:
+    """The pre-image blobs a patch was made on (``index`` lines, often abbreviated), found in the history of
+    its files behind ``tip`` and fetched, for ``git apply --3way``: (those no upstream commit has, bytes)."""
+    wanted = patchset.preimage_blobs(diff)
+    if not wanted:
         return [], 0
-    _, fetched = deepen_until(
-        tree_repo, tips, lambda: not git.missing_objects(tree_repo, blobs), f"the blobs a patch was made on ({len(blobs)})"
-    )
-    return git.missing_objects(tree_repo, blobs), fetched
+    paths = patchset.files(diff)
+    known = git.blobs_touched(tree_repo, [tip], paths) | git.blobs_at(tree_repo, tip, paths)
+    full = {w: next((b for b in known if b.startswith(w)), None) for w in wanted}
+    fetched = _fetch_into(mirror, {b for b in full.values() if b}, "a 3-way apply")
+    return [w for w, b in full.items() if b is None], fetched

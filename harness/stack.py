@@ -104,8 +104,6 @@ class _Ctx:
     def work(self) -> Path:
         return self.tree.stack_work
 
-    def upstream_tip(self) -> list[tuple[Mirror, str]]:
-        return [(self.mirrors[self.lock.upstream_repo], self.lock.base_sha)]
 
 
 def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_conflicts: bool = False) -> Prepared:
@@ -205,15 +203,16 @@ def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[Ite
     message = f"{item.label()}\n\nllama-harness stack item {index + 1}: {item.pin}\n"
     if git.is_ancestor(repo, head, onto):
         return _result(item, MERGED, "its head is already part of the tree"), None
+    upstream, mirror = ctx.mirrors[ctx.lock.upstream_repo], ctx.mirrors[item.repo]
     if item.kind == "commit":
-        merge_base = f"{head}^"
+        bases = [f"{head}^"]
+        ctx.fetched += sources.prefetch_merge(repo, (upstream, onto), (mirror, head), bases)
         status, output = git.cherry_pick(work, head)
     else:
-        tips = [*ctx.upstream_tip(), (ctx.mirrors[item.repo], head)]
-        merge_base, fetched = sources.ensure_merge_base(repo, tips, onto, head)
-        ctx.fetched += fetched
-        if merge_base == head:
+        bases = sources.merge_bases(repo, onto, head)
+        if head in bases:
             return _result(item, MERGED, "its head is already part of the tree"), None
+        ctx.fetched += sources.prefetch_merge(repo, (upstream, onto), (mirror, head), bases)
         status, output = git.squash_merge(work, head)
     if status == 0:
         if git.staged_changes(work):
@@ -223,10 +222,10 @@ def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[Ite
         raise StepError(f"{item.label()}: git {'cherry-pick' if item.kind == 'commit' else 'merge'} failed:\n{output.strip()}")
     # Before calling it a conflict: is the change upstream under another commit?
     git.reset_hard(work)
-    change = git.diff(repo, merge_base, head)
+    change = git.diff(repo, bases[0], head)  # against git's own pick of the merge bases (``git merge-base``)
     if not change.strip():
         return _result(item, MERGED, "it changes nothing"), None
-    why = _already_upstream(repo, work, change, f"{merge_base}..{onto}")
+    why = _already_upstream(ctx, change, [onto, *(f"^{b}" for b in bases)])
     if why:
         return _result(item, MERGED, why), None
     if item.kind == "commit":  # restore the conflicted state for the user
@@ -238,12 +237,17 @@ def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[Ite
     return _result(item, CONFLICT, "conflicts in " + ", ".join(f.path for f in files)), report
 
 
-def _already_upstream(repo: Path, work: Path, change: bytes, upstream_range: str) -> str | None:
+def _already_upstream(ctx: _Ctx, change: bytes, upstream_range: list[str]) -> str | None:
+    """Is ``change`` upstream under another commit?  It applies in reverse to the tree, or a commit of
+    ``upstream_range`` has its patch-id (only commits touching its files are read, streamed)."""
+    repo, work = ctx.repo, ctx.work
     if git.apply(work, change, "--check", "-R")[0] == 0:
         return "upstream contains its changes (it applies in reverse)"
     pid = git.patch_id(repo, change)
     if pid:
-        same = git.patch_ids_of_range(repo, upstream_range).get(pid)
+        paths = patchset.files(change)
+        ctx.fetched += sources.prefetch_scan(repo, ctx.mirrors[ctx.lock.upstream_repo], upstream_range, paths)
+        same = git.find_patch_id(repo, upstream_range, paths, pid)
         if same:
             return f"same change as upstream commit {same[:12]} ({git.subject(repo, same)})"
     return None
@@ -324,7 +328,7 @@ def _apply_part(
     _refuse_malformed(what, part, err)
     # Direct application failed: merge 3-way from the blobs the patch was made on (fetching
     # the history they are in, as far as needed), like `git am -3`.
-    missing, fetched = sources.ensure_blobs(ctx.repo, ctx.upstream_tip(), patchset.preimage_blobs(diff))
+    missing, fetched = sources.ensure_blobs(ctx.repo, ctx.mirrors[ctx.lock.upstream_repo], ctx.lock.base_sha, diff)
     ctx.fetched += fetched
     status, err = git.apply(work, diff, "--index", "--3way")
     unmerged = git.unmerged_files(work)

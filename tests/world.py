@@ -90,12 +90,15 @@ def build(root: Path, cache: Path) -> World:
     upstream, fork, work, turbo = root / "upstream.git", root / "fork.git", root / "work", root / "turboquant.git"
     git(root, "clone", "-q", "--bare", "--no-local", f"file://{base_bare}", str(upstream))
     git(upstream, "config", "uploadpack.allowAnySHA1InWant", "true")
+    git(upstream, "config", "uploadpack.allowFilter", "true")
     git(root, "clone", "-q", "--no-local", f"file://{upstream}", str(work))
     git(root, "init", "-q", "--bare", str(fork))
     git(fork, "config", "uploadpack.allowAnySHA1InWant", "true")
+    git(fork, "config", "uploadpack.allowFilter", "true")
     git(fork, "config", "receive.shallowUpdate", "true")
     git(root, "init", "-q", "--bare", str(turbo))
     git(turbo, "config", "uploadpack.allowAnySHA1InWant", "true")
+    git(turbo, "config", "uploadpack.allowFilter", "true")
     git(turbo, "config", "receive.shallowUpdate", "true")
     w = World(root, upstream, fork, work, turbo)
     assert git(work, "rev-parse", "HEAD") == BASE
