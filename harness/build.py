@@ -36,6 +36,7 @@ from harness import (
     faults,
     git,
     isa,
+    lifetime,
     lock,
     paths,
     publish,
@@ -179,6 +180,7 @@ def build(
     log = bdir / "harness-build.log"
     fallbacks: list[dict[str, Any]] = []
     with atomic.lock(bdir.with_name(bdir.name + ".lock"), timeout=7200):
+        lifetime.wait_for_writers(bdir, what=f"{recipe.name}/{backend_name}")  # a killed build's compiles
         bdir.mkdir(parents=True, exist_ok=True)
         log.write_text("")
         while True:

@@ -17,7 +17,9 @@ keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*`
 ``GIT_ASKPASS`` are not secrets by name and always pass); its local commands get none
 (harness/git.py runs git through GitPython, which copies our environment: ``blank_secrets``).
 
-Long-running children (``stream``) die with the harness, even on SIGKILL (harness/lifetime.py).
+Long-running children (``stream``: ninja, cmake) run in a process group of their own; they are
+stopped with SIGTERM to that group when we unwind (Ctrl-C, SIGTERM) and get SIGTERM when the
+harness dies, even by SIGKILL (harness/lifetime.py), so ninja stops its compiles before it exits.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,7 +143,8 @@ def stream(
                 args,
                 cwd=cwd,
                 env=child_env(env, args[0]),
-                preexec_fn=lifetime.preexec(),
+                preexec_fn=lifetime.preexec(signal.SIGTERM),  # ninja/git stop their own children
+                process_group=0,  # so that stopping it reaches what it started (lifetime.stop)
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -160,12 +164,9 @@ def stream(
                     on_line(line.rstrip("\n"))
             returncode = proc.wait()
         except BaseException:
-            # Ctrl-C reached the child too (same process group); give it a moment, then make sure.
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            # Ctrl-C or SIGTERM (lifetime.handle_stop_signals): ninja and git get SIGTERM, pass it
+            # on to their children and wait for them; what is left after the grace gets SIGKILL.
+            lifetime.stop(proc)
             raise
     if check and returncode != 0:
         raise CommandFailed(args, returncode, "\n".join(tail), log=str(log_path))
