@@ -97,8 +97,11 @@ def check_depth(data: Any, where: str, max_depth: int = MAX_DEPTH) -> Any:
 
 def load_json(path: Path, limit: int = MAX_STATE_BYTES, what: str = "", max_depth: int = MAX_DEPTH) -> Any:
     """JSON from regular file ``path``: size- and depth-bounded; an InputError naming the file and line."""
-    text = read_text(path, limit, what)
     label = f"{what} {path}" if what else str(path)
+    try:
+        text = read_bytes(path, limit, what).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{label}: not valid JSON: not UTF-8 text (byte {exc.start})") from None
     if _bracket_depth(text) > max_depth:  # before json.loads, which would recurse that deep
         raise InputError(f"{label}: nested more than {max_depth} levels deep; not a file of ours?")
     try:
