@@ -5,9 +5,10 @@ long output is streamed to a log file and a per-line callback (progress bars), a
 a failure raises :class:`CommandFailed` holding the command, exit code and output tail.
 
 Environment: children get ours without its secrets (``child_env``).  A variable is a
-secret when its name says so: a word ``TOKEN``, ``SECRET``, ``PASSWORD``, ``API_KEY``,
-``ACCESS_KEY``, ``CREDENTIALS``... between underscores (``HF_TOKEN``, ``GITHUB_TOKEN``,
-``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``; not ``TOKENIZERS_PARALLELISM``).  None of
+secret when its name matches one of ``SECRET_PATTERNS`` (shell globs, any case; the README
+lists the same ones and a test holds them together): ``HF_TOKEN``, ``GITHUB_TOKEN``,
+``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``PGPASSWORD``, ``MYSQL_PWD``, ``GH_PAT``,
+``OPENAI_KEY``; not ``TOKENIZERS_PARALLELISM``, ``PWD`` or ``SSH_AUTH_SOCK``.  None of
 the tools we run needs one: cmake, ninja, compilers, llama.cpp's tools and llama-server
 read none (the server's key goes in a file, harness/server.py), and the model download
 runs in this process (huggingface_hub reads HF_TOKEN itself).  git is the exception:
@@ -25,6 +26,7 @@ harness dies, even by SIGKILL (harness/lifetime.py), so ninja stops its compiles
 from __future__ import annotations
 
 import collections
+import fnmatch
 import os
 import re
 import shlex
@@ -40,14 +42,15 @@ from harness.errors import CommandFailed, InputError
 
 TAIL_LINES = 30
 
-# a secret's name has one of these words between underscores (TOKENIZERS_PARALLELISM is not one)
-_SECRET = re.compile(r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIALS?|API_?KEY|ACCESS_?KEY|"
-                     r"PRIVATE_?KEY|SECRET_?KEY)(?:_|$)", re.IGNORECASE)
+# a secret's name matches one of these (upper-cased); README.md "Children get no secrets" lists them
+SECRET_PATTERNS = ("*TOKEN", "*_TOKEN_*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*PASSPHRASE*", "*_PWD",
+                   "*_PAT", "*_KEY", "*_KEY_*", "*APIKEY*", "*CREDENTIAL*")
+_SECRET = re.compile("|".join(fnmatch.translate(p) for p in SECRET_PATTERNS))
 _GIT_CREDENTIALS = ("GIT_", "GH_", "GITHUB_", "GCM_")
 
 
 def is_secret(name: str) -> bool:
-    return bool(_SECRET.search(name))
+    return bool(_SECRET.match(name.upper()))
 
 
 def blank_secrets(*, git_credentials: bool = False) -> dict[str, str]:
