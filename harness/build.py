@@ -169,6 +169,7 @@ def build(
     if published is not None:
         _check_toolchain(backend, recipe)
     bdir = work_dir(recipe, backend_name)
+    cmake.check_paths(bdir)  # the source tree is its sibling
     disk.check(disk.for_build(recipe, the_lock, backend_name, out, bdir))
     console.step(f"{recipe.name}: preparing the source tree")
     prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking

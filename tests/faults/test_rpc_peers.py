@@ -7,6 +7,7 @@ devices is refused at once.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -31,11 +32,8 @@ def _peer(behaviour: Callable[[socket.socket], None]) -> Iterator[int]:
                 conn, _ = server.accept()
             except TimeoutError:
                 continue
-            with conn:
-                try:
-                    behaviour(conn)
-                except OSError:
-                    pass
+            with conn, contextlib.suppress(OSError):
+                behaviour(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
