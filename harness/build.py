@@ -36,6 +36,7 @@ from harness import (
     faults,
     git,
     isa,
+    lifetime,
     lock,
     paths,
     publish,
@@ -168,6 +169,7 @@ def build(
     if published is not None:
         _check_toolchain(backend, recipe)
     bdir = work_dir(recipe, backend_name)
+    cmake.check_paths(bdir)  # the source tree is its sibling
     disk.check(disk.for_build(recipe, the_lock, backend_name, out, bdir))
     console.step(f"{recipe.name}: preparing the source tree")
     prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking
@@ -179,6 +181,7 @@ def build(
     log = bdir / "harness-build.log"
     fallbacks: list[dict[str, Any]] = []
     with atomic.lock(bdir.with_name(bdir.name + ".lock"), timeout=7200):
+        lifetime.wait_for_writers(bdir, what=f"{recipe.name}/{backend_name}")  # a killed build's compiles
         bdir.mkdir(parents=True, exist_ok=True)
         log.write_text("")
         while True:

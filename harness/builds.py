@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness import readlimits
 from harness.errors import InputError
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ def manifest(root: Path) -> dict[str, Any] | None:
     """The published build's manifest; None when there is none or it is not one of ours (it is rebuilt)."""
     path = root / "manifest.json"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        data = readlimits.load_json(path)
+    except InputError:
         return None
     return data if isinstance(data, dict) else None
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, NoReturn
 
-from harness import __version__, console
+from harness import __version__, console, lifetime
 from harness.errors import HarnessError, UsageError
 
 # verb -> module under harness.commands
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
             argcomplete.autocomplete(parser)
         args = parser.parse_args(argv)
+        lifetime.handle_stop_signals()  # SIGINT/SIGTERM unwind (stopping children) even when started in the background
         console.configure(verbose=args.verbose, quiet=args.quiet)
         as_json, debug = bool(getattr(args, "json", False)), args.debug
         return int(_load(COMMANDS[args.command]).run(args) or 0)

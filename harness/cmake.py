@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import console, runner
 from harness.backends.base import Backend
+from harness.errors import InputError
 from harness.isa import Plan
 from harness.recipe import Build
 from harness.rpc import build as rpc_build
@@ -66,13 +68,15 @@ def cache_entries(
     # rewrites those for gcc/clang.  It does not rewrite nvcc's -Xcompiler=... arguments, so
     # under ccache CUDA gets only the relative map (no unity .cu files): same compile in another
     # tree, same command, a cache hit.
+    # CMAKE_<LANG>_FLAGS is a command-line fragment that ninja hands to /bin/sh: a path with a
+    # space or a non-ASCII character is quoted for it (plain paths stay as they are).
     absolute = [f"-ffile-prefix-map={src}=.", f"-ffile-prefix-map={bdir}/="]
     relative = ["-ffile-prefix-map=../src=."]
-    entries["CMAKE_C_FLAGS"] = " ".join(absolute + relative + list(isa.cflags))
-    entries["CMAKE_CXX_FLAGS"] = " ".join(absolute + relative + list(isa.cflags))
+    entries["CMAKE_C_FLAGS"] = _flags(absolute + relative + list(isa.cflags))
+    entries["CMAKE_CXX_FLAGS"] = _flags(absolute + relative + list(isa.cflags))
     langs = backend.launcher_languages()
     if "CUDA" in langs:
-        entries["CMAKE_CUDA_FLAGS"] = " ".join(f"-Xcompiler={m}" for m in (relative if ccache else absolute))
+        entries["CMAKE_CUDA_FLAGS"] = _flags(f"-Xcompiler={m}" for m in (relative if ccache else absolute))
     if ccache:
         for lang in langs:
             entries[f"CMAKE_{lang}_COMPILER_LAUNCHER"] = ccache
@@ -82,6 +86,24 @@ def cache_entries(
     for key, value in build.cmake_args.items():
         entries[key] = ("ON" if value else "OFF") if isinstance(value, bool) else str(value)
     return entries
+
+
+# CMake itself (its own try_compile projects) breaks on these in the source or build path
+_CMAKE_UNSAFE = re.compile(r"[\"'$`\\;\n\r]")
+
+
+def check_paths(*paths: Path) -> None:
+    """Refuse (exit 2) up front a source or build path CMake cannot build in; spaces, non-ASCII
+    names and leading dashes are fine (``_flags`` quotes them)."""
+    for path in paths:
+        m = _CMAKE_UNSAFE.search(str(path))
+        if m:
+            raise InputError(f"{path}: CMake cannot build in a path with {m.group()!r} in it",
+                             hint="set HARNESS_CACHE (or XDG_CACHE_HOME) to a path without it")
+
+
+def _flags(flags: Iterable[str]) -> str:
+    return " ".join(shlex.quote(f) for f in flags)
 
 
 def configure_command(src: Path, bdir: Path, entries: Mapping[str, str], ninja: str, cmake: str) -> list[str]:

@@ -5,7 +5,8 @@ without cleanup, when it reaches that point; unset (always, outside those tests)
 costs one dictionary lookup.  The tests then run the harness again and check that it
 recovers with no manual step.  Points: ``atomic:before-replace`` (a temp file complete,
 not yet renamed), ``gguf:written`` (a GGUF written and checked in its temp directory, not
-yet moved into place), ``replace_dir:exchanged`` (a directory swapped in, the old copy not
+yet moved into place), ``gguf:shard-moved`` (one shard of a split set moved into place, the
+others not yet), ``replace_dir:exchanged`` (a directory swapped in, the old copy not
 yet retired), ``build:collected`` (a build assembled beside the published one, smoke
 checks not yet run).
 """

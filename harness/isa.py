@@ -31,7 +31,6 @@ first decode of a Q4_0/Q4_1 model.  gcc 13 fixed the header.  Reports: llama.cpp
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -42,7 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, paths
+from harness import atomic, console, paths, readlimits
+from harness.errors import InputError
 from harness.recipe import Build
 
 VARIANTS = ("native", "portable", "all-variants")
@@ -215,22 +215,33 @@ def _learned_key(cpu: Cpu, compiler: Compiler, variant: str) -> str:
 
 def learned(cpu: Cpu, compiler: Compiler, variant: str) -> dict[str, str]:
     """Extensions a crashed decode smoke excluded before, on this CPU with this compiler."""
-    path = _learned_path()
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+    entry = _read_learned().get(_learned_key(cpu, compiler, variant), {})
+    if not isinstance(entry, dict):
         return {}
-    entry = data.get(_learned_key(cpu, compiler, variant), {}) if isinstance(data, dict) else {}
-    return {str(k): str(v) for k, v in entry.items()} if isinstance(entry, dict) else {}
+    unknown = sorted(str(k) for k in entry if k not in BY_NAME)
+    if unknown:  # a newer harness learned it: this version cannot exclude what it does not know
+        console.warn(f"{_learned_path()}: ignoring unknown CPU extension(s) {', '.join(map(repr, unknown))} "
+                     "(written by another harness version?)")
+    return {str(k): str(v) for k, v in entry.items() if k in BY_NAME}
+
+
+def _read_learned() -> dict[str, Any]:
+    """learned.json, bounded (harness/readlimits.py); {} with a warning when it is not one of ours."""
+    path = _learned_path()
+    if not path.exists():
+        return {}
+    try:
+        data = readlimits.load_json(path, limit=1 << 20, what="learned CPU exclusions")
+    except InputError as exc:
+        console.warn(f"{exc} (ignored; delete it to forget what crashed decodes taught)")
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def learn(cpu: Cpu, compiler: Compiler, variant: str, extension: str, why: str) -> None:
     path = _learned_path()
     with atomic.lock(path.with_suffix(".lock"), timeout=60):
-        try:
-            data = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            data = {}
+        data = _read_learned()
         stamp = datetime.now(UTC).strftime("%Y-%m-%d")
         data.setdefault(_learned_key(cpu, compiler, variant), {})[extension] = f"learned {stamp}: {why}"
         atomic.write_json(path, data)

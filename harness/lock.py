@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 from collections import defaultdict
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness import atomic, console, download, git, hub, yamlpos
+from harness import atomic, console, download, git, hub, readlimits, yamlpos
 from harness.errors import CommandFailed, HarnessError, InputError, StepError
 from harness.recipe import SHA40, SHA256, Recipe, StackItem, is_url, normalize_repo_url
 
@@ -225,14 +226,9 @@ class Move:
 
 def read(path: Path) -> Lock | None:
     """The lock at ``path`` (None when there is none), validated: InputError (exit 2) naming the bad key."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
-    try:
-        data = json.loads(path.read_bytes())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+    data = readlimits.load_json(path, what="lock")  # a regular file, size and depth bounded
     return Lock.from_json(data, path)
 
 

@@ -8,7 +8,8 @@ item classification (applied, already-merged -> retired, moved / force-pushed, c
 gone), a build of each backend into ``builds/<recipe>/.candidate/<backend>``, the smoke
 tests, and only when all of that passed: the candidate lock is written next to the
 recipe, each candidate build replaces ``builds/<recipe>/<backend>`` and
-``builds/<recipe>/last-good.json`` points at it.  Otherwise both stay as they were.
+``builds/<recipe>/last-good.json`` points at it, all three as one switch (harness/adoption.py:
+a journal that the next run rolls forward).  Otherwise all stay as they were.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, build, builds, console, git, lock, smoke, sources, stack
+from harness import adoption, build, builds, console, git, lock, smoke, sources, stack
 from harness.conflicts import ConflictError
 from harness.errors import CommandFailed, HarnessError
 from harness.lock import Lock, LockedItem
@@ -72,6 +73,8 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
                              "smoke": {}}  # fmt: skip
     step = "lock"
     try:
+        if adoption.finish(builds_dir, recipe.name):
+            console.info(f"{recipe.name}: finished the adoption a killed nightly left half done")
         old = lock.read(recipe.lock_path)
         candidate, moves = lock.resolve(recipe, old, update=True, keep_gone=True)
         entry["old_base"], entry["new_base"] = (old.base_sha if old else None), candidate.base_sha
@@ -122,16 +125,19 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
             for name, res in manifest["smoke"].items():
                 entry["smoke"][f"{name}:{backend}"] = _smoke_summary(name, res)
         step = "adopt"
-        lock.write(recipe.lock_path, candidate)
         pointer: dict[str, Any] = {}
+        switches: list[adoption.Move] = []
         for backend in backends:
             candidate_out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
             final = builds.build_root(builds_dir, recipe.name, backend)
-            atomic.replace_dir(candidate_out, final, root=builds.root_of(builds_dir))
+            switches.append(adoption.Move(backend=backend, candidate=str(candidate_out), final=str(final),
+                                       identity=entry["builds"][backend]["identity"]))
             pointer[backend] = {"path": str(final), "identity": entry["builds"][backend]["identity"],
                                 "lock_digest": candidate.digest, "date": today,
                                 "missing": [m["item"] for m in entry["missing"]]}  # fmt: skip
-        atomic.write_json(builds.build_root(builds_dir, recipe.name, "last-good.json"), pointer)
+        # lock, builds and last-good.json as one switch (a killed nightly is rolled forward next time)
+        adoption.adopt(builds_dir, recipe.name, recipe.lock_path, candidate, switches, pointer,
+                       builds.build_root(builds_dir, recipe.name, "last-good.json"))
         # A build without some of its stack is published (that is what skip_conflicts asks for), but
         # it is not what the recipe names: the night is degraded, not passed.
         entry.update(status="degraded" if entry["missing"] else "passed", adopted=True)

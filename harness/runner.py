@@ -5,9 +5,10 @@ long output is streamed to a log file and a per-line callback (progress bars), a
 a failure raises :class:`CommandFailed` holding the command, exit code and output tail.
 
 Environment: children get ours without its secrets (``child_env``).  A variable is a
-secret when its name says so: a word ``TOKEN``, ``SECRET``, ``PASSWORD``, ``API_KEY``,
-``ACCESS_KEY``, ``CREDENTIALS``... between underscores (``HF_TOKEN``, ``GITHUB_TOKEN``,
-``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``; not ``TOKENIZERS_PARALLELISM``).  None of
+secret when its name matches one of ``SECRET_PATTERNS`` (shell globs, any case; the README
+lists the same ones and a test holds them together): ``HF_TOKEN``, ``GITHUB_TOKEN``,
+``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``PGPASSWORD``, ``MYSQL_PWD``, ``GH_PAT``,
+``OPENAI_KEY``; not ``TOKENIZERS_PARALLELISM``, ``PWD`` or ``SSH_AUTH_SOCK``.  None of
 the tools we run needs one: cmake, ninja, compilers, llama.cpp's tools and llama-server
 read none (the server's key goes in a file, harness/server.py), and the model download
 runs in this process (huggingface_hub reads HF_TOKEN itself).  git is the exception:
@@ -17,16 +18,20 @@ keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*`
 ``GIT_ASKPASS`` are not secrets by name and always pass); its local commands get none
 (harness/git.py runs git through GitPython, which copies our environment: ``blank_secrets``).
 
-Long-running children (``stream``) die with the harness, even on SIGKILL (harness/lifetime.py).
+Long-running children (``stream``: ninja, cmake) run in a process group of their own; they are
+stopped with SIGTERM to that group when we unwind (Ctrl-C, SIGTERM) and get SIGTERM when the
+harness dies, even by SIGKILL (harness/lifetime.py), so ninja stops its compiles before it exits.
 """
 
 from __future__ import annotations
 
 import collections
+import fnmatch
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,14 +42,15 @@ from harness.errors import CommandFailed, InputError
 
 TAIL_LINES = 30
 
-# a secret's name has one of these words between underscores (TOKENIZERS_PARALLELISM is not one)
-_SECRET = re.compile(r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIALS?|API_?KEY|ACCESS_?KEY|"
-                     r"PRIVATE_?KEY|SECRET_?KEY)(?:_|$)", re.IGNORECASE)
+# a secret's name matches one of these (upper-cased); README.md "Children get no secrets" lists them
+SECRET_PATTERNS = ("*TOKEN", "*_TOKEN_*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*PASSPHRASE*", "*_PWD",
+                   "*_PAT", "*_KEY", "*_KEY_*", "*APIKEY*", "*CREDENTIAL*")
+_SECRET = re.compile("|".join(fnmatch.translate(p) for p in SECRET_PATTERNS))
 _GIT_CREDENTIALS = ("GIT_", "GH_", "GITHUB_", "GCM_")
 
 
 def is_secret(name: str) -> bool:
-    return bool(_SECRET.search(name))
+    return bool(_SECRET.match(name.upper()))
 
 
 def blank_secrets(*, git_credentials: bool = False) -> dict[str, str]:
@@ -140,7 +146,8 @@ def stream(
                 args,
                 cwd=cwd,
                 env=child_env(env, args[0]),
-                preexec_fn=lifetime.preexec(),
+                preexec_fn=lifetime.preexec(signal.SIGTERM),  # ninja/git stop their own children
+                process_group=0,  # so that stopping it reaches what it started (lifetime.stop)
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -160,12 +167,9 @@ def stream(
                     on_line(line.rstrip("\n"))
             returncode = proc.wait()
         except BaseException:
-            # Ctrl-C reached the child too (same process group); give it a moment, then make sure.
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            # Ctrl-C or SIGTERM (lifetime.handle_stop_signals): ninja and git get SIGTERM, pass it
+            # on to their children and wait for them; what is left after the grace gets SIGKILL.
+            lifetime.stop(proc)
             raise
     if check and returncode != 0:
         raise CommandFailed(args, returncode, "\n".join(tail), log=str(log_path))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import atomic, console
+from harness import atomic, console, readlimits
 from harness.errors import CommandFailed, InputError, StepError
 
 if TYPE_CHECKING:
@@ -215,10 +215,7 @@ def find_binary(recipe: Recipe, *, backend: str | None, builds_dir: Path | None)
 def api_key(key_file: Path | None = None) -> str | None:
     """The API key: the first key line of ``key_file``, else ``$LLAMA_API_KEY``, else None."""
     if key_file is not None:
-        try:
-            lines = key_file.read_text().splitlines()
-        except OSError as exc:
-            raise InputError(f"cannot read API key file {key_file}: {exc.strerror}") from None
+        lines = readlimits.read_text(key_file, limit=64 << 10, what="API key file").splitlines()
         keys = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         if not keys:
             raise InputError(f"no key in {key_file}")

@@ -32,6 +32,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import readlimits
+from harness.errors import InputError
+
 SCHEMA = 1
 FAST_BACKENDS = ("cpu",)
 _ENV_NAMES = ("PATH", "CC", "CXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "SOURCE_DATE_EPOCH", "MACOSX_DEPLOYMENT_TARGET")
@@ -93,7 +96,7 @@ def inputs(files: Mapping[str, str | None], *, ccache: bool) -> dict[str, Any]:
 def check(record_key: str) -> list[dict[str, Any]] | None:
     """The build results (as ``harness build --json`` prints them) when nothing changed, else None."""
     try:
-        record = json.loads(_record_path(record_key).read_text())
+        record = readlimits.load_json(_record_path(record_key))
         old = record["inputs"]
         now = inputs(digests(Path(p) for p in old["files"]), ccache=old["ccache"])
         if now != old:
@@ -101,7 +104,7 @@ def check(record_key: str) -> list[dict[str, Any]] | None:
         results: list[dict[str, Any]] = []
         for entry in record["results"]:
             root = Path(entry["path"])
-            manifest = json.loads((root / "manifest.json").read_text())
+            manifest = readlimits.load_json(root / "manifest.json")
             if manifest.get("identity") != entry["identity"]:
                 return None
             if not all((root / f).exists() for f in manifest.get("files", {})):
@@ -110,7 +113,7 @@ def check(record_key: str) -> list[dict[str, Any]] | None:
                 return None  # temps or an old copy beside it (a killed build?): the full path sweeps them
             results.append(_result(entry, manifest))
         return results
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, InputError):
         return None
 
 

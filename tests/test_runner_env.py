@@ -41,3 +41,35 @@ def test_git_gets_its_credentials_only_to_talk_to_remotes(secret_env: None) -> N
     network = _env(git.git(show, network=True).stdout)
     assert not _secrets_seen(local)
     assert _secrets_seen(network) == {"GITHUB_TOKEN", "GH_TOKEN"}
+
+
+def test_the_secret_patterns_are_the_documented_ones() -> None:
+    """The README's list of secret patterns is the runner's, and every name it gives is removed."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    bullet = readme.split("**Children get no secrets.**", 1)[1].split(" are removed", 1)[0]
+    documented = [p for p in re.findall(r"`([^`]+)`", bullet) if "*" in p]
+    assert tuple(documented) == runner.SECRET_PATTERNS
+    examples = [n for n in re.findall(r"`([A-Z_]+)`", bullet) if not n.endswith("_")]
+    assert examples and all(runner.is_secret(n) for n in examples), examples
+
+
+@pytest.mark.parametrize("name", ["PGPASSWORD", "MYSQL_PWD", "GH_PAT", "OPENAI_KEY", "HF_TOKEN", "hf_token",
+                                  "AWS_SECRET_ACCESS_KEY", "LLAMA_API_KEY", "DB_PASSWD", "GPG_PASSPHRASE",
+                                  "GOOGLE_APPLICATION_CREDENTIALS", "ANTHROPIC_APIKEY", "SLACK_TOKEN_FILE"])
+def test_secret_names(name: str) -> None:
+    assert runner.is_secret(name)
+
+
+@pytest.mark.parametrize("name", ["TOKENIZERS_PARALLELISM", "PATH", "PWD", "OLDPWD", "HOME", "SSH_AUTH_SOCK",
+                                  "GIT_ASKPASS", "CCACHE_DIR", "KEYTIMEOUT"])
+def test_not_secret_names(name: str) -> None:
+    assert not runner.is_secret(name)
+
+
+def test_documented_names_reach_no_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PGPASSWORD", "MYSQL_PWD", "GH_PAT", "OPENAI_KEY"):
+        monkeypatch.setenv(name, "s3cret")
+    ran = _env(runner.run(["env"]).stdout)
+    assert "s3cret" not in ran.values()

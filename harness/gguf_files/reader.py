@@ -25,8 +25,10 @@ One file is one shard; :mod:`harness.gguf_files.split` reads a split model as a 
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +263,11 @@ def open_gguf(path: str | os.PathLike[str]) -> GGUFFile:
 
 def _open(path: Path) -> GGUFFile:
     try:
+        mode = os.stat(path).st_mode  # before open: a FIFO would block it
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{path}: not a regular file (a FIFO, device or socket), not a GGUF file")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < 4:
@@ -276,6 +283,9 @@ def _open(path: Path) -> GGUFFile:
         raise InputError(f"{path}: is a directory, not a GGUF file") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:  # a symlink loop; a file that cannot be mapped (sysfs, procfs)
+        why = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise InputError(f"{path}: cannot read: {why}") from None
 
 
 def _parse(path: Path, buf: mmap.mmap, size: int) -> GGUFFile:

@@ -8,7 +8,9 @@ metadata, every shard some tensors.  :func:`open_model` reads a set the way
 ``llama_split_prefix`` in src/llama.cpp): shard *i* of a set whose first shard is
 ``<prefix>-00001-of-0000N.gguf`` is ``<prefix>-0000i-of-0000N.gguf``; each shard must be
 there, say ``split.no = i-1`` and the same ``split.count``, no tensor may appear twice, and
-the tensors of all shards together must number ``split.tensors.count``.
+the tensors of all shards together must number ``split.tensors.count``.  Sets the harness
+wrote carry one ``split.harness.write_id`` in every shard; shards that disagree on it are
+two writes mixed (a kill between renames) and refused.
 
 Given a later shard, the set is read from its first shard (llama.cpp itself refuses a later
 shard: "model must be loaded with the first split"), with a notice naming the first shard;
@@ -32,7 +34,9 @@ from harness.errors import InputError, about_file
 from harness.gguf_files.reader import INTEGER_TYPES, KV, GGUFFile, TensorInfo, open_gguf
 
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
-SPLIT_KEYS = frozenset({SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS})
+# the harness's own: one value in every shard of a set it wrote (harness/gguf_files/writer.py)
+SPLIT_WRITE_ID = "split.harness.write_id"
+SPLIT_KEYS = frozenset({SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS, SPLIT_WRITE_ID})
 MAX_SHARDS = 0xFFFF  # split.count is a u16
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
@@ -205,6 +209,11 @@ def _check_shard(first: GGUFFile, shard: GGUFFile, index: int, count: int) -> No
     other = _u16(shard, SPLIT_COUNT, required=False)
     if other not in (0, count):
         raise InputError(f"{shard.path}: belongs to a set of {other} shards, {first.path.name} to one of {count}")
+    ours, theirs = first.kv.get(SPLIT_WRITE_ID), shard.kv.get(SPLIT_WRITE_ID)
+    if (ours and ours.value) != (theirs and theirs.value):
+        raise InputError(f"{shard.path}: written by another run than {first.path.name} ({SPLIT_WRITE_ID} differs): "
+                         "a set mixing two writes, left by an interrupted one",
+                         hint="write the set again (the command that wrote it replaces every shard)")
 
 
 def _checked(shards: list[GGUFFile]) -> GGUFModel:

@@ -6,7 +6,10 @@ metadata in the first shard only, as ``llama-gguf-split`` does), read back as a 
 :func:`harness.gguf_files.split.from_files` (every shard through the bounded reader, the set's
 consistency, the tensor count against what was asked), handed to ``verify``, synced, and only
 then moved into place with ``os.replace``, one file after the other: an interrupted run
-leaves the old output (or none), never a half-written file under the output's name.
+leaves the old output (or none), never a half-written file under the output's name.  The
+shards of a set all carry one write id (``split.harness.write_id``, a key llama.cpp ignores)
+and the first shard is moved last: a kill between two renames leaves a set whose shards
+disagree, which every reader refuses (harness/gguf_files/split.py) and the next run replaces.
 Inputs are only ever opened read-only, and an output path that is one of the inputs is refused.
 """
 
@@ -16,20 +19,34 @@ import contextlib
 import hashlib
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from gguf import GGUFValueType, GGUFWriter
+from gguf.gguf_writer import GGUFValue
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from harness import atomic, console, faults
 from harness.errors import InputError, StepError
 from harness.gguf_files.reader import KV, TensorInfo, ggml_type, open_gguf
-from harness.gguf_files.split import SPLIT_KEYS, GGUFModel, from_files, shard_path
+from harness.gguf_files.split import SPLIT_KEYS, SPLIT_WRITE_ID, GGUFModel, from_files, shard_path
 
 PROGRESS_MIN_BYTES = 256 << 20
+
+
+class _SetWriter(GGUFWriter):
+    """GGUFWriter whose shards all carry one write id beside gguf-py's split keys."""
+
+    write_id = ""
+
+    def add_shard_kv_data(self) -> None:
+        super().add_shard_kv_data()
+        if len(self.tensors) > 1:
+            for kv in self.kv_data:
+                kv[SPLIT_WRITE_ID] = GGUFValue(self.write_id, GGUFValueType.STRING)
 
 
 @dataclass(frozen=True)
@@ -89,9 +106,10 @@ def write_gguf(
 
     logging.getLogger("gguf").setLevel(logging.WARNING)
     with atomic.temp_dir_beside(out) as tmp_dir:
-        writer = GGUFWriter(
+        writer = _SetWriter(
             None, arch, split_max_tensors=split.max_tensors, split_max_size=split.max_bytes
         )
+        writer.write_id = uuid.uuid4().hex
         writer.data_alignment = alignment
         for kv in kvs:
             if kv.key == "general.architecture" or kv.key in SPLIT_KEYS:
@@ -134,7 +152,10 @@ def write_gguf(
             written.close()
         finals = [out] if n_files == 1 else [shard_path(out.with_suffix(""), i, n_files) for i in range(n_files)]
         faults.point("gguf:written")  # complete and checked, not yet in place (tests/faults)
-        for tmp, final in zip(temp_paths, finals, strict=True):
+        moves = list(zip(temp_paths, finals, strict=True))
+        for i, (tmp, final) in enumerate(moves[1:] + moves[:1]):  # the first shard last (see above)
+            if i:
+                faults.point("gguf:shard-moved")  # a set half old, half new (tests/faults)
             os.replace(tmp, final)
     if split.wanted and n_files == 1:
         console.warn(f"{out.name}: everything fits in one file, so it was not split")

@@ -15,12 +15,16 @@ its current client leaves and answers into a closed socket.  rpc-servers started
 ``harness rpc-server`` survive that (SIGPIPE ignored: harness/rpc/process.py); one started by
 hand dies of SIGPIPE then (ggml-rpc/transport.cpp writes without MSG_NOSIGNAL).
 The handshake tells the protocol version, not the llama.cpp commit (see endpoints.py).
+
+``timeout`` bounds the whole handshake of one endpoint (connect, HELLO, every device query),
+not each read: a peer answering one byte every few seconds is cut off at the deadline.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from harness.errors import StepError
@@ -66,6 +70,7 @@ class HandshakeFailed(StepError):
 def hello(host: str, port: int, *, timeout: float = 5.0) -> Hello:
     """HELLO, then the device count and each device's memory; raises one of the errors above."""
     where = f"{host}:{port}"
+    deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.gaierror as exc:
@@ -77,7 +82,7 @@ def hello(host: str, port: int, *, timeout: float = 5.0) -> Hello:
     with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            payload = _call(sock, CMD_HELLO, bytes(CONN_CAPS_SIZE), None)
+            payload = _call(sock, CMD_HELLO, bytes(CONN_CAPS_SIZE), None, deadline)
         except TimeoutError:
             raise Busy(f"{where}: accepted the connection but did not answer HELLO within {timeout:.0f}s; "
                        "rpc-server serves one client at a time, so another one (a llama-server?) holds it") from None
@@ -94,16 +99,17 @@ def hello(host: str, port: int, *, timeout: float = 5.0) -> Hello:
         if major != SPOKEN_MAJOR:
             return Hello(version, ())
         try:
-            (count,) = struct.unpack("<I", _call(sock, CMD_DEVICE_COUNT, b"", 4))
+            (count,) = struct.unpack("<I", _call(sock, CMD_DEVICE_COUNT, b"", 4, deadline))
             if count > MAX_DEVICES:
                 raise HandshakeFailed(f"{where}: claims {count} devices")
             devices = []
             for index in range(count):
-                free, total = struct.unpack("<QQ", _call(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16))
+                free, total = struct.unpack("<QQ", _call(sock, CMD_GET_DEVICE_MEMORY, struct.pack("<I", index), 16,
+                                                  deadline))
                 devices.append(Device(index, free, total))
         except (TimeoutError, _Closed) as exc:
             raise HandshakeFailed(f"{where}: answered HELLO (protocol {version}) but not the device queries: "
-                                  f"{exc or 'timeout'}") from None
+                                  f"{exc or f'not within {timeout:.0f}s'}") from None
     return Hello(version, tuple(devices))
 
 
@@ -111,22 +117,32 @@ class _Closed(Exception):
     pass
 
 
-def _call(sock: socket.socket, cmd: int, payload: bytes, expect: int | None) -> bytes:
+def _call(sock: socket.socket, cmd: int, payload: bytes, expect: int | None, deadline: float) -> bytes:
     """One request and its answer; ``expect`` the answer's size (None: whatever HELLO sends, bounded)."""
     try:
+        _until(sock, deadline)
         sock.sendall(struct.pack("<BQ", cmd, len(payload)) + payload)
     except ConnectionError as exc:
         raise _Closed(f"connection closed ({exc.strerror})") from None
-    (size,) = struct.unpack("<Q", _recv(sock, 8))
+    (size,) = struct.unpack("<Q", _recv(sock, 8, deadline))
     if (expect is not None and size != expect) or size > 4096:
         raise _Closed(f"an answer of {size} bytes to command {cmd}")
-    return _recv(sock, size)
+    return _recv(sock, size, deadline)
 
 
-def _recv(sock: socket.socket, n: int) -> bytes:
+def _until(sock: socket.socket, deadline: float) -> None:
+    """The socket's timeout set to what is left of the handshake's deadline (TimeoutError when none)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    sock.settimeout(left)
+
+
+def _recv(sock: socket.socket, n: int, deadline: float) -> bytes:
     data = b""
     while len(data) < n:
         try:
+            _until(sock, deadline)
             chunk = sock.recv(n - len(data))
         except ConnectionError as exc:
             raise _Closed(f"connection reset ({exc.strerror})") from None
