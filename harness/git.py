@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from harness import console, runner
+from harness import console, lifetime, runner
 from harness.errors import CommandFailed, InputError, StepError
 from harness.runner import Result
 
@@ -186,6 +187,8 @@ def _run(
             status, out, err = cmd.execute(
                 argv, istream=stdin, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
                 strip_newline_in_stdout=False, kill_after_timeout=timeout,
+                # a harness that dies (even by kill -9) stops git with SIGTERM, so git removes its own lock files
+                preexec_fn=lifetime.preexec(signal.SIGTERM),
             )
         except gp.exc.GitCommandNotFound:
             raise InputError("git not found on PATH (needed for every source operation)") from None

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import atomic, console, git, paths
+from harness import atomic, console, git, lifetime, paths
 from harness.errors import InputError, StepError
 
 LOCK_TIMEOUT = 3600.0
@@ -146,6 +146,7 @@ class Mirror:
         with atomic.lock(self.path.with_name(self.path.name + ".lock"), timeout=LOCK_TIMEOUT):
             self._ensure_initialized()
             self._upgrade()
+            lifetime.wait_for_writers(self.path, what=self.url)  # a git a killed run left must not lose its lock files
             stale = remove_stale_git_state(self.path)
             if stale:
                 console.info(f"{self.url}: removed what a killed git left ({', '.join(stale[:4])}); re-verifying pins")

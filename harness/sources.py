@@ -53,7 +53,7 @@ def fetch(lock: Lock) -> int:
     base_ref = None if pinned_sha else _as_ref(lock.upstream_ref)
     wanted[lock.upstream_repo].append(Want(lock.base_sha, base_ref, f"upstream {lock.upstream_ref}", from_recipe=pinned_sha))
     for item in lock.items:
-        if item.sha and item.repo and not item.retired and not item.skipped:
+        if item.sha and item.repo and not item.skipped:  # retired items too: the stack re-verifies their mark
             wanted[item.repo].append(Want(item.sha, item.fetch_ref, item.label(), from_recipe=item.kind == "commit"))
     mirrors = mirrors_for(lock)
     total = 0

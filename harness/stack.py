@@ -17,7 +17,7 @@ patch (a binary change without data, a corrupt hunk, a zero-context diff) is bad
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +192,13 @@ def _result(item: LockedItem, status: str, detail: str = "", commit: str | None 
 
 
 def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[ItemResult, ConflictReport | None]:
-    if item.retired:
-        return _result(item, MERGED, f"retired in the lock: {item.retired}"), None
+    if item.retired:  # a mark is re-verified against the current base: a base moved back may lack the item
+        result, report = _apply_item(ctx, replace(item, retired=None), index, onto)
+        if result.status == MERGED:
+            return replace(result, detail=f"retired in the lock ({item.retired}); still holds: {result.detail}"), None
+        console.warn(f"{item.label()} is marked retired in the lock ({item.retired}), but the base "
+                     f"{ctx.lock.base_sha[:12]} does not have it: it is applied again")
+        return replace(result, detail=f"retired mark no longer holds; {result.detail}".rstrip("; ")), report
     if item.skipped:
         return _result(item, SKIPPED, f"skipped in the lock: {item.skipped}"), None
     if item.kind in ("patch", "patches"):

@@ -100,3 +100,27 @@ def test_mirror_is_a_partial_clone_with_the_whole_graph(tmp_path: Path, hist: h.
     missing = subprocess.run(["git", "-C", str(mirror), "rev-list", "--objects", "--missing=print", "--all"],
                              capture_output=True, text=True, check=True).stdout
     assert "?" in missing  # old versions of files were not fetched
+
+
+def test_a_retired_mark_is_re_verified_against_the_current_base(tmp_path: Path, hist: h.History) -> None:
+    """A PR retired as merged stays in the build when the recipe moves to an older base that lacks it."""
+    env = _env(hist, tmp_path / "c")
+    recipe = write_recipe(tmp_path, "ret", f"upstream:\n  repo: {h.URL}\n  ref: master\nstack:\n  - pr: 71\n")
+    assert run_harness("lock", recipe, env=env).returncode == 0
+    lock_path = recipe.with_suffix(".lock")
+    data = json.loads(lock_path.read_text())
+    data["stack"][0]["retired"] = "already merged upstream (test)"
+    lock_path.write_text(json.dumps(data))
+    out = json.loads(run_harness("prepare", recipe, "--json", env=env).stdout)
+    assert out["items"][0]["status"] == "already-merged" and "still holds" in out["items"][0]["detail"]
+    # the recipe moves to a base before PR 71 was merged: the mark no longer holds, the PR is applied
+    recipe.write_text(recipe.read_text().replace("ref: master", f"ref: {hist.shas['root']}"))
+    data = json.loads(lock_path.read_text())
+    data["upstream"]["ref"] = data["upstream"]["sha"] = hist.shas["root"]
+    lock_path.write_text(json.dumps(data))
+    res = run_harness("prepare", recipe, "--json", env=env)
+    out = json.loads(res.stdout)
+    assert out["items"][0]["status"] == "applied", res.stderr
+    assert "retired mark no longer holds" in out["items"][0]["detail"]
+    assert "does not have it" in res.stderr
+    assert (Path(out["tree"]) / "src/pr71.txt").read_text() == "PR 71\n"
