@@ -291,14 +291,19 @@ def test_the_real_build_proves_every_type_by_token_ids(tmp_path: Path, llama_bin
         assert cpu["tokens"] == 4 and len(cpu["token_ids"]) == 4 and cpu["probs_checked"], (qtype, cpu)
 
 
-def test_every_token_of_the_smoke_vocabulary_is_valid_utf8_to_llama_cpp(tmp_path: Path, llama_bin: Path) -> None:
+@pytest.mark.parametrize("vocab", ["new", "bytes"])
+def test_every_token_of_the_smoke_vocabulary_is_valid_utf8_to_llama_cpp(
+        tmp_path: Path, llama_bin: Path, monkeypatch: pytest.MonkeyPatch, vocab: str) -> None:
     """llama.cpp's own pieces (the server's ``bytes`` of every token's probability) are valid UTF-8,
-    so whatever the random weights sample, a server that parses its text accepts it."""
+    so whatever the random weights sample, a server that parses its text accepts it; the old byte
+    vocabulary's 128 high bytes are not."""
     import requests
 
     from harness.server import running_server
     from harness.smoke import tiny_model
 
+    if vocab == "bytes":
+        monkeypatch.setattr(tiny_model, "vocab", _byte_vocab)
     model = tiny_model.write(tmp_path / "tiny.gguf")
     n_vocab = len(tiny_model.vocab()[0])
     with running_server(llama_bin / "llama-server", model, ["-c", "256", "-np", "1"], log_path=tmp_path / "s.log") as srv:
@@ -308,7 +313,7 @@ def test_every_token_of_the_smoke_vocabulary_is_valid_utf8_to_llama_cpp(tmp_path
     pieces = {p["id"]: bytes(p["bytes"]) for p in first["top_logprobs"]}
     assert len(pieces) == n_vocab
     invalid = {i: b for i, b in pieces.items() if not _utf8(b)}
-    assert not invalid
+    assert sorted(invalid.values()) == ([] if vocab == "new" else [bytes([b]) for b in range(0x80, 0x100)])
 
 
 def _utf8(data: bytes) -> bool:

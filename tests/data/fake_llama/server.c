@@ -135,6 +135,22 @@ static void complete(int fd, const char *req, const char *model) {
     reply(fd, body);
 }
 
+/* The whole request: headers, then Content-Length bytes of body (a client may send them apart). */
+static ssize_t read_request(int fd, char *req, size_t cap) {
+    size_t len = 0;
+    memset(req, 0, cap);
+    for (;;) {
+        ssize_t n = read(fd, req + len, cap - 1 - len);
+        if (n <= 0) return len ? (ssize_t) len : n;
+        len += (size_t) n;
+        char *end = strstr(req, "\r\n\r\n");
+        if (!end) { if (len >= cap - 1) return (ssize_t) len; continue; }
+        const char *cl = strcasestr(req, "Content-Length:");
+        size_t want = (size_t) (end + 4 - req) + (cl && cl < end ? (size_t) atol(cl + 15) : 0);
+        if (len >= want || len >= cap - 1) return (ssize_t) len;
+    }
+}
+
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *model = NULL;
     int port = 8080, no_repack = 0;
@@ -163,8 +179,8 @@ int main(int argc, char **argv) {
     for (;;) {
         int fd = accept(srv, NULL, NULL);
         if (fd < 0) continue;
-        char req[65536] = {0};
-        ssize_t got = read(fd, req, sizeof req - 1);
+        static char req[65536];
+        ssize_t got = read_request(fd, req, sizeof req);
         if (got > 0 && !strncmp(req, "GET /health", 11)) {
             reply(fd, "{\"status\":\"ok\"}");
         } else if (got > 0 && !strncmp(req, "POST /completion", 16)) {
