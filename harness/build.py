@@ -121,7 +121,8 @@ def _check_toolchain(backend: backends.Backend, recipe: Recipe) -> None:
     det = backend.detect()
     if det.available:
         return
-    why = [*det.notes, *(f"{t.program} ({t.purpose}) not found: {t.install}" for t in det.missing)]
+    # what is missing is the reason; notes (no GPU seen...) only where nothing is named missing
+    why = [f"{t.program} ({t.purpose}) not found: {t.install}" for t in det.missing] or det.notes
     raise InputError(f"{recipe.name}: this machine cannot build the {backend.name} backend: "
                      + ("; ".join(why) or "its toolchain is missing"),
                      hint=f"harness doctor {recipe.path} says what each backend needs; "

@@ -108,14 +108,41 @@ def test_a_backend_this_machine_cannot_build_is_refused_before_anything_runs(tmp
     assert not (Path(os.environ["HARNESS_CACHE"]) / "mirrors").exists()
 
 
+def _toolkit(root: Path, *, cublas: str | None = "lib64", header: str = "include", top: Path | None = None) -> Path:
+    """A CUDA toolkit's layout: an nvcc stand-in (``--dryrun`` prints ``#$ TOP=`` when ``top``, as
+    nvcc does), libcublas.so under ``root/<cublas>`` (None: no cuBLAS) and cublas_v2.h under ``root/<header>``."""
+    nvcc = root / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    dryrun = f'if [ "$1" = --dryrun ]; then echo \'#$ TOP={top}/bin/..\' >&2; exit 0; fi\n' if top else ""
+    nvcc.write_text(f"#!/bin/sh\n{dryrun}echo 'Cuda compilation tools, release 13.0, V13.0.88'\n")
+    nvcc.chmod(0o755)
+    (root / "lib64").mkdir()
+    (root / "lib64" / "libcudart.so").write_bytes(b"")
+    if cublas:
+        (root / cublas).mkdir(parents=True, exist_ok=True)
+        (root / cublas / "libcublas.so").write_bytes(b"")
+        (root / header).mkdir(parents=True, exist_ok=True)
+        (root / header / "cublas_v2.h").write_text("")
+    return nvcc
+
+
+def _only(monkeypatch: pytest.MonkeyPatch, toolkit: Path) -> None:
+    """This toolkit alone: off PATH, at $CUDA_PATH; skip where the system's own cuBLAS would answer."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("CUDA_PATH", str(toolkit))
+    for var in ("CUDACXX", "CUDAToolkit_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    if cuda.nvcc_path() != str(toolkit / "bin" / "nvcc"):
+        pytest.skip("a toolkit in /usr/bin or /usr/local/cuda comes first here")
+    if any((Path(d) / "libcublas.so").exists() for d in cuda.SYSTEM_LIB_DIRS):
+        pytest.skip("this machine has a cuBLAS of its own in the system's directories")
+
+
 def test_an_nvcc_off_path_counts_as_cmake_would_find_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A CUDA toolkit whose bin/ is not on PATH ($CUDA_PATH here) is buildable: detect finds it and
     the build tells CMake which nvcc (CUDACXX), instead of refusing what CMake would build."""
     toolkit = tmp_path / "cuda"
-    nvcc = toolkit / "bin" / "nvcc"
-    nvcc.parent.mkdir(parents=True)
-    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
-    nvcc.chmod(0o755)
+    nvcc = _toolkit(toolkit)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setenv("CUDA_PATH", str(toolkit))
     monkeypatch.delenv("CUDACXX", raising=False)
@@ -124,3 +151,59 @@ def test_an_nvcc_off_path_counts_as_cmake_would_find_it(tmp_path: Path, monkeypa
     det = cuda.Cuda().detect()
     assert det.available and det.found["nvcc"] == f"13.0.88 ({nvcc})", det
     assert cuda.Cuda().env() == {"CUDACXX": str(nvcc)}
+
+
+def test_a_toolkit_without_cublas_is_not_ready_and_build_refuses_before_fetching(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvcc alone is not a CUDA backend: ggml-cuda links CUDA::cublas.  doctor says why in one line,
+    `doctor RECIPE` exits 1, build exits 2 before the lock, the mirror or CMake."""
+    toolkit = tmp_path / "cuda"
+    _toolkit(toolkit, cublas=None)
+    _only(monkeypatch, toolkit)
+    det = cuda.Cuda().detect()
+    assert not det.available and [t.program for t in det.missing] == ["cuBLAS"], det
+    assert "cublas" not in det.found and det.found["nvcc"].startswith("13.0.88")
+    reason = det.missing[0].purpose
+    assert f"no libcublas and cublas_v2.h under {toolkit}" in reason and "\n" not in reason
+    recipe = write_recipe(tmp_path / "r", "gpu", "build:\n  backends: [cuda]\n  cuda: {archs: [90]}\n")
+    doctor = run_harness("doctor", recipe)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    [line] = [ln for ln in doctor.stdout.splitlines() if "cuda: cuBLAS" in ln]
+    assert line.startswith("MISSING") and "no libcublas and cublas_v2.h" in line
+    assert "gpu: something required is missing" in doctor.stdout
+    res = run_harness("build", recipe, "--builds-dir", tmp_path / "builds")
+    assert res.returncode == 2, res.stderr
+    assert "gpu: this machine cannot build the cuda backend: cuBLAS" in res.stderr and "no libcublas" in res.stderr
+    assert "Traceback" not in res.stderr and "configuring" not in res.stderr + res.stdout
+    assert not (tmp_path / "r" / "gpu.lock").exists() and not (tmp_path / "builds").exists()
+    assert not (Path(os.environ["HARNESS_CACHE"]) / "mirrors").exists()
+
+
+def test_cublas_without_its_header_or_development_link_is_not_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime-only cuBLAS (libcublas.so.13, no libcublas.so, no cublas_v2.h) is what CMake cannot use."""
+    toolkit = tmp_path / "cuda"
+    nvcc = _toolkit(toolkit, cublas=None)
+    (toolkit / "lib64" / "libcublas.so.13").write_bytes(b"")
+    _only(monkeypatch, toolkit)
+    assert not cuda.cublas(str(nvcc)).found
+    (toolkit / "lib64" / "libcublas.so").symlink_to("libcublas.so.13")
+    blas = cuda.cublas(str(nvcc))
+    assert blas.library == f"{toolkit}/lib64/libcublas.so" and blas.header is None
+    assert blas.reason() == f"no cublas_v2.h under {toolkit} or the system's directories"
+
+
+def test_cublas_is_found_where_findcudatoolkit_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvcc a wrapper script elsewhere (as /usr/local/bin/nvcc exec'ing the real one): the root is
+    what ``nvcc --dryrun`` calls TOP, its libraries under targets/<arch>/lib as NVIDIA's packages put them."""
+    real = tmp_path / "cuda-13.0"
+    _toolkit(real, cublas="targets/x86_64-linux/lib", header="targets/x86_64-linux/include", top=real)
+    wrapper = tmp_path / "wrapper" / "bin" / "nvcc"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f'#!/bin/sh\nexec {real}/bin/nvcc "$@"\n')
+    wrapper.chmod(0o755)
+    _only(monkeypatch, tmp_path / "wrapper")
+    det = cuda.Cuda().detect()
+    assert det.available, det
+    assert det.found["cublas"] == f"{real}/targets/x86_64-linux/lib/libcublas.so"
+    assert cuda.cublas(str(wrapper)).looked_in[0] == str(real)

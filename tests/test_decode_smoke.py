@@ -188,3 +188,137 @@ nightly:
     assert entries["good"]["status"] == "passed" and entries["good"]["smoke"]["decode:cpu"]["ok"]
     assert (builds / "good" / "cpu" / "manifest.json").exists()
     assert "smoke:quantize:cpu" in (report / "report.md").read_text()
+
+
+# --- the proof is what the decoder counted, not the text (issue 20, part 2) ---
+
+CONTENT_ONLY_500 = "The model produced output that does not match the expected Content-only format"
+WORDS = ["▁", *"abcdefghijklmnopqrstuvwxyz", "▁the", "▁a", "▁is", "▁of", "▁and", "▁to", "▁in", "▁Hello",
+         "▁world", "▁model", "▁llama", "."]
+
+
+def _byte_vocab() -> tuple[list[str], list[float], list[int]]:
+    """The smoke model's vocabulary until issue 20: byte fallback, 256 byte tokens a random model samples."""
+    tokens = ["<unk>", "<s>", "</s>", *[f"<0x{b:02X}>" for b in range(256)], *WORDS]
+    return tokens, [0.0] * (3 + 256) + [-float(i + 1) for i in range(len(WORDS))], [2, 3, 3, *[6] * 256, *[1] * len(WORDS)]
+
+
+def _fake_server(tmp_path: Path, decode: str = "ok", text: str = "strict") -> Path:
+    """tests/data/fake_llama's llama-server, compiled as its CMakeLists.txt does, with FAKE_DECODE/FAKE_TEXT."""
+    out = tmp_path / f"fake-{decode}-{text}" / "llama-server"
+    out.parent.mkdir(parents=True)
+    subprocess.run(["cc", "-O1", "-o", out, FAKE / "server.c", "-DBUILD_NUMBER=0", '-DBUILD_COMMIT="t"', "-DCRASH_never=1",
+                    "-DHELP_upstream=1", f"-DDECODE_{decode}=1", f"-DTEXT_{text}=1"], check=True)
+    return out
+
+
+def test_the_byte_vocabulary_reproduces_the_http_500_and_the_new_one_decodes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A b10018-era server answers 500 to the old smoke model's invalid UTF-8: "could not decode" for
+    a build that decodes.  The new vocabulary gives valid text, and the proof is ids, counts, probabilities."""
+    from harness.errors import StepError
+    from harness.smoke import decoder, tiny_model
+
+    server = _fake_server(tmp_path)
+    new = tiny_model.write(tmp_path / "tiny.gguf")
+    monkeypatch.setattr(tiny_model, "vocab", _byte_vocab)
+    old = tiny_model.write(tmp_path / "tiny-bytes.gguf")
+    with pytest.raises(StepError) as refused:
+        decoder.decode(server, old, [], n_predict=4, log_path=tmp_path / "old.log")
+    assert "llama-server answered HTTP 500: " in str(refused.value) and CONTENT_ONLY_500 in str(refused.value)
+    got = decoder.decode(server, new, [], n_predict=4, log_path=tmp_path / "new.log")
+    assert decoder.problem(got, 4) is None
+    assert got.tokens == 4 and got.token_ids == (40, 41, 42, 43) and got.logprobs == (-1.25,) * 4
+
+
+@pytest.mark.parametrize(("mode", "why"), [
+    ("nan", "the probabilities of generated tokens [0, 1, 2, 3] are not finite numbers"),
+    ("zero", "no tokens were generated (asked for 4)"),
+])
+def test_a_server_that_answers_200_without_evaluating_is_no_proof(tmp_path: Path, mode: str, why: str) -> None:
+    from harness.smoke import decoder, tiny_model
+
+    got = decoder.decode(_fake_server(tmp_path, mode), tiny_model.write(tmp_path / "tiny.gguf"), [], n_predict=4,
+                         log_path=tmp_path / "d.log")
+    assert (decoder.problem(got, 4) or "").startswith(why)
+
+
+def test_a_server_that_never_answers_fails(tmp_path: Path) -> None:
+    from harness.errors import StepError
+    from harness.smoke import decoder, tiny_model
+
+    with pytest.raises(StepError, match="llama-server did not answer"):
+        decoder.decode(_fake_server(tmp_path, "hang"), tiny_model.write(tmp_path / "tiny.gguf"), [], n_predict=4,
+                       log_path=tmp_path / "d.log", timeout=3)
+
+
+def test_a_build_whose_server_answers_nan_is_never_published(tmp_path: Path) -> None:
+    """Through `harness build`: HTTP 200 with null log-probabilities is a failed decode smoke."""
+    recipe = _recipe(tmp_path, "never").with_suffix(".yaml")
+    recipe.write_text(recipe.read_text().replace("FAKE_CRASH: never}", "FAKE_CRASH: never, FAKE_DECODE: nan}"))
+    builds = tmp_path / "builds"
+    res = _build(recipe, builds)
+    assert res.returncode == 1, res.stderr
+    assert "llama-server did not prove it decoded the F16 smoke model (cpu): the probabilities of generated tokens" in res.stderr
+    assert "Traceback" not in res.stderr and not (builds / "fake" / "cpu").exists()
+
+
+def test_llama_completion_counts_its_sampled_tokens() -> None:
+    """llama-completion's perf lines (common/sampling.cpp, src/llama-context.cpp): the sampler's count
+    is the proof; older builds print ``sampling time = ... / N runs``; no lines, no proof."""
+    from harness.smoke import decoder
+
+    new = ("common_perf_print:    samplers time =       0.10 ms /     4 tokens\n"
+           "common_perf_print: prompt eval time =       2.00 ms /     9 tokens (    0.22 ms per token,  4500.00 tokens per second)\n"
+           "common_perf_print:        eval time =       3.00 ms /     3 runs   (    1.00 ms per token,  1000.00 tokens per second)\n")
+    got = decoder._from_completion(" the a", new, 0.1)
+    assert (got.tokens, got.tokens_per_s) == (4, 1000.0) and decoder.problem(got, 4) is None
+    old = new.replace("samplers time =       0.10 ms /     4 tokens", "sampling time =       0.10 ms /     4 runs")
+    assert decoder._from_completion("", old, 0.1).tokens == 4
+    assert decoder._from_completion("", new.splitlines()[2], 0.1).tokens == 4  # eval runs + the last sample
+    assert decoder.problem(decoder._from_completion("text", "", 0.1), 4) == "no tokens were generated (asked for 4)"
+
+
+def test_the_real_build_proves_every_type_by_token_ids(tmp_path: Path, llama_bin: Path) -> None:
+    """The session's real llama-server: every quant type decodes 4 tokens, ids and finite probabilities."""
+    from harness.smoke import Context, decode
+
+    ctx = Context(bin_dir=llama_bin, backend="cpu", targets=[], stamp="", work=tmp_path / "work")
+    result = decode.run(ctx)
+    assert set(result["types"]) == set(decode.TYPES)
+    for qtype, entry in result["types"].items():
+        cpu = entry["cpu"]
+        assert cpu["tokens"] == 4 and len(cpu["token_ids"]) == 4 and cpu["probs_checked"], (qtype, cpu)
+
+
+@pytest.mark.parametrize("vocab", ["new", "bytes"])
+def test_every_token_of_the_smoke_vocabulary_is_valid_utf8_to_llama_cpp(
+        tmp_path: Path, llama_bin: Path, monkeypatch: pytest.MonkeyPatch, vocab: str) -> None:
+    """llama.cpp's own pieces (the server's ``bytes`` of every token's probability) are valid UTF-8,
+    so whatever the random weights sample, a server that parses its text accepts it; the old byte
+    vocabulary's 128 high bytes are not."""
+    import requests
+
+    from harness.server import running_server
+    from harness.smoke import tiny_model
+
+    if vocab == "bytes":
+        monkeypatch.setattr(tiny_model, "vocab", _byte_vocab)
+    model = tiny_model.write(tmp_path / "tiny.gguf")
+    n_vocab = len(tiny_model.vocab()[0])
+    with running_server(llama_bin / "llama-server", model, ["-c", "256", "-np", "1"], log_path=tmp_path / "s.log") as srv:
+        body = requests.post(f"{srv.url}/completion", timeout=120, json={
+            "prompt": "Hello world, the llama model is", "n_predict": 1, "n_probs": n_vocab, "temperature": 0}).json()
+    [first] = body["completion_probabilities"]
+    pieces = {p["id"]: bytes(p["bytes"]) for p in first["top_logprobs"]}
+    assert len(pieces) == n_vocab
+    invalid = {i: b for i, b in pieces.items() if not _utf8(b)}
+    assert sorted(invalid.values()) == ([] if vocab == "new" else [bytes([b]) for b in range(0x80, 0x100)])
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

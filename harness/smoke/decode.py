@@ -2,7 +2,9 @@
 
 One type per family of CPU kernels (F16; Q8_0; Q4_0 and Q4_1, the types ggml repacks for
 AVX2/AVX-512 and AMX; Q4_K; IQ4_XS), made by the build's own ``llama-quantize --pure`` and
-decoded for a few tokens at temperature 0.  GPU backends decode twice: offloaded
+decoded for a few tokens at temperature 0.  The proof is the decoder's own count of the
+tokens it generated, their ids and finite probabilities (see decoder.problem), never the
+text.  GPU backends decode twice: offloaded
 (``-ngl all``) and with the weights on the CPU (``-ngl 0``), since their CPU code is what
 ``-ot exps=CPU`` and ``--n-cpu-moe`` users run.
 
@@ -80,10 +82,14 @@ def run(ctx: Context) -> dict[str, Any]:
             except HarnessError as exc:
                 raise SmokeFailure("decode", f"{dec.name} could not decode the {qtype} smoke model "
                                              f"({placement}): {exc}") from None
-            if got.tokens != N_PREDICT:
-                raise SmokeFailure("decode", f"{dec.name} decoded {got.tokens} tokens of the {qtype} smoke model, "
-                                             f"asked for {N_PREDICT}")
-            entry: dict[str, Any] = {"tokens": got.tokens, "seconds": got.seconds, "tokens_per_s": got.tokens_per_s}
+            why = decoder.problem(got, N_PREDICT)
+            if why:
+                raise SmokeFailure("decode", f"{dec.name} did not prove it decoded the {qtype} smoke model "
+                                             f"({placement}): {why}; log: {log}",
+                                   details={"type": qtype, "placement": placement, "cause": why, "log": str(log)})
+            entry: dict[str, Any] = {"tokens": got.tokens, "token_ids": list(got.token_ids or []) or None,
+                                     "probs_checked": got.logprobs is not None,
+                                     "seconds": got.seconds, "tokens_per_s": got.tokens_per_s}
             if placement == "gpu" and decoder.no_gpu(got.log):
                 entry["note"] = "no GPU device found: decoded on the CPU"
             result["types"].setdefault(qtype, {})[placement] = entry

@@ -5,12 +5,19 @@ A process killed by a signal (SIGILL, SIGSEGV, SIGBUS...) raises :class:`Crashed
 the moment: while loading and warming up (llama-server decodes once before /health answers)
 or at the request.  The server's log is kept: its ``system_info`` line is ggml's own list of
 the instruction sets the CPU backend was compiled with.
+
+The proof of decoding is what the decoder counted, never the text: llama-server's
+``timings.predicted_n``, the ids of the generated tokens (``return_tokens``) and each one's
+log-probability (``n_probs``: NaN logits come back as ``null``); llama-completion's
+``llama_perf`` lines.  :func:`problem` says why an answer is no proof (no tokens, fewer
+than asked, counts that disagree, probabilities that are not finite numbers).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import re
 import signal
 import subprocess
@@ -31,12 +38,37 @@ PROMPT = "Hello world, the llama model is"
 
 @dataclass(frozen=True)
 class Decoded:
-    tokens: int
+    tokens: int  # generated tokens as the decoder counted them (llama-server: timings.predicted_n)
     content: str
     seconds: float
     tokens_per_s: float | None  # generation, llama-server's own timing (predicted_per_second)
     log: str
     prompt_per_s: float | None = None  # prompt processing (prompt_per_second)
+    token_ids: tuple[int, ...] | None = None  # the generated tokens (llama-server); None: not reported
+    # each generated token's log-probability (None where the server wrote null: NaN); None: not reported
+    logprobs: tuple[float | None, ...] | None = None
+    prob_ids: tuple[int, ...] | None = None  # the token id each log-probability is for
+
+
+def problem(got: Decoded, n_predict: int) -> str | None:
+    """Why ``got`` does not prove that ``n_predict`` tokens were evaluated; None when it does."""
+    if got.tokens <= 0:
+        return f"no tokens were generated (asked for {n_predict})"
+    if got.tokens != n_predict:
+        return f"{got.tokens} tokens were generated, asked for {n_predict}"
+    if got.token_ids is not None and len(got.token_ids) != got.tokens:
+        return f"the server returned {len(got.token_ids)} token ids for {got.tokens} generated tokens"
+    if got.logprobs is None:
+        return None
+    if len(got.logprobs) != got.tokens:
+        return f"the server returned {len(got.logprobs)} token probabilities for {got.tokens} generated tokens"
+    bad = [i for i, p in enumerate(got.logprobs) if p is None or not math.isfinite(p)]
+    if bad:
+        return (f"the probabilities of generated tokens {bad} are not finite numbers "
+                f"({[got.logprobs[i] for i in bad]}): the logits are NaN or infinite")
+    if got.token_ids is not None and got.prob_ids is not None and got.prob_ids != got.token_ids:
+        return f"the token ids {list(got.token_ids)} and those of their probabilities {list(got.prob_ids)} differ"
+    return None
 
 
 class Crashed(StepError):
@@ -99,7 +131,7 @@ def _with_server(decoder: Path, model: Path, args: Sequence[str], n_predict: int
             try:
                 resp = requests.post(f"{srv.url}/completion", timeout=timeout, json={
                     "prompt": prompt, "n_predict": n_predict, "temperature": 0, "seed": 1,
-                    "ignore_eos": True, "cache_prompt": False})
+                    "ignore_eos": True, "cache_prompt": False, "return_tokens": True, "n_probs": 1})
             except requests.RequestException as exc:
                 code = _exit_code(srv.process)
                 if code is not None and code < 0:
@@ -112,9 +144,35 @@ def _with_server(decoder: Path, model: Path, args: Sequence[str], n_predict: int
         if exc.returncode < 0:
             raise Crashed(decoder.name, exc.returncode, exc.output_tail, exc.log) from None
         raise
-    timings = body.get("timings") or {}
-    return Decoded(int(body.get("tokens_predicted", 0)), str(body.get("content", "")), round(time.monotonic() - t0, 3),
-                   timings.get("predicted_per_second"), _read(log_path), timings.get("prompt_per_second"))
+    return _from_server(body, round(time.monotonic() - t0, 3), _read(log_path))
+
+
+def _from_server(body: dict[str, Any], seconds: float, log: str) -> Decoded:
+    """llama-server's /completion answer: counts, ids and probabilities as it reports them."""
+    raw_timings = body.get("timings")
+    timings: dict[str, Any] = raw_timings if isinstance(raw_timings, dict) else {}
+    count = timings.get("predicted_n", body.get("tokens_predicted", 0))
+    raw_ids = body.get("tokens")
+    ids = tuple(int(t) for t in raw_ids if _is_int(t)) if isinstance(raw_ids, list) else None
+    if ids is not None and raw_ids is not None and len(ids) != len(raw_ids):
+        ids = ()  # something other than token ids: no proof
+    probs = body.get("completion_probabilities")
+    logprobs = prob_ids = None
+    if isinstance(probs, list):
+        entries = [p if isinstance(p, dict) else {} for p in probs]
+        logprobs = tuple(_number(e.get("logprob", e.get("prob"))) for e in entries)
+        prob_ids = tuple(int(e["id"]) if _is_int(e.get("id")) else -1 for e in entries)
+    return Decoded(int(count) if _is_int(count) else 0, str(body.get("content", "")), seconds,
+                   timings.get("predicted_per_second"), log, timings.get("prompt_per_second"),
+                   token_ids=ids, logprobs=logprobs, prob_ids=prob_ids)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _with_completion(decoder: Path, model: Path, args: Sequence[str], n_predict: int, log_path: Path,
@@ -131,9 +189,17 @@ def _with_completion(decoder: Path, model: Path, args: Sequence[str], n_predict:
         raise Crashed(decoder.name, res.returncode, _tail(log_path), str(log_path))
     if res.returncode != 0:
         raise CommandFailed([str(a) for a in argv], res.returncode, _tail(log_path), str(log_path))
-    m = re.search(r"eval time =.*?/\s*(\d+) runs.*?([\d.]+) tokens per second", res.stderr)
-    return Decoded(int(m.group(1)) if m else n_predict, res.stdout, round(time.monotonic() - t0, 3),
-                   float(m.group(2)) if m else None, res.stdout + res.stderr)
+    return _from_completion(res.stdout, res.stderr, round(time.monotonic() - t0, 3))
+
+
+def _from_completion(stdout: str, stderr: str, seconds: float) -> Decoded:
+    """llama-completion's count: its sampler's ``samplers time = ... / N tokens`` (older: ``sampling time = ... / N runs``) (one sample per
+    generated token), else ``eval time = ... / N runs`` + 1 (the last token sampled is not evaluated).
+    Neither line: 0, no proof."""
+    evals = re.search(r"\beval time =.*?/\s*(\d+) runs.*?([\d.]+) tokens per second", stderr)
+    sampled = re.search(r"sampl(?:ers?|ing) time =.*?/\s*(\d+) (?:tokens|runs)", stderr)
+    count = int(sampled.group(1)) if sampled else int(evals.group(1)) + 1 if evals else 0
+    return Decoded(count, stdout, seconds, float(evals.group(2)) if evals else None, stdout + stderr)
 
 
 def _exit_code(proc: subprocess.Popen[bytes] | None, wait: float = 10.0) -> int | None:

@@ -5,7 +5,7 @@ must answer the RPC handshake (protocol version, devices); then the tiny smoke m
 by the new llama-server twice at temperature 0: on the local CPU (``--device none -ngl 0``) and
 with every layer on the rpc-server (``--rpc 127.0.0.1:P --device RPC0 -ngl all``), whose log
 (``GGML_RPC_DEBUG=1``) must show the tensors it received and the graphs it computed.  Same kernels
-on both sides, so the two texts must be the same: what differs is the RPC transport, the
+on both sides, so the two token sequences must be the same: what differs is the RPC transport, the
 tensors serialized into rpc-server and its graph computed there.  (A GPU behind rpc-server
 would compare GPU kernels with CPU ones, which need not agree to the last bit: that path is
 measured by benchmarks/rpc_bench.py --gpu.)  About 3 s.  Skipped when the build has no
@@ -51,9 +51,12 @@ def run(ctx: Context) -> dict[str, Any]:
     if "[graph_compute]" not in served or "[set_tensor]" not in served:
         raise SmokeFailure("rpc", f"llama-server decoded with --device RPC0 but rpc-server received no tensors or "
                                   f"computed no graph; its log: {log}")
-    if local.content != remote.content:
-        raise SmokeFailure("rpc", f"the smoke model decoded differently through rpc-server: {remote.content!r} "
-                                  f"(local CPU: {local.content!r})", details={"local": local.content, "rpc": remote.content})
+    if (local.token_ids, local.content) != (remote.token_ids, remote.content):
+        raise SmokeFailure("rpc", f"the smoke model decoded differently through rpc-server: tokens "
+                                  f"{list(remote.token_ids or [])} {remote.content!r} (local CPU: "
+                                  f"{list(local.token_ids or [])} {local.content!r})",
+                           details={"local": local.content, "rpc": remote.content,
+                                    "local_tokens": list(local.token_ids or []), "rpc_tokens": list(remote.token_ids or [])})
     return {"ok": True, "protocol": rs.hello.protocol, "devices": [d.to_json() for d in rs.hello.devices],
             "n_predict": N_PREDICT, "local_tokens_per_s": local.tokens_per_s, "rpc_tokens_per_s": remote.tokens_per_s,
             "seconds": round(time.monotonic() - t0, 2)}
@@ -61,6 +64,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def _decode(server: Path, model: Path, args: list[str], log: Path) -> decoder.Decoded:
     got = decoder.decode(server, model, args, n_predict=N_PREDICT, log_path=log)
-    if got.tokens != N_PREDICT:
-        raise SmokeFailure("rpc", f"decoded {got.tokens} tokens, asked for {N_PREDICT} ({' '.join(args)}); log: {log}")
+    why = decoder.problem(got, N_PREDICT)
+    if why:
+        raise SmokeFailure("rpc", f"{why} ({' '.join(args)}); log: {log}")
     return got

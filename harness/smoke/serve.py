@@ -22,6 +22,9 @@ def run(ctx: Context) -> dict[str, Any]:
                            details={"signal": crash.signal}) from None
     except HarnessError as exc:
         raise SmokeFailure("serve", str(exc)) from None
+    why = decoder.problem(got, 8)
+    if why:
+        raise SmokeFailure("serve", why)
     if not got.content.strip():
         raise SmokeFailure("serve", "llama-server answered with no text")
     return {"ok": True, "seconds": got.seconds, "content": got.content, "tokens_per_s": got.tokens_per_s,

@@ -6,9 +6,12 @@ family the smoke check quantizes to: every matrix's rows (ne[0]) are multiples o
 K-quants and IQ4_XS need (``QK_K`` in ggml-common.h), and large enough for ggml's
 repacked-weight paths (AMX tiles, AVX2/AVX-512 Q4_0x8 repacks) to take them.
 
-The vocabulary is a SentencePiece one (``tokenizer.ggml.model = llama``) with byte
-fallback: ``<unk> <s> </s>``, the 256 byte tokens ``<0x00>..<0xFF>`` and a few word pieces,
-so any prompt tokenizes (llama.cpp's ``llm_tokenizer_spm`` falls back to byte tokens).
+The vocabulary is a SentencePiece one (``tokenizer.ggml.model = llama``) with no byte tokens:
+``<unk> <s> </s>``, a newline, every printable ASCII character, ``▁`` (a space) and a few word
+pieces.  Any ASCII prompt tokenizes from the single characters, and whatever the random
+weights sample, the text is valid UTF-8: a byte token (``<0xFF>``) alone is not, and a
+server that parses its output (llama.cpp's Content-only chat parser, b10018 era) answers
+HTTP 500 to it.  llama.cpp prints ``<unk>`` as ``▅`` and control tokens as nothing.
 """
 
 from __future__ import annotations
@@ -25,17 +28,17 @@ N_LAYER = 2
 N_CTX = 512
 SEED = 20261130
 N_TENSORS = 2 + 9 * N_LAYER
-PIECES = ["▁", *"abcdefghijklmnopqrstuvwxyz", "▁the", "▁a", "▁is", "▁of", "▁and", "▁to", "▁in", "▁Hello",
-          "▁world", "▁model", "▁llama", "."]
+PIECES = ["\n", *(chr(c) for c in range(0x21, 0x7F)), "▁", "▁the", "▁a", "▁is", "▁of", "▁and", "▁to", "▁in", "▁Hello",
+          "▁world", "▁model", "▁llama"]
 
-# llama_token_type (llama.h): 1 normal, 2 unknown, 3 control, 6 byte
-_NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
+# llama_token_type (llama.h): 1 normal, 2 unknown, 3 control
+_NORMAL, _UNKNOWN, _CONTROL = 1, 2, 3
 
 
 def vocab() -> tuple[list[str], list[float], list[int]]:
-    tokens = ["<unk>", "<s>", "</s>", *[f"<0x{b:02X}>" for b in range(256)], *PIECES]
-    scores = [0.0] * (3 + 256) + [-float(i + 1) for i in range(len(PIECES))]
-    types = [_UNKNOWN, _CONTROL, _CONTROL, *[_BYTE] * 256, *[_NORMAL] * len(PIECES)]
+    tokens = ["<unk>", "<s>", "</s>", *PIECES]
+    scores = [0.0] * 3 + [-float(i + 1) for i in range(len(PIECES))]
+    types = [_UNKNOWN, _CONTROL, _CONTROL, *[_NORMAL] * len(PIECES)]
     return tokens, scores, types
 
 
