@@ -4,8 +4,9 @@ read, and the drift check (has a PR head or branch moved since it was locked?).
 
 Mirrors are partial clones holding every commit and tree behind a pin (see ``mirror``), so
 merge bases and ancestry are git's full-history answers; this module only brings the
-blobs an operation will read, in one request per mirror, before it runs.  What it does not
-foresee (a rename a merge detects) the source tree fetches by itself, lazily."""
+blobs an operation will read, in one request per mirror, before it runs: the source tree
+itself is no partial clone (git's lazy fetch during a criss-cross merge asks for objects of
+the virtual merge base that no server has), so what is not fetched first is an error."""
 
 from __future__ import annotations
 
@@ -134,38 +135,46 @@ def merge_bases(tree_repo: Path, a: str, b: str) -> list[str]:
     return bases
 
 
-def _fetch_into(mirror: Mirror, blobs: set[str], what: str) -> int:
-    """Bring ``blobs`` into ``mirror`` (those it has are skipped by git); 0 when the server refuses some:
-    the source tree then fetches what it reads lazily, one request at a time."""
+def _fetch_into(mirrors: list[Mirror], blobs: set[str], what: str) -> int:
+    """Bring ``blobs`` into the first of ``mirrors`` whose server has them all (present ones are skipped by git)."""
     if not blobs:
         return 0
-    with mirror.locked():
-        try:
-            return mirror.fetch_blobs(blobs)
-        except StepError as exc:
-            console.info(f"could not fetch the files {what} reads in one request ({str(exc).splitlines()[0]}); "
-                         "git fetches them as it reads them")
-            return 0
+    failure: StepError | None = None
+    for mirror in mirrors:
+        with mirror.locked():
+            try:
+                return mirror.fetch_blobs(blobs)
+            except StepError as exc:
+                failure = failure or exc
+    assert failure is not None
+    raise StepError(f"cannot fetch the files {what} reads", hint=str(failure)) from None
 
 
 def prefetch_merge(tree_repo: Path, ours: tuple[Mirror, str], theirs: tuple[Mirror, str], bases: list[str]) -> int:
-    """The files a 3-way merge of ``theirs`` into ``ours`` reads: every path both sides changed since a
-    merge base, at the bases and both sides.  Returns the bytes fetched."""
+    """Every file a 3-way merge of ``theirs`` into ``ours`` can read: each path either side changed since a
+    merge base, at both sides and every base; for a criss-cross also what the virtual base's own merge
+    reads (the bases' merge bases).  Returns the bytes fetched."""
     (ours_mirror, ours_sha), (theirs_mirror, theirs_sha) = ours, theirs
-    paths: set[str] = set()
+    commits, paths = {ours_sha, theirs_sha, *bases}, set()
     for base in bases:
-        paths |= set(git.changed_paths(tree_repo, base, ours_sha)) & set(git.changed_paths(tree_repo, base, theirs_sha))
+        paths |= set(git.changed_paths(tree_repo, base, ours_sha)) | set(git.changed_paths(tree_repo, base, theirs_sha))
+    if len(bases) > 1:
+        for base in bases:
+            for under in git.merge_bases(tree_repo, bases[0], base) if base != bases[0] else []:
+                commits.add(under)
+                paths |= set(git.changed_paths(tree_repo, under, base)) | set(git.changed_paths(tree_repo, under, bases[0]))
     if not paths:
         return 0
-    at_theirs = git.blobs_at(tree_repo, theirs_sha, sorted(paths))
-    rest = set().union(*(git.blobs_at(tree_repo, c, sorted(paths)) for c in [ours_sha, *bases])) - at_theirs
+    ordered = sorted(paths)
+    at_theirs = git.blobs_at(tree_repo, theirs_sha, ordered)
+    rest = set().union(*(git.blobs_at(tree_repo, c, ordered) for c in sorted(commits - {theirs_sha}))) - at_theirs
     what = f"the merge of {theirs_sha[:12]}"
-    return _fetch_into(theirs_mirror, at_theirs, what) + _fetch_into(ours_mirror, rest, what)
+    return _fetch_into([theirs_mirror, ours_mirror], at_theirs, what) + _fetch_into([ours_mirror, theirs_mirror], rest, what)
 
 
 def prefetch_scan(tree_repo: Path, mirror: Mirror, rev_range: list[str], paths: list[str]) -> int:
     """The files the already-merged scan reads: whole changes of the range's commits that touch ``paths``."""
-    return _fetch_into(mirror, git.blobs_touched(tree_repo, rev_range, paths), "the already-merged scan")
+    return _fetch_into([mirror], git.blobs_touched(tree_repo, rev_range, paths), "the already-merged scan")
 
 
 def ensure_blobs(tree_repo: Path, mirror: Mirror, tip: str, diff: bytes) -> tuple[list[str], int]:
@@ -177,5 +186,5 @@ def ensure_blobs(tree_repo: Path, mirror: Mirror, tip: str, diff: bytes) -> tupl
     paths = patchset.files(diff)
     known = git.blobs_touched(tree_repo, [tip], paths) | git.blobs_at(tree_repo, tip, paths)
     full = {w: next((b for b in known if b.startswith(w)), None) for w in wanted}
-    fetched = _fetch_into(mirror, {b for b in full.values() if b}, "a 3-way apply")
+    fetched = _fetch_into([mirror], {b for b in full.values() if b}, "a 3-way apply")
     return [w for w, b in full.items() if b is None], fetched

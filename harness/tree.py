@@ -66,7 +66,6 @@ class Tree:
             git.init(self.src)
             git.config_set(self.src, "core.autocrlf", "false")
             git.config_set(self.src, "gc.auto", "0")
-        _promisors(self.src, mirrors)
         alternates = self.src / ".git" / "objects" / "info" / "alternates"
         have = alternates.read_text().split("\n") if alternates.exists() else []
         want = [str(m.path / "objects") for m in mirrors]
@@ -75,23 +74,6 @@ class Tree:
             atomic.write_text(alternates, "\n".join(merged) + "\n")
         sync_shallow(self.src)
         return self.src
-
-
-def _promisors(repo: Path, mirrors: list[Mirror]) -> None:
-    """The repo is a partial clone of every repository it borrows from: a file a merge reads that
-    the mirrors have not fetched yet is fetched from the repository itself, as git reads it."""
-    first = git.config_get(repo, "extensions.partialclone")
-    for mirror in mirrors:
-        name = "harness-" + hashlib.sha256(mirror.url.encode()).hexdigest()[:10]
-        if git.config_get(repo, f"remote.{name}.url") == mirror.url:
-            continue
-        git.config_set(repo, f"remote.{name}.url", mirror.url)
-        git.config_set(repo, f"remote.{name}.promisor", "true")
-        git.config_set(repo, f"remote.{name}.partialclonefilter", "blob:none")
-        if first is None:
-            git.config_set(repo, "core.repositoryformatversion", "1")
-            git.config_set(repo, "extensions.partialClone", name)
-            first = name
 
 
 def sync_shallow(repo: Path) -> None:
