@@ -45,6 +45,8 @@ class Check:
 
 def check(recipe: Recipe, *, hub_timeout: float = HUB_TIMEOUT_S) -> list[Check]:
     checks = _toolchains(list(recipe.spec.build.backends))
+    if "cuda" in recipe.spec.build.backends:
+        checks += _cuda_archs(recipe)
     if recipe.spec.model is not None:
         checks += _model(recipe, recipe.spec.model, hub_timeout)
     return checks
@@ -76,6 +78,24 @@ def _toolchains(names: list[str]) -> list[Check]:
         elif det.notes:
             checks.append(Check(f"{name}: notes", True, "; ".join(det.notes), required=False))
     return checks
+
+
+def _cuda_archs(recipe: Recipe) -> list[Check]:
+    """The architectures the build would compile for (build.cuda.archs, else the GPUs seen) against
+    what the local nvcc targets: nvcc 13 starts at 75, so a recipe for a Pascal card cannot build."""
+    from harness.backends import cuda
+
+    archs = [str(a) for a in recipe.spec.build.cuda.archs] if recipe.spec.build.cuda.archs else cuda.gpu_archs()
+    supported = cuda.nvcc_archs()
+    if not archs or supported is None:
+        return []
+    bad = cuda.untargetable(archs, supported)
+    where = "build.cuda.archs" if recipe.spec.build.cuda.archs else "the GPUs nvidia-smi sees"
+    if bad:
+        return [Check("cuda: archs", False,
+                      f"{', '.join(bad)} ({where}): nvcc {cuda.nvcc_version()} cannot target them (it targets "
+                      f"{supported[0]} to {supported[-1]}); use an older CUDA toolkit or drop them")]  # fmt: skip
+    return [Check("cuda: archs", True, f"{', '.join(archs)} ({where}), all targeted by nvcc {cuda.nvcc_version()}")]
 
 
 def _model(recipe: Recipe, model: ModelSection, hub_timeout: float) -> list[Check]:

@@ -148,3 +148,31 @@ def corrupt_line(stderr: str) -> tuple[str, int] | None:
     """(what git said, line of the diff) when ``git apply`` found the patch malformed."""
     m = _CORRUPT.search(stderr)
     return (m.group(1), int(m.group(2))) if m else None
+
+
+_DIFF_START = re.compile(rb"^(diff --git |--- |Index: )", re.M)
+_SIGNATURE = re.compile(rb"^-- \n", re.M)
+
+
+def remail(mail: bytes, diff: bytes) -> bytes:
+    """``mail`` (one ``git format-patch`` mail) with its diff replaced by ``diff``.
+
+    Its ``From`` line, headers, message and trailers are kept byte for byte up to the ``---``
+    line that ends the message; the old diffstat and diff go; the signature (``-- `` and
+    what follows) is kept.  A mail whose own lines end in CRLF gets LF ones, as ``git am``
+    reads it anyway.  The result is one mail ``git am`` applies.
+    """
+    if _crlf_structure(mail):
+        mail = mail.replace(b"\r\n", b"\n")
+    start = _DIFF_START.search(mail)
+    head = mail[: start.start()] if start else mail
+    end = mail[start.start():] if start else b""
+    separator = None
+    for m in re.finditer(rb"^---[ \t]*\n", head, re.M):
+        separator = m
+    message = head[: separator.start()] if separator else head.rstrip(b"\n") + b"\n\n"
+    signatures = list(_SIGNATURE.finditer(end))
+    tail = end[signatures[-1].start():] if signatures else b""
+    if tail.count(b"\n") > 3:  # not a signature: a removed line "- " of the diff
+        tail = b""
+    return message + b"---\n\n" + diff + (b"" if diff.endswith(b"\n") else b"\n") + tail

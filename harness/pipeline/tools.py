@@ -8,6 +8,7 @@ manifest, e.g. hand-made, is named by the sha256 of the tool instead).
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -99,3 +100,26 @@ def quant_types(build: Build) -> dict[str, float | None]:
 def identity(build: Build, digest_of_tool: str) -> str:
     """The build's manifest identity, or one made from the tool's digest."""
     return build.identity or f"sha256:{digest_of_tool}"
+
+
+_OUTPUT_FORMAT = re.compile(r"--output-format\s+\{gguf,dat\}[^\n]*\n?[^\n]*?\(default: (gguf|dat)\)")
+
+
+def imatrix_format(build: Build) -> str:
+    """The format the build's llama-imatrix writes when not told: ``gguf``, or ``dat`` for a pin or
+    fork from before GGUF importance matrices (its ``--help`` has no ``--output-format``)."""
+    tool = build.imatrix
+    return _imatrix_format(tool, tool.stat().st_mtime_ns) if tool.exists() else "gguf"
+
+
+@functools.cache
+def _imatrix_format(tool: Path, mtime_ns: int) -> str:
+    res = runner.run([tool, "--help"], check=False, timeout=60)
+    return imatrix_format_from_help(res.stdout + res.stderr)
+
+
+def imatrix_format_from_help(text: str) -> str:
+    if "--output-format" not in text:
+        return "dat"
+    m = _OUTPUT_FORMAT.search(text)
+    return m.group(1) if m else "gguf"
