@@ -29,7 +29,7 @@ class Build:
     root: Path  # builds/<recipe>/<backend>
     backend: str
     identity: str | None  # manifest.json "identity"; None for a root without a manifest
-    python: str  # the interpreter that runs the converter
+    python: str | None  # model.python / --python; None: the venv made from the tree's requirements
 
     @property
     def bin(self) -> Path:
@@ -47,6 +47,25 @@ class Build:
     def converter(self) -> Path:
         return self.root / CONVERTER
 
+    def converter_python(self) -> str:
+        """The interpreter that runs the converter: the user's, else the venv made from the tree's own
+        requirements (made now if need be), else (a build published without them) this one."""
+        from harness.pipeline import converter_env
+
+        if self.python:
+            return self.python
+        env = converter_env.ensure(self.root)
+        return env.python if env is not None else sys.executable
+
+    def converter_python_key(self) -> str:
+        """What names the converter's interpreter in cache keys, without making its venv."""
+        from harness.pipeline import converter_env
+
+        if self.python:
+            return self.python
+        reqs = converter_env.read_requirements(self.root)
+        return f"requirements:{converter_env.requirements_digest(reqs)}" if reqs is not None else sys.executable
+
 
 def find(recipe: Recipe, *, backend: str | None, builds_dir: Path | None, python: str | None) -> Build:
     """The first backend of the recipe (or ``backend``) with a published llama-quantize."""
@@ -56,7 +75,7 @@ def find(recipe: Recipe, *, backend: str | None, builds_dir: Path | None, python
         if (root / "bin" / QUANTIZE).exists():
             manifest = builds.manifest(root) or {}
             ident = manifest.get("identity")
-            interpreter = python or (recipe.spec.model.python if recipe.spec.model else None) or sys.executable
+            interpreter = python or (recipe.spec.model.python if recipe.spec.model else None)
             return Build(root.absolute(), b, ident if isinstance(ident, str) else None, interpreter)
     raise builds.not_built(recipe, QUANTIZE, backend=backend, builds_dir=builds_dir)
 
