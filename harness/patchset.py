@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ _NO_DATA = re.compile(rb"^Binary files (.+) and (.+) differ\r?$", re.M)
 _INDEX = re.compile(rb"^index ([0-9a-f]{7,64})\.\.([0-9a-f]{7,64})", re.M)
 _GIT_HEADER = re.compile(rb"^diff --git a/(.+?) b/(.+?)\r?$", re.M)
 _PLUS_HEADER = re.compile(rb"^\+\+\+ (?:b/)?(.+?)(?:\t.*)?\r?$", re.M)
+_RAW_PLUS = re.compile(rb"^\+\+\+ (.+?)(?:\t.*)?\r?$", re.M)
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _CORRUPT = re.compile(r"(corrupt patch|patch fragment without header|patch with only garbage) at line (\d+)")
 
@@ -176,3 +178,21 @@ def remail(mail: bytes, diff: bytes) -> bytes:
     if tail.count(b"\n") > 3:  # not a signature: a removed line "- " of the diff
         tail = b""
     return message + b"---\n\n" + diff + (b"" if diff.endswith(b"\n") else b"\n") + tail
+
+
+def p0_paths(diff: bytes, exists: Callable[[str], bool]) -> list[str]:
+    """The paths of a diff made with ``-p0`` (``diff -u src/x.c.orig src/x.c``: no ``a/``/``b/``
+    prefix), which ``git apply`` (``-p1``) looks for one directory too deep and reports as missing
+    files: a path problem, not a conflict.  Empty unless every path exists in the tree as written
+    and none does with its first component dropped.  ``exists`` answers for a path of the tree."""
+    if re.search(rb"^diff --git ", diff, re.M):
+        return []
+    raw = [m.group(1).decode("utf-8", "replace") for m in _RAW_PLUS.finditer(diff)]
+    paths = list(dict.fromkeys(p for p in raw if p != "/dev/null"))
+    if not paths:
+        return []
+    for path in paths:
+        stripped = path.split("/", 1)[1] if "/" in path else ""
+        if not exists(path) or (stripped and exists(stripped)):
+            return []
+    return paths

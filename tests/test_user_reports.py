@@ -209,3 +209,26 @@ def test_every_nightly_job_pushes_its_own_branch() -> None:
         expanded = line.replace("${{ matrix.recipe }}", j["recipe"]).replace("${{ matrix.backend }}", j["backend"])
         names.append(expanded.replace("$(basename " + j["recipe"] + " .yaml)", Path(j["recipe"]).stem))
     assert len(jobs) == 4 and len(set(names)) == len(names), names
+
+
+# --- a -p0 diff is a path problem ----------------------------------------------------------
+
+
+def test_a_p0_diff_is_named_as_a_path_problem(tmp_path: Path) -> None:
+    """Report: a diff made with `diff -u` from the tree's root (-p0: `--- src/llama.cpp`) was reported as a
+    conflict; git apply (-p1) looks for `llama.cpp` and says it does not exist."""
+    import subprocess
+
+    from harness import patchset
+
+    tree = tmp_path / "tree"
+    (tree / "src").mkdir(parents=True)
+    (tree / "src" / "llama.cpp").write_text("a\nb\nc\n")
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    diff = b"--- src/llama.cpp\n+++ src/llama.cpp\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+    git = subprocess.run(["git", "-C", str(tree), "apply", "--check", "-"], input=diff, capture_output=True)
+    assert git.returncode != 0 and b"llama.cpp: No such file or directory" in git.stderr  # the real tool's view
+    assert patchset.p0_paths(diff, lambda p: (tree / p).exists()) == ["src/llama.cpp"]
+    p1 = diff.replace(b"--- src/", b"--- a/src/").replace(b"+++ src/", b"+++ b/src/")
+    assert subprocess.run(["git", "-C", str(tree), "apply", "--check", "-"], input=p1).returncode == 0
+    assert patchset.p0_paths(p1, lambda p: (tree / p).exists()) == []
