@@ -172,7 +172,7 @@ def remail(mail: bytes, diff: bytes) -> bytes:
     separator = None
     for m in re.finditer(rb"^---[ \t]*\n", head, re.M):
         separator = m
-    message = head[: separator.start()] if separator else head.rstrip(b"\n") + b"\n\n"
+    message = head[: separator.start()] if separator else head.rstrip(b"\n") + b"\n"
     signatures = list(_SIGNATURE.finditer(end))
     tail = end[signatures[-1].start():] if signatures else b""
     if tail.count(b"\n") > 3:  # not a signature: a removed line "- " of the diff

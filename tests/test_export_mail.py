@@ -182,3 +182,21 @@ def test_export_refuses_a_conflict_state_that_does_not_name_its_lock(tmp_path: P
     res = run_harness("patches", "export", recipe)
     assert res.returncode == 2 and "does not say which lock it was made against" in res.stderr
     assert f"harness prepare {recipe}" in res.stderr and work.exists()
+
+
+def test_remail_keeps_a_mail_that_had_no_separator_line(tmp_path: Path) -> None:
+    """Issue 23, item 2: mails whose message runs straight into the diff (no `---`, as some tools write them)
+    and CRLF mails come back as one mail `git mailinfo` (what `git am` runs) reads the same way."""
+    from harness import patchset
+
+    diff = b"diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
+    mail = (b"From: A U Thor <a@example.invalid>\nDate: Mon, 21 Sep 2026 14:13:20 +0000\nSubject: [PATCH] x: b\n\n"
+            b"Why b.\n\nSigned-off-by: A U Thor <a@example.invalid>\n" + diff.replace(b"+b", b"+c"))
+    for original in (mail, mail.replace(b"\n", b"\r\n")):
+        out = patchset.remail(original, diff)
+        (tmp_path / "m").write_bytes(out)
+        info = subprocess.run(["git", "mailinfo", str(tmp_path / "msg"), str(tmp_path / "patch")],
+                              stdin=(tmp_path / "m").open("rb"), capture_output=True, check=True).stdout  # fmt: skip
+        assert b"Author: A U Thor" in info and b"Subject: x: b" in info
+        assert (tmp_path / "msg").read_bytes() == b"Why b.\n\nSigned-off-by: A U Thor <a@example.invalid>\n"
+        assert (tmp_path / "patch").read_bytes() == b"---\n\n" + diff  # what git apply reads: the diff
