@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def available(binary: Path) -> tuple[str, ...]:
 def _available(binary: Path, mtime_ns: int) -> tuple[str, ...]:
     from harness import runner
 
-    res = runner.run([binary, "-ot", _PROBE], check=False, timeout=60)
+    try:  # --help after it: a binary that does not fail on the probe prints its help and exits
+        res = runner.run([binary, "-ot", _PROBE, "--help"], check=False, timeout=20)
+    except subprocess.TimeoutExpired:
+        return ()  # it neither refused the probe nor printed help: nothing to check against
     lines = (res.stdout + "\n" + res.stderr).splitlines()
     if "Available buffer types:" not in [line.strip() for line in lines]:
         return ()  # an older build that does not list them: nothing to check against
@@ -57,6 +61,8 @@ def problems(args: Sequence[str], offered: Sequence[str]) -> list[str]:
 
 
 def check(args: Sequence[str], binary: Path, *, backend: str, origin: str) -> None:
+    if not any(flag in FLAGS for flag in args[:-1]):
+        return  # nothing to ask the binary about
     offered = available(binary)
     found = problems(args, offered) if offered else []
     if found:
