@@ -41,7 +41,7 @@ BLOCKS = 1.10
 SMOKE = 32 * MiB
 BUILD_DIR = {"cpu": 256 * MiB, "metal": 512 * MiB, "vulkan": 1 * GiB, "cuda": 4 * GiB, "hip": 4 * GiB}
 PUBLISHED = {"cpu": 64 * MiB, "metal": 128 * MiB, "vulkan": 256 * MiB, "cuda": 1 * GiB, "hip": 1 * GiB}
-CONVERTER = ("convert_hf_to_gguf.py", "conversion", "gguf-py")
+CONVERTER = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "requirements")
 
 
 @dataclass(frozen=True)

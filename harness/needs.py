@@ -3,7 +3,8 @@
 - per backend the recipe builds: cmake, ninja, a C and C++ compiler, git, and the
   backend's own toolchain (``backends/<name>.py``'s ``detect``); ccache is optional;
 - when the recipe has a ``model:`` section: the converter's interpreter (``model.python``,
-  else this one) with the Python packages ``convert_hf_to_gguf.py`` imports, the
+  else the venv made from the tree's own ``requirements/``: made or to be made) with the
+  versions the tree pins (:mod:`harness.pipeline.converter_env`), the
   calibration text of ``model.imatrix``, and, for a Hub repo id, the Hub answering for
   that repo within a few seconds (with ``HF_HUB_OFFLINE``: its ``config.json`` in the
   local Hugging Face cache instead).
@@ -45,6 +46,8 @@ class Check:
 
 def check(recipe: Recipe, *, hub_timeout: float = HUB_TIMEOUT_S) -> list[Check]:
     checks = _toolchains(list(recipe.spec.build.backends))
+    if "cuda" in recipe.spec.build.backends:
+        checks += _cuda_archs(recipe)
     if recipe.spec.model is not None:
         checks += _model(recipe, recipe.spec.model, hub_timeout)
     return checks
@@ -78,13 +81,82 @@ def _toolchains(names: list[str]) -> list[Check]:
     return checks
 
 
+def _cuda_archs(recipe: Recipe) -> list[Check]:
+    """The architectures the build would compile for (build.cuda.archs, else the GPUs seen) against
+    what the local nvcc targets: nvcc 13 starts at 75, so a recipe for a Pascal card cannot build."""
+    from harness.backends import cuda
+
+    archs = [str(a) for a in recipe.spec.build.cuda.archs] if recipe.spec.build.cuda.archs else cuda.gpu_archs()
+    supported = cuda.nvcc_archs()
+    if not archs or supported is None:
+        return []
+    bad = cuda.untargetable(archs, supported)
+    where = "build.cuda.archs" if recipe.spec.build.cuda.archs else "the GPUs nvidia-smi sees"
+    if bad:
+        return [Check("cuda: archs", False,
+                      f"{', '.join(bad)} ({where}): nvcc {cuda.nvcc_version()} cannot target them (it targets "
+                      f"{supported[0]} to {supported[-1]}); use an older CUDA toolkit or drop them")]  # fmt: skip
+    return [Check("cuda: archs", True, f"{', '.join(archs)} ({where}), all targeted by nvcc {cuda.nvcc_version()}")]
+
+
 def _model(recipe: Recipe, model: ModelSection, hub_timeout: float) -> list[Check]:
-    checks = [_converter_python(model.python or sys.executable)]
+    tree = _converter_tree(recipe)
+    if model.python:
+        checks = [_converter_python(model.python), *_pinned(model.python, tree, "model.python")]
+    else:
+        checks = _converter_env(tree)
     if model.imatrix is not None and model.imatrix.calibration:
         cal = recipe.resolve_local(model.imatrix.calibration)
         checks.append(Check("imatrix calibration", cal.is_file(), str(cal) if cal.is_file() else f"no such file: {cal}"))
     checks.append(_hub(recipe, model.source, model.revision, hub_timeout))
     return checks
+
+
+def _converter_tree(recipe: Recipe) -> Path | None:
+    """Where the converter's requirements are: the recipe's published build, else its prepared tree."""
+    from harness import builds
+    from harness.pipeline import converter_env
+    from harness.tree import Tree
+
+    candidates = [builds.build_root(None, recipe.name, b) for b in recipe.spec.build.backends]
+    candidates.append(Tree.for_recipe(recipe).src)
+    return next((c for c in candidates if (c / converter_env.REQUIREMENTS).is_file()), None)
+
+
+def _converter_env(tree: Path | None) -> list[Check]:
+    """The venv the harness makes from the tree's requirements: made and matching its pins, or to be made."""
+    from harness.pipeline import converter_env
+
+    if tree is None:
+        check = _converter_python(sys.executable)
+        return [Check(check.what, check.ok, check.detail + " (no build or prepared tree with requirements/ yet: "
+                      "until there is one, the converter runs with this interpreter)")]  # fmt: skip
+    plan = converter_env.plan(tree)
+    assert plan is not None
+    env = converter_env.load(plan.root)
+    source = tree / converter_env.REQUIREMENTS
+    if env is None:
+        return [Check("converter python", True, f"made on the first convert from {source} ({plan.root})"
+                      + (f"; {plan.note}" if plan.note else ""))]  # fmt: skip
+    return [Check("converter python", True, f"{env.python} (made from {source})"),
+            *_pinned(env.python, tree, "the converter's venv", torch_note=env.record.torch_note)]
+
+
+def _pinned(python: str, tree: Path | None, what: str, *, torch_note: str | None = None) -> list[Check]:
+    """The interpreter's installed versions against the tree's pins (transformers 5 loses Gemma 4's keys)."""
+    from harness.pipeline import converter_env
+
+    reqs = converter_env.read_requirements(tree) if tree is not None else None
+    exe = python if "/" in python else shutil.which(python)
+    if reqs is None or not exe or not Path(exe).exists():
+        return []
+    off = converter_env.mismatches(reqs, converter_env.installed_versions(exe))
+    if torch_note:  # torch from PyPI instead of the tree's index: said when the venv was made
+        off = [o for o in off if not o.startswith("torch ")]
+    source = tree / converter_env.REQUIREMENTS if tree is not None else ""
+    if off:
+        return [Check("converter pins", False, f"{what} ({exe}): {'; '.join(off)} ({source})")]
+    return [Check("converter pins", True, f"{what} matches {source}" + (f" ({torch_note})" if torch_note else ""))]
 
 
 def _converter_python(python: str) -> Check:

@@ -146,13 +146,23 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
     except HarnessError as exc:
         entry.update(failed_step=step, error=_tail(exc))
         if step.startswith(("build:", "smoke:")):
-            entry["builds"][step.rsplit(":", 1)[1]] = {"ok": False, "log": getattr(exc, "log", None)}
+            entry["builds"][step.rsplit(":", 1)[1]] = failed_build(step, exc)
         console.error(f"{recipe.name}: {step} failed")
     except Exception as exc:  # a nightly reports and goes on to the next recipe, whatever broke
         entry.update(failed_step=step, error=f"internal error: {type(exc).__name__}: {exc}")
         console.error(f"{recipe.name}: {step} failed with an internal error: {type(exc).__name__}: {exc}")
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
+
+
+def failed_build(step: str, exc: BaseException) -> dict[str, Any]:
+    """The report's entry for a backend whose build (``build:B``) or smoke check (``smoke:CHECK:B``)
+    failed: which, and the log when there is one (a smoke check has the build's, not its own)."""
+    found: dict[str, Any] = {"ok": False, "log": getattr(exc, "log", None)}
+    if step.startswith("smoke:"):
+        found["smoke_failed"] = step.split(":")[1]
+        found["log"] = found["log"] or (exc.details.get("log") if isinstance(exc, smoke.SmokeFailure) else None)
+    return found
 
 
 def _smoke_summary(name: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,9 @@ def markdown(report: dict[str, Any]) -> str:
                 took = "no-op" if b["noop"] else f"{b['timings']['total_s']:.0f}s, {b['ninja_steps']} ninja steps"
                 lines.append(f"- build {backend}: {b['stamp']['commit']}, {took}")
             else:
-                lines.append(f"- build {backend}: FAILED (log: {b.get('log')})")
+                log = f" (log: {b['log']})" if b.get("log") else ""
+                what = f"built; smoke check {b['smoke_failed']} FAILED" if b.get("smoke_failed") else "FAILED"
+                lines.append(f"- build {backend}: {what}{log}")
         for name, s in r["smoke"].items():
             lines.append(f"- smoke {name}: {'ok' if s.get('ok') else 'FAILED'}" + (f" ({s['seconds']}s)" if "seconds" in s else ""))
         if r["error"]:

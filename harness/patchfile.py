@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, git, lock
+from harness import atomic, git, lock, patchset, sources
 from harness.errors import InputError
 from harness.recipe import Recipe, load_recipe
 from harness.tree import Tree
@@ -41,6 +41,7 @@ class Exported:
     patch: Path
     replaced: str
     index: int
+    moves: list[str]
 
 
 def export_conflict(recipe: Recipe) -> Exported:
@@ -56,6 +57,7 @@ def _export(recipe: Recipe, tree: Tree) -> Exported:
     state = json.loads(state_file.read_text())
     index, onto, report = int(state["index"]), state["onto"], state["report"]
     label, part = report["item"], report.get("part")
+    made_on, was = _conflict_lock(recipe, state), lock.read(recipe.lock_path)
     work = tree.conflict
     git.add_all(work)
     leftover = [p for p in git.changed_files(work, cached=True) if _has_markers(work / p)]
@@ -74,6 +76,8 @@ def _export(recipe: Recipe, tree: Tree) -> Exported:
     try:
         if item.kind == "patches":
             target = _series_member(recipe, item.ref, part)
+            if patchset.is_mail(original := target.read_bytes()):
+                content = patchset.remail(original, diff)
             new_text = None
             undo.append(_write_undoable(target, content))
         elif part is not None:
@@ -82,11 +86,14 @@ def _export(recipe: Recipe, tree: Tree) -> Exported:
                 hint="split it into a directory (`git mailsplit -o DIR FILE`, one .patch per mail) and use `patches: DIR/`",
             )
         else:
+            if item.kind == "patch" and patchset.is_mail(original := sources.patch_bytes(recipe, made_on.items[index])):
+                content = patchset.remail(original, diff)
             target, rel = _patch_path(recipe, label, index)
             new_text = replace_item(recipe.path, index, rel.as_posix(), f"was {label} (conflict resolved)")
             undo.append(_write_undoable(target, content))
         updated = _validated(recipe, new_text)
-        new_lock, _ = lock.resolve(updated, lock.read(recipe.lock_path))
+        new_lock, _ = lock.resolve(updated, made_on)
+        _same_pins(recipe, made_on, new_lock, index)
         if new_text is not None:
             undo.append(_write_undoable(recipe.path, new_text.encode()))
         undo.append(_write_undoable(recipe.lock_path, (json.dumps(new_lock.to_json(), indent=2, sort_keys=False) + "\n").encode()))
@@ -96,7 +103,45 @@ def _export(recipe: Recipe, tree: Tree) -> Exported:
         raise
     git.worktree_remove(tree.src, work)
     state_file.unlink(missing_ok=True)
-    return Exported(target, label, index)
+    return Exported(target, label, index, _lock_moves(was, new_lock))
+
+
+def _conflict_lock(recipe: Recipe, state: dict[str, Any]) -> lock.Lock:
+    """The lock the conflict was made against (prepare's, or a nightly's candidate): the resolved
+    patch is a change onto its base, so the export writes its pins, whatever the lock file says."""
+    if "lock" not in state:
+        raise InputError(
+            f"{recipe.path}: the conflicted tree does not say which lock it was made against "
+            "(it was made by an older harness), so its patch could be written against the wrong base",
+            hint=f"run `harness prepare {shlex.quote(str(recipe.path))}` again and resolve the conflict it keeps",
+        )
+    return lock.Lock.from_json(state["lock"], recipe.lock_path)
+
+
+def _same_pins(recipe: Recipe, made_on: lock.Lock, new: lock.Lock, index: int) -> None:
+    """Refuse (exit 2) when the recipe no longer gives the pins the patch was resolved onto:
+    the base and every item before the one replaced."""
+    again = f"run `harness prepare {shlex.quote(str(recipe.path))}` again and resolve the conflict it keeps"
+    if new.base_sha != made_on.base_sha:
+        raise InputError(
+            f"{recipe.path}: the conflict was resolved onto upstream {made_on.base_sha[:12]}, "
+            f"but the recipe now pins upstream {new.base_sha[:12]}; nothing was changed",
+            hint=again,
+        )
+    for k, (was, now) in enumerate(zip(made_on.items[:index], new.items[:index], strict=False)):
+        if (was.identity(), was.pin) != (now.identity(), now.pin):
+            raise InputError(
+                f"{recipe.path}: stack[{k}] ({now.label()}) is not what the conflict was resolved onto "
+                f"({was.label()} at {was.pin[:12]}); nothing was changed",
+                hint=again,
+            )
+
+
+def _lock_moves(before: lock.Lock | None, after: lock.Lock) -> list[str]:
+    """How the lock file moved with the export (the base, when the conflict was a nightly's)."""
+    if before is None or before.base_sha == after.base_sha:
+        return []
+    return [f"upstream {before.base_sha[:12]} -> {after.base_sha[:12]} (the base the conflict was resolved onto)"]
 
 
 def _write_undoable(path: Path, data: bytes) -> Callable[[], None]:

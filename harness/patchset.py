@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ _NO_DATA = re.compile(rb"^Binary files (.+) and (.+) differ\r?$", re.M)
 _INDEX = re.compile(rb"^index ([0-9a-f]{7,64})\.\.([0-9a-f]{7,64})", re.M)
 _GIT_HEADER = re.compile(rb"^diff --git a/(.+?) b/(.+?)\r?$", re.M)
 _PLUS_HEADER = re.compile(rb"^\+\+\+ (?:b/)?(.+?)(?:\t.*)?\r?$", re.M)
+_RAW_PLUS = re.compile(rb"^\+\+\+ (.+?)(?:\t.*)?\r?$", re.M)
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _CORRUPT = re.compile(r"(corrupt patch|patch fragment without header|patch with only garbage) at line (\d+)")
 
@@ -148,3 +150,49 @@ def corrupt_line(stderr: str) -> tuple[str, int] | None:
     """(what git said, line of the diff) when ``git apply`` found the patch malformed."""
     m = _CORRUPT.search(stderr)
     return (m.group(1), int(m.group(2))) if m else None
+
+
+_DIFF_START = re.compile(rb"^(diff --git |--- |Index: )", re.M)
+_SIGNATURE = re.compile(rb"^-- \n", re.M)
+
+
+def remail(mail: bytes, diff: bytes) -> bytes:
+    """``mail`` (one ``git format-patch`` mail) with its diff replaced by ``diff``.
+
+    Its ``From`` line, headers, message and trailers are kept byte for byte up to the ``---``
+    line that ends the message; the old diffstat and diff go; the signature (``-- `` and
+    what follows) is kept.  A mail whose own lines end in CRLF gets LF ones, as ``git am``
+    reads it anyway.  The result is one mail ``git am`` applies.
+    """
+    if _crlf_structure(mail):
+        mail = mail.replace(b"\r\n", b"\n")
+    start = _DIFF_START.search(mail)
+    head = mail[: start.start()] if start else mail
+    end = mail[start.start():] if start else b""
+    separator = None
+    for m in re.finditer(rb"^---[ \t]*\n", head, re.M):
+        separator = m
+    message = head[: separator.start()] if separator else head.rstrip(b"\n") + b"\n"
+    signatures = list(_SIGNATURE.finditer(end))
+    tail = end[signatures[-1].start():] if signatures else b""
+    if tail.count(b"\n") > 3:  # not a signature: a removed line "- " of the diff
+        tail = b""
+    return message + b"---\n\n" + diff + (b"" if diff.endswith(b"\n") else b"\n") + tail
+
+
+def p0_paths(diff: bytes, exists: Callable[[str], bool]) -> list[str]:
+    """The paths of a diff made with ``-p0`` (``diff -u src/x.c.orig src/x.c``: no ``a/``/``b/``
+    prefix), which ``git apply`` (``-p1``) looks for one directory too deep and reports as missing
+    files: a path problem, not a conflict.  Empty unless every path exists in the tree as written
+    and none does with its first component dropped.  ``exists`` answers for a path of the tree."""
+    if re.search(rb"^diff --git ", diff, re.M):
+        return []
+    raw = [m.group(1).decode("utf-8", "replace") for m in _RAW_PLUS.finditer(diff)]
+    paths = list(dict.fromkeys(p for p in raw if p != "/dev/null"))
+    if not paths:
+        return []
+    for path in paths:
+        stripped = path.split("/", 1)[1] if "/" in path else ""
+        if not exists(path) or (stripped and exists(stripped)):
+            return []
+    return paths

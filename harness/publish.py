@@ -10,7 +10,7 @@ from harness import atomic
 from harness.errors import StepError
 
 LIB_PATTERNS = ("*.so", "*.so.*", "*.dylib", "*.dll", "*.metallib")
-CONVERTER = ("convert_hf_to_gguf.py", "conversion", "gguf-py")
+CONVERTER = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "requirements")
 MANIFEST = "manifest.json"
 
 

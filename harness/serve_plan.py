@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import console, server, server_help
+from harness import buffer_types, console, server, server_help
 from harness import draft as drafts
 from harness.errors import InputError
 from harness.recipe import Recipe
@@ -53,6 +53,7 @@ def plan(recipe: Recipe, binary: Path, backend: str, model: Path, *, spec: list[
     )  # fmt: skip
     offered.check(composed, origin=f"{recipe.path}: serve:")
     offered.check(extra, origin="the arguments after --")
+    buffer_types.check([*composed, *extra], binary, backend=backend, origin=f"{recipe.path}: serve: / after --")
     warn_untyped_draft(extra)
     server.refuse_key_on_command_line(extra)
     return Plan(binary, backend, model, [*composed, *extra], draft_file, report.status if report else None)

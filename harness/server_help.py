@@ -190,5 +190,16 @@ def _normal(flag: str) -> str:
 
 
 def _suggest(name: str, options: dict[str, Option]) -> str:
+    """A close flag this llama-server still takes; for a removed one, what its help names instead
+    (``--draft-n-max`` is closest to ``--draft-max``, which "has been removed. use --spec-draft-n-max ...")."""
     close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if not close:
+        return ""
+    option = options[close[0]]
+    if not option.removed:
+        return f" (did you mean {close[0]!r}?)"
+    instead = [f for f in dict.fromkeys(re.findall(r"--[\w-]*\w", option.summary))
+               if f in options and not options[f].removed]
+    if not instead:
+        return f" ({close[0]} has been removed too)"
+    return f" (did you mean {' or '.join(map(repr, instead))}? {close[0]} has been removed)"

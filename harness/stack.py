@@ -181,7 +181,8 @@ def _keep_conflict(ctx: _Ctx, report: ConflictReport, index: int) -> ConflictRep
     report = ConflictReport(report.item, report.index, report.onto, report.files, str(tree.conflict), report.part)
     atomic.write_json(
         tree.state_dir / "conflict.json",
-        {"recipe": str(ctx.recipe.path), "index": index, "onto": report.onto, "report": report.to_json()},
+        {"recipe": str(ctx.recipe.path), "index": index, "onto": report.onto, "report": report.to_json(),
+         "lock": ctx.lock.to_json()},  # what the conflict was made against: `patches export` writes its pins
     )
     return report
 

@@ -25,7 +25,7 @@ from tests.conftest import REPO, run_harness, write_recipe
 from tests.test_decode_smoke import _upstream
 from tests.test_serve import served_recipe
 
-SERVE = r"""{ctx: 2048, tensor_overrides: ['mtp\..*=CUDA0', 'exps=CPU'], n_cpu_moe: 8,
+SERVE = r"""{ctx: 2048, tensor_overrides: ['mtp\..*=CPU', 'exps=CPU'], n_cpu_moe: 8,
          cache_type_k: q8_0, cache_type_v: q4_0, spec_type: ngram-mod, draft_n_max: 6, args: [--jinja]}"""
 
 
@@ -111,13 +111,13 @@ def test_dry_run_prints_the_checked_argv(tmp_path: Path, llama_bin: Path) -> Non
     assert out["checked"] is True and out["draft"] is None
     assert out["argv"] == [
         str((llama_bin / "llama-server").resolve()), "-m", str(model.resolve()),
-        "-c", "2048", "-ot", r"mtp\..*=CUDA0,exps=CPU", "--n-cpu-moe", "8", "-ctk", "q8_0", "-ctv", "q4_0",
+        "-c", "2048", "-ot", r"mtp\..*=CPU,exps=CPU", "--n-cpu-moe", "8", "-ctk", "q8_0", "-ctv", "q4_0",
         "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", "6", "--jinja", "-t", "2",
         "--host", "127.0.0.1", "--port", "PORT",
     ]  # fmt: skip
     plain = _serve(recipe, builds, model, "--dry-run")
     assert plain.returncode == 0 and plain.stdout.startswith(str((llama_bin / "llama-server").resolve()))
-    assert r"'mtp\..*=CUDA0,exps=CPU'" in plain.stdout  # shell-quoted, ready to paste
+    assert r"'mtp\..*=CPU,exps=CPU'" in plain.stdout  # shell-quoted, ready to paste (a CPU build has no CUDA0)
 
 
 @pytest.mark.slow

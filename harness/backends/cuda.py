@@ -115,6 +115,27 @@ def cublas(nvcc: str | None = None) -> Cublas:
     return Cublas(library, header, tuple(roots))
 
 
+def nvcc_archs() -> list[str] | None:
+    """The virtual architectures the local nvcc can target (``nvcc --list-gpu-arch``: compute_75 -> "75");
+    None without an nvcc that answers (older than CUDA 11)."""
+    nvcc = nvcc_path()
+    if not nvcc:
+        return None
+    res = runner.run([nvcc, "--list-gpu-arch"], check=False, timeout=60)
+    found = re.findall(r"^compute_(\d+)\w*$", res.stdout, re.M)
+    return sorted(set(found), key=int) if res.returncode == 0 and found else None
+
+
+def untargetable(archs: list[str], supported: list[str]) -> list[str]:
+    """The CMake architectures of ``archs`` ("61", "90a", "120-real") nvcc cannot compile for."""
+    bad = []
+    for arch in archs:
+        number = re.match(r"\d+", arch)  # "native", "all", "all-major": CMake's own choice
+        if number and number.group(0) not in supported:
+            bad.append(arch)
+    return bad
+
+
 class Cuda:
     name = "cuda"
 

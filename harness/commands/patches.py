@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     done = export_conflict(recipe)
     if args.json:
-        console.emit_json({"patch": str(done.patch), "replaced": done.replaced, "index": done.index})
+        console.emit_json({"patch": str(done.patch), "replaced": done.replaced, "index": done.index, "lock_moves": done.moves})
     else:
-        console.out(f"wrote {done.patch}; stack[{done.index}] ({done.replaced}) now uses it; lock updated")
+        moved = f": {'; '.join(done.moves)}" if done.moves else ""
+        console.out(f"wrote {done.patch}; stack[{done.index}] ({done.replaced}) now uses it; lock updated{moved}")
     return 0

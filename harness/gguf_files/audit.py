@@ -268,7 +268,17 @@ def _draft_global_problems(gf: GGUFModel, lay: mtp.Layout) -> list[str]:
     """A draft file's loader still creates token_embd and output_norm (flag 0), and an assistant's projections."""
     need = ["token_embd.weight", "output_norm.weight", *mtp.global_requirements(lay)]
     missing = [name for name in need if gf.tensor(name) is None]
-    return [f"the draft lacks {', '.join(missing)}, which llama.cpp's loader requires"] if missing else []
+    problems = [f"the draft lacks {', '.join(missing)}, which llama.cpp's loader requires"] if missing else []
+    spec = mtp.spec(lay.arch)
+    if spec is not None and spec.blocks == "assistant":
+        own, out = gf.value(f"{lay.arch}.embedding_length"), gf.value(f"{lay.arch}.embedding_length_out")
+        if out is None or out == own:  # hparams.n_embd_out() falls back to n_embd
+            problems.append(
+                f"{lay.arch}.embedding_length_out is {'missing' if out is None else f'{out}, its own embedding_length'}: "
+                "it must carry the target's hidden size (llama.cpp: 'Gemma 4 assistant requires "
+                "embedding_length_out to carry the target hidden size')"
+            )
+    return problems
 
 
 def _dropped_message(lay: mtp.Layout) -> str:

@@ -108,6 +108,7 @@ def read(directory: Path) -> Checkpoint:
             f"{directory}: no *.safetensors files",
             hint="the pipeline converts safetensors checkpoints (PyTorch .bin checkpoints are not supported)",
         )
+    _check_index(directory, parts)
     tensors = params = weight_bytes = mtp = 0
     for part in parts:
         for name, (dtype, shape) in safetensors_header(directory / part).items():
@@ -120,3 +121,30 @@ def read(directory: Path) -> Checkpoint:
             if name.startswith(MTP_PREFIXES):
                 mtp += 1
     return Checkpoint(directory, config, tuple(files), tensors, params, weight_bytes, mtp)
+
+
+INDEX = "model.safetensors.index.json"
+
+
+def _check_index(directory: Path, parts: list[str]) -> None:
+    """The shards ``model.safetensors.index.json`` names are all in the directory (the converter
+    reads the index and fails on a missing one only after loading the others, with a traceback)."""
+    path = directory / INDEX
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON: {exc}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        raise InputError(f"{path}: no weight_map (tensor name -> shard file)")
+    have = set(parts)
+    missing = sorted({str(v) for v in weight_map.values()} - have)
+    if missing:
+        tensors = sum(1 for v in weight_map.values() if str(v) in missing)
+        raise InputError(
+            f"{directory}: {INDEX} names {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}, "
+            f"which {'is' if len(missing) == 1 else 'are'} not in the directory ({tensors} tensor(s) live there)",
+            hint="the download is incomplete: fetch the missing shard(s) again (`hf download REPO FILE`)",
+        )

@@ -101,8 +101,11 @@ class Context:
         return self.out / f"mtp-{self.name}-{self.outtype_label}.gguf"
 
     def imatrix_path(self) -> Path:
+        """``<name>.imatrix.gguf``, or ``.dat`` for the legacy format: asked for, or what the build's
+        llama-imatrix writes by default (an older pin or fork)."""
         imx = self.section.imatrix
-        return self.out / f"{self.name}.imatrix.{'dat' if imx is not None and imx.format == 'dat' else 'gguf'}"
+        fmt = imx.format if imx is not None and imx.format else tools.imatrix_format(self.build) if self.use_imatrix else "gguf"
+        return self.out / f"{self.name}.imatrix.{fmt}"
 
     def quant_path(self, qtype: str) -> Path:
         return self.out / f"{self.name}-{qtype}.gguf"

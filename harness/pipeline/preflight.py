@@ -1,6 +1,8 @@
 """Checks before anything is downloaded or converted, so a run fails in seconds, not hours.
 
 - the build has the tools the steps need (llama-quantize, llama-imatrix, the converter);
+- the recipe's local ``draft:`` file exists (its step runs last);
+- a ``model.safetensors.index.json`` names only shards the checkpoint holds;
 - the checkpoint's architecture (``config.json``) is one this tree's converter registers;
 - quant types, ``mtp_type`` and ``tensor_types`` are valid, and a type that needs an
   importance matrix is not combined with MTP layers left without ``mtp_type``;
@@ -141,9 +143,19 @@ def check_disk(est: Estimate, where: Path, free: FreeSpace = free_space) -> int:
     return available
 
 
+def check_draft(ctx: Context) -> None:
+    """The recipe's local draft file exists (the draft step runs last, after hours of quantizing)."""
+    local = ctx.recipe.draft_path() if ctx.wants("draft") else None
+    if local is not None and not local.is_file():
+        assert ctx.recipe.spec.draft is not None
+        raise InputError(f"{ctx.recipe.path}: draft.source {ctx.recipe.spec.draft.source}: no such file ({local})",
+                         hint="fix draft.source, or remove draft: from the recipe")
+
+
 def run(ctx: Context, free: FreeSpace = free_space) -> Estimate:
     """All checks; for a Hub source it fetches config.json and sizes the download first."""
     check_tools(ctx)
+    check_draft(ctx)
     download = 0
     if ctx.source.gguf:
         assert ctx.source.path is not None

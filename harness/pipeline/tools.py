@@ -8,6 +8,7 @@ manifest, e.g. hand-made, is named by the sha256 of the tool instead).
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class Build:
     root: Path  # builds/<recipe>/<backend>
     backend: str
     identity: str | None  # manifest.json "identity"; None for a root without a manifest
-    python: str  # the interpreter that runs the converter
+    python: str | None  # model.python / --python; None: the venv made from the tree's requirements
 
     @property
     def bin(self) -> Path:
@@ -46,6 +47,25 @@ class Build:
     def converter(self) -> Path:
         return self.root / CONVERTER
 
+    def converter_python(self) -> str:
+        """The interpreter that runs the converter: the user's, else the venv made from the tree's own
+        requirements (made now if need be), else (a build published without them) this one."""
+        from harness.pipeline import converter_env
+
+        if self.python:
+            return self.python
+        env = converter_env.ensure(self.root)
+        return env.python if env is not None else sys.executable
+
+    def converter_python_key(self) -> str:
+        """What names the converter's interpreter in cache keys, without making its venv."""
+        from harness.pipeline import converter_env
+
+        if self.python:
+            return self.python
+        reqs = converter_env.read_requirements(self.root)
+        return f"requirements:{converter_env.requirements_digest(reqs)}" if reqs is not None else sys.executable
+
 
 def find(recipe: Recipe, *, backend: str | None, builds_dir: Path | None, python: str | None) -> Build:
     """The first backend of the recipe (or ``backend``) with a published llama-quantize."""
@@ -55,7 +75,7 @@ def find(recipe: Recipe, *, backend: str | None, builds_dir: Path | None, python
         if (root / "bin" / QUANTIZE).exists():
             manifest = builds.manifest(root) or {}
             ident = manifest.get("identity")
-            interpreter = python or (recipe.spec.model.python if recipe.spec.model else None) or sys.executable
+            interpreter = python or (recipe.spec.model.python if recipe.spec.model else None)
             return Build(root.absolute(), b, ident if isinstance(ident, str) else None, interpreter)
     raise builds.not_built(recipe, QUANTIZE, backend=backend, builds_dir=builds_dir)
 
@@ -99,3 +119,26 @@ def quant_types(build: Build) -> dict[str, float | None]:
 def identity(build: Build, digest_of_tool: str) -> str:
     """The build's manifest identity, or one made from the tool's digest."""
     return build.identity or f"sha256:{digest_of_tool}"
+
+
+_OUTPUT_FORMAT = re.compile(r"--output-format\s+\{gguf,dat\}[^\n]*\n?[^\n]*?\(default: (gguf|dat)\)")
+
+
+def imatrix_format(build: Build) -> str:
+    """The format the build's llama-imatrix writes when not told: ``gguf``, or ``dat`` for a pin or
+    fork from before GGUF importance matrices (its ``--help`` has no ``--output-format``)."""
+    tool = build.imatrix
+    return _imatrix_format(tool, tool.stat().st_mtime_ns) if tool.exists() else "gguf"
+
+
+@functools.cache
+def _imatrix_format(tool: Path, mtime_ns: int) -> str:
+    res = runner.run([tool, "--help"], check=False, timeout=60)
+    return imatrix_format_from_help(res.stdout + res.stderr)
+
+
+def imatrix_format_from_help(text: str) -> str:
+    if "--output-format" not in text:
+        return "dat"
+    m = _OUTPUT_FORMAT.search(text)
+    return m.group(1) if m else "gguf"

@@ -73,7 +73,7 @@ class Convert:
 
     def _job(self, ctx: Context, part: str, output: Path, flags: list[str], has_mtp: bool) -> Job:
         assert ctx.hf_dir is not None and ctx.checkpoint is not None
-        hf_dir, outtype, python = ctx.hf_dir, ctx.section.convert.outtype, ctx.build.python
+        hf_dir, outtype, build = ctx.hf_dir, ctx.section.convert.outtype, ctx.build
         converter = ctx.build.converter
         expect_mtp = has_mtp and "--no-mtp" not in flags
 
@@ -82,7 +82,7 @@ class Convert:
                  *(["--split-max-tensors", str(conv.split_max_tensors)] if conv.split_max_tensors else [])]  # fmt: skip
 
         def argv(tmp: Path) -> list[str]:
-            return [python, str(converter), str(hf_dir), "--outfile", str(tmp), "--outtype", outtype, *flags, *split]
+            return [build.converter_python(), str(converter), str(hf_dir), "--outfile", str(tmp), "--outtype", outtype, *flags, *split]
 
         def verify(tmp: Path) -> dict[str, Any]:
             with open_model(tmp) as gf:
@@ -107,7 +107,7 @@ class Convert:
             tool=converter,
             inputs={"checkpoint": hf_dir},
             params={"outtype": outtype, "mtp": ctx.section.convert.mtp, "part": part, "flags": flags, "split": split},
-            extra_key={"python": python},
+            extra_key={"python": build.converter_python_key()},
             argv=argv,
             verify=verify,
             lines=progress.convert_lines,
@@ -123,7 +123,8 @@ def _explain(exc: CommandFailed) -> Exception:
 
         return StepError(
             f"the converter's Python ({exc.argv[0]}) lacks a module it needs\n{exc}",
-            hint="give an interpreter with torch, transformers, sentencepiece and safetensors: "
-            f"model.python in the recipe or --python ({CONVERT_INSTALL})",
+            hint="the harness makes the converter's venv from the tree's requirements/; a build published "
+            "without them, or model.python / --python, uses the interpreter given: give one with torch, transformers, "
+            f"sentencepiece and safetensors ({CONVERT_INSTALL})",
         )
     return exc
