@@ -332,6 +332,13 @@ def _apply_part(
             return MERGED, "it changes nothing here", None
         return APPLIED, note, None
     _refuse_malformed(what, part, err)
+    p0 = patchset.p0_paths(diff, lambda path: (work / path).exists())
+    if p0:
+        raise InputError(
+            f"{what}: made with -p0 (its paths {', '.join(p0[:3])} carry no a/ and b/ prefix), so git looks for them "
+            "one directory too deep: a path problem, not a conflict",
+            hint="regenerate it with `git diff` or `git format-patch` (or `diff -u a/FILE b/FILE`)",
+        )
     # Direct application failed: merge 3-way from the blobs the patch was made on (fetching
     # the history they are in, as far as needed), like `git am -3`.
     missing, fetched = sources.ensure_blobs(ctx.repo, ctx.mirrors[ctx.lock.upstream_repo], ctx.lock.base_sha, diff)

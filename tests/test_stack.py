@@ -155,6 +155,19 @@ def test_conflicting_patch_names_file_and_hunk(tmp_path: Path, world_env: dict[s
     assert "README.md: hunk does not match" in res.stderr and "hunk at line 1" in res.stderr
 
 
+def test_a_p0_diff_is_a_path_problem_not_a_conflict(tmp_path: Path, world_env: dict[str, str]) -> None:
+    """issue 23 #7 (a user's `diff -u` made inside the tree): git apply -p1 looks one directory too deep."""
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "p0.patch").write_text(
+        "--- tools/quantize/README.md\n+++ tools/quantize/README.md\n@@ -1,2 +1,3 @@\n # quantize\n+(p0)\n \n"
+    )
+    recipe = write_recipe(tmp_path, "pzero", UP + "stack:\n  - patch: patches/p0.patch\n")
+    res = run_harness("prepare", recipe)
+    assert res.returncode == 2, res.stderr
+    assert "made with -p0" in res.stderr and "tools/quantize/README.md" in res.stderr
+    assert "does not apply" not in res.stderr
+
+
 def test_dry_run_says_when_an_edited_patch_made_the_lock_stale(tmp_path: Path, world_env: dict[str, str]) -> None:
     """The plan shows the lock as it stands and why it is stale; --frozen fails as the real build would."""
     (tmp_path / "patches").mkdir()
