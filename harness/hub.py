@@ -111,10 +111,17 @@ _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)")
 def _model_info(repo: str, wanted: str) -> tuple[str, list[str]]:
     """The commit SHA of ``repo@wanted`` and its file names, asked of the Hub."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         info = HfApi().model_info(repo, revision=wanted, timeout=TIMEOUT)
+    except HFValidationError as exc:
+        raise InputError(f"{repo}: not a Hugging Face Hub repo id (owner/name): {exc}") from None
     except RevisionNotFoundError:
         raise InputError(f"{repo}: no revision {wanted!r} on the Hugging Face Hub") from None
     except GatedRepoError:

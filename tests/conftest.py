@@ -83,7 +83,9 @@ def _loopback(host: object) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def unit_guard(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def unit_guard(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """In a unit test: no connection or name lookup beyond loopback (in this process: refused
     with NetworkUsed; in children: the proxy variables point at a closed local port), HOME is
     an empty directory, and no Hugging Face or GitHub token is visible."""
@@ -118,9 +120,7 @@ def unit_guard(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))  # not in tmp_path: tests list that
     for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "HF_HOME", "HF_TOKEN", "HF_TOKEN_PATH",
                  "HUGGING_FACE_HUB_TOKEN", "GH_TOKEN", "GITHUB_TOKEN"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)

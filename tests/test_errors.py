@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import atomic, cli, flock, hub
-from harness.errors import StepError
+from harness.errors import InputError, StepError
 from tests.conftest import REPO
 
 # a bug in a command (a KeyError nothing expects), run the way a user runs the CLI
@@ -132,6 +132,9 @@ def test_a_bug_inside_the_hub_client_is_not_called_unreachable(monkeypatch: pyte
     monkeypatch.setattr(HfApi, "model_info", refused)
     with pytest.raises(StepError, match="cannot reach the Hugging Face Hub"):
         hub._model_info("org/model", "main")
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="not a Hugging Face Hub repo id"):  # refused before anything is asked
+        hub._model_info("not a repo id", "main")
 
 
 def test_the_cli_boundary_maps_a_bug_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
