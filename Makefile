@@ -127,7 +127,7 @@ $(MIN_VENV)/.installed: pyproject.toml tests/min_versions.py
 	@touch $@
 
 test-min-versions: $(MIN_VENV)/.installed  ## the unit tests with every dependency at its declared minimum version (in .venv-min)
-	$(MIN_VENV)/bin/python -m pytest -q -m unit -p no:cacheprovider $(MIN_PYTEST_ARGS)
+	$(MIN_VENV)/bin/python -m pytest -q -m "unit and not convert" -p no:cacheprovider $(MIN_PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV) $(MIN_VENV)
