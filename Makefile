@@ -107,10 +107,18 @@ bench: install  ## GGUF=<file> [SPEC=none,ngram-mod,mtp] [SWEEP=draft-n-max=1..6
 nightly: install  ## [RECIPES='recipes/a.yaml ...'] [REPORT=reports/nightly]: re-lock, rebuild, smoke-test, adopt what passes
 	$(HARNESS) nightly $(RECIPES) --report $(REPORT)
 
-test: install-test  ## lint, the unit tests at the minimum versions, then the whole test suite (builds llama.cpp once, cached outside the checkout)
+# lint and the minimum-versions run go beside the suite (whose llama.cpp build sets the pace), so
+# they add no time; their output goes to CHECKS_LOG, and its end is shown when they fail.
+CHECKS_LOG ?= .test-checks.log
+test: install-test  ## the whole test suite (builds llama.cpp once, cached outside the checkout), and beside it lint and the unit tests at the minimum versions
 	@$(MAKE) --no-print-directory ccache CCACHE_INSTALL=yes
-	@$(MAKE) --no-print-directory -j2 --output-sync=target lint test-min-versions
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@echo "+ make lint test-min-versions > $(CHECKS_LOG)  (beside the suite)"
+	@$(MAKE) --no-print-directory -k lint test-min-versions > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	echo "+ $(PY) -m pytest -q $(PYTEST_ARGS)"; $(PY) -m pytest -q $(PYTEST_ARGS); suite=$$?; \
+	wait $$checks; rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "make lint test-min-versions failed (exit $$rc); the end of $(CHECKS_LOG):"; \
+		tail -n 40 $(CHECKS_LOG); else echo "lint and the unit tests at the minimum versions passed ($(CHECKS_LOG))"; fi; \
+	[ $$suite -eq 0 ] && [ $$rc -eq 0 ]
 
 lint: install-test  ## ruff and mypy --strict (the import layering is a test: tests/test_layering.py)
 	$(VENV)/bin/ruff check harness tests
