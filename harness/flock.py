@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
-import socket
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,8 @@ def holder_path(path: Path) -> Path:
 
 def holder(path: Path) -> str:
     """Who holds the lock at ``path``, in words (from its ``.holder`` record)."""
+    import socket
+
     try:
         record = json.loads(holder_path(path).read_text(encoding="utf-8"))
         pid, host, command, since = int(record["pid"]), str(record["host"]), str(record["command"]), record["since"]
@@ -84,6 +84,9 @@ class FileLock:
         return self._depth > 0
 
     def _record(self) -> None:
+        import shlex
+        import socket
+
         program = Path(sys.argv[0])  # python -m harness: .../harness/__main__.py
         argv = [program.parent.name if program.name == "__main__.py" else program.name, *sys.argv[1:]]
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(argv), "since": time.time()}
