@@ -8,13 +8,14 @@ RECIPE ?= recipes/demo.yaml
 BACKEND ?= cpu
 OFFLINE_CACHE ?= $(HOME)/.cache/llama-harness-offline
 PYTEST_ARGS ?=
+MIN_PYTEST_ARGS ?=
 TORCH_VERSION ?= 2.13.0
 MODEL ?=
 QUANT ?=
 OUT ?=
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(OUT),--out $(OUT)) --backend $(BACKEND)
 
-.PHONY: help install install-convert install-test ccache demo test lint build doctor convert imatrix quantize clean-venv
+.PHONY: help install install-convert install-test ccache demo test lint test-min-versions build doctor convert imatrix quantize clean-venv
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -34,7 +35,7 @@ $(VENV)/.installed-convert: $(VENV)/.installed
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-convert
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test-convert]'
 	@touch $@
 
 install: $(VENV)/.installed  ## create .venv and install the harness
@@ -106,13 +107,35 @@ bench: install  ## GGUF=<file> [SPEC=none,ngram-mod,mtp] [SWEEP=draft-n-max=1..6
 nightly: install  ## [RECIPES='recipes/a.yaml ...'] [REPORT=reports/nightly]: re-lock, rebuild, smoke-test, adopt what passes
 	$(HARNESS) nightly $(RECIPES) --report $(REPORT)
 
-test: install-test  ## install everything (ccache too) and run the whole test suite (builds llama.cpp once, cached outside the checkout)
+# lint and the minimum-versions run go beside the suite (whose llama.cpp build sets the pace), so
+# they add no time; their output goes to CHECKS_LOG, and its end is shown when they fail.
+CHECKS_LOG ?= .test-checks.log
+test: install-test  ## the whole test suite (builds llama.cpp once, cached outside the checkout), and beside it lint and the unit tests at the minimum versions
 	@$(MAKE) --no-print-directory ccache CCACHE_INSTALL=yes
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@echo "+ make lint test-min-versions > $(CHECKS_LOG)  (beside the suite)"
+	@$(MAKE) --no-print-directory -k lint test-min-versions > $(CHECKS_LOG) 2>&1 & checks=$$!; \
+	echo "+ $(PY) -m pytest -q $(PYTEST_ARGS)"; $(PY) -m pytest -q $(PYTEST_ARGS); suite=$$?; \
+	wait $$checks; rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "make lint test-min-versions failed (exit $$rc); the end of $(CHECKS_LOG):"; \
+		tail -n 40 $(CHECKS_LOG); else echo "lint and the unit tests at the minimum versions passed ($(CHECKS_LOG))"; fi; \
+	[ $$suite -eq 0 ] && [ $$rc -eq 0 ]
 
-lint: install-test  ## ruff and mypy --strict
+lint: install-test  ## ruff and mypy --strict (the import layering is a test: tests/test_layering.py)
 	$(VENV)/bin/ruff check harness tests
 	$(VENV)/bin/mypy harness
 
+# The declared floors, tested: a venv of its own with every dependency at its `>=` version
+# (tests/min_versions.py writes the pins for pip's --constraint), running the unit tests only.
+MIN_VENV ?= .venv-min
+$(MIN_VENV)/.installed: pyproject.toml tests/min_versions.py
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(PYTHON) tests/min_versions.py > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet --constraint $(MIN_VENV)/constraints.txt -e . 'pytest>=8' 'pytest-timeout>=2.2'
+	@touch $@
+
+test-min-versions: $(MIN_VENV)/.installed  ## the unit tests with every dependency at its declared minimum version (in .venv-min)
+	$(MIN_VENV)/bin/python -m pytest -q -m "unit and not convert" -p no:cacheprovider $(MIN_PYTEST_ARGS)
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MIN_VENV)

@@ -27,9 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
-from harness import faults
+from harness import faults, flock
 from harness.errors import InputError
 
 
@@ -287,10 +285,10 @@ def _flip(src: Path, dst: Path) -> None:
         _retire(old, dst)
 
 
-def lock(path: Path, timeout: float = -1) -> FileLock:
-    """A file lock at ``path`` (created beside what it guards)."""
+def lock(path: Path, timeout: float = -1) -> flock.FileLock:
+    """A file lock at ``path`` (created beside what it guards); waits say who holds it (``harness.flock``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path), timeout=timeout)
+    return flock.FileLock(path, timeout=timeout)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

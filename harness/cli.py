@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from harness import __version__, console, lifetime
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, InternalError, UsageError
 
 # verb -> module under harness.commands
 COMMANDS: dict[str, str] = {
@@ -162,10 +162,44 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 128 + 13  # 141: what a shell reports for a process ended by SIGPIPE
-    except Exception as exc:  # a bug: the traceback is the report; scripts still get their JSON
-        if as_json:
-            _emit_failure({"kind": "internal", "message": f"{type(exc).__name__}: {exc}", "exit_code": 1})
-        raise
+    except Exception as exc:  # a bug: one line and a crash log (--debug: the traceback); exit 3
+        if debug:
+            raise
+        log = crash_log(exc, argv)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        error = InternalError(f"internal error (a bug): {type(exc).__name__}: {first}; crash log: {log} "
+                              "(--debug shows the traceback)", details={"log": log})  # fmt: skip
+        return _fail(error, as_json=as_json)
+
+
+def crash_log(exc: BaseException, argv: list[str]) -> str:
+    """Write what a bug report needs (version, platform, command line, traceback) to
+    ``<cache>/crash.log``, as pre-commit writes pre-commit.log; returns its path (or where it
+    could not be written, and why)."""
+    import platform
+    import shlex
+    import time
+    import traceback
+
+    from harness import atomic, paths
+
+    text = "\n".join([
+        "### llama-harness crash log",
+        f"version:  llama-harness {__version__}",
+        f"python:   {sys.version.split()[0]} ({sys.executable})",
+        f"platform: {platform.platform()}",
+        f"time:     {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
+        f"command:  {shlex.join(['harness', *argv])}",
+        "",
+        "".join(traceback.format_exception(exc)),
+    ])
+    try:
+        path = paths.cache_root() / "crash.log"
+        atomic.write_text(path, text)
+    except Exception as log_exc:  # no second crash while reporting the first
+        sys.stderr.write(text)
+        return f"(not written: {type(log_exc).__name__}: {log_exc}; the traceback is above)"
+    return str(path)
 
 
 def _fail(exc: HarnessError | None, *, as_json: bool, **fields: Any) -> int:

@@ -81,7 +81,7 @@ def _cached_or_fetched(repo: str, revision: str, filename: str, *, download: boo
     console.step(f"download draft {repo}/{filename}@{revision[:12]}")
     try:
         return Path(hf_hub_download(repo, filename, revision=revision))
-    except Exception as exc:  # the Hub's HTTP errors, OSError: the download failed
+    except hub.client_errors() as exc:
         raise StepError(f"download of draft {repo}/{filename}@{revision[:12]} failed: {exc}") from None
 
 

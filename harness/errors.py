@@ -1,7 +1,8 @@
 """One family of errors, each with the exit code the CLI returns for it.
 
 Exit codes: 2 bad input (recipe, arguments, malformed files), 1 a failed step
-(git, cmake, a tool), 130 interrupted.  Messages are written for people: the CLI
+(git, cmake, a tool), 3 an internal error (a bug: the CLI writes its traceback to a crash log),
+130 interrupted.  Messages are written for people: the CLI
 prints ``str(error)`` and nothing else unless ``--debug`` is given.  With ``--json``
 it prints ``{"ok": false, "error": error.to_json()}`` on stdout as well: the kind,
 message, file, line and key path (recipe and lock problems carry them as fields,
@@ -122,6 +123,13 @@ class CommandFailed(StepError):
         if log:
             lines.append(f"  full log: {log}")
         super().__init__("\n".join(lines), details={"command": list(argv), "returncode": returncode, "log": log})
+
+
+class InternalError(HarnessError):
+    """A bug: an exception no harness code expected.  Exit code 3; the traceback goes to a crash log."""
+
+    exit_code = 3
+    kind = "internal"
 
 
 @contextlib.contextmanager

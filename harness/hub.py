@@ -25,6 +25,31 @@ SHA40 = re.compile(r"^[0-9a-f]{40}$")
 TIMEOUT = 30.0
 
 
+def client_errors() -> tuple[type[Exception], ...]:
+    """What the Hub client raises when the Hub cannot be asked or answers with an error: OSError
+    (connection errors, ``HfHubHTTPError``, offline mode, a missing cache entry), the HTTP client's
+    own errors (httpx under huggingface_hub 1.x, httpx2 under 2.x; requests for older code paths),
+    an answer that is not JSON, and the Xet download and revision resolution errors.  A bug in
+    our code or theirs (a TypeError, a KeyError...) is none of these and reaches the CLI's
+    error boundary as one."""
+    import importlib
+    import json
+
+    found: list[type[Exception]] = [OSError, json.JSONDecodeError]
+    for module, names in (
+        ("httpx", ("HTTPError", "InvalidURL")),
+        ("httpx2", ("HTTPError", "InvalidURL")),
+        ("requests", ("RequestException",)),
+        ("huggingface_hub.errors", ("XetDownloadError", "RevisionResolutionError", "EntryNotFoundError")),
+    ):
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(loaded, name) for name in names if isinstance(getattr(loaded, name, None), type)]
+    return tuple(found)
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -86,10 +111,17 @@ _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.gguf$)")
 def _model_info(repo: str, wanted: str) -> tuple[str, list[str]]:
     """The commit SHA of ``repo@wanted`` and its file names, asked of the Hub."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         info = HfApi().model_info(repo, revision=wanted, timeout=TIMEOUT)
+    except HFValidationError as exc:
+        raise InputError(f"{repo}: not a Hugging Face Hub repo id (owner/name): {exc}") from None
     except RevisionNotFoundError:
         raise InputError(f"{repo}: no revision {wanted!r} on the Hugging Face Hub") from None
     except GatedRepoError:
@@ -99,7 +131,7 @@ def _model_info(repo: str, wanted: str) -> tuple[str, list[str]]:
             f"{repo}: no such model on the Hugging Face Hub (or it is gated/private)",
             hint="for a gated or private model, export HF_TOKEN",
         ) from None
-    except Exception as exc:  # httpx/httpx2/requests errors, OSError, HfHubHTTPError: the Hub cannot be asked
+    except client_errors() as exc:
         raise unreachable(repo, wanted, exc) from None
     sha = info.sha
     if not isinstance(sha, str) or not SHA40.match(sha):

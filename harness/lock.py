@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness import atomic, console, download, git, hub, readlimits, yamlpos
+from harness import atomic, console, download, git, hub, patchset, readlimits, yamlpos
 from harness.errors import CommandFailed, HarnessError, InputError, StepError
 from harness.recipe import SHA40, SHA256, Recipe, StackItem, is_url, normalize_repo_url
 
@@ -286,6 +286,18 @@ def pin_patch(recipe: Recipe, item: LockedItem, *, fresh: bool = False) -> Locke
         raise InputError(f"{item.label()}: cannot read {path}: {exc.strerror}") from None
 
 
+def _patch_files(recipe: Recipe, item: LockedItem) -> list[tuple[str, bytes]]:
+    """(name, content) of each file of a patch item that ``pin_patch`` just read (or downloaded)."""
+    if is_url(item.ref):
+        assert item.sha256 is not None
+        return [(item.ref, download.patch(item.ref, item.sha256, label=item.label()))]
+    paths = series_files(recipe, item.ref) if item.kind == "patches" else [recipe.resolve_local(item.ref)]
+    try:
+        return [(p.name if item.kind == "patches" else item.ref, p.read_bytes()) for p in paths]
+    except OSError as exc:
+        raise InputError(f"{item.label()}: cannot read {exc.filename}: {exc.strerror}") from None
+
+
 def patch_digest(recipe: Recipe, item: LockedItem) -> str:
     pinned = pin_patch(recipe, item)
     assert pinned.sha256 is not None
@@ -337,9 +349,7 @@ def resolve(
         if item.kind in ("patch", "patches"):
             new = pin_patch(recipe, item, fresh=update)
             if old is None or old.sha256 != new.sha256:  # new content: is it a patch git can apply?
-                from harness.stack import patch_parts
-
-                patch_parts(recipe, new)
+                patchset.checked_parts(_patch_files(recipe, new), new.label(), series=new.kind == "patches")
             if old is not None and (old.retired or old.skipped) and old.sha256 == new.sha256:
                 new = replace(new, retired=old.retired, skipped=old.skipped)
         elif item.kind == "commit":

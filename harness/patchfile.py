@@ -268,6 +268,7 @@ def replace_item(recipe_path: Path, index: int, patch: str, comment: str) -> str
 
 def _layouts(text: str) -> list[tuple[int, int, int]]:
     """Indentations to try (mapping, sequence, offset): the file's own first, then the usual ones."""
+    from ruamel.yaml.error import YAMLError
     from ruamel.yaml.util import load_yaml_guess_indent
 
     tried: list[tuple[int, int, int]] = []
@@ -275,7 +276,7 @@ def _layouts(text: str) -> list[tuple[int, int, int]]:
         _, indent, dash = load_yaml_guess_indent(text)
         if indent is not None:
             tried.append((indent, indent + (dash or 0), dash or 0))
-    except Exception:  # a guess only; the real parse reports errors
+    except YAMLError:  # a guess only; the real parse reports errors
         pass
     for layout in ((2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (4, 4, 0)):
         if layout not in tried:

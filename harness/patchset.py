@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import git
+from harness.errors import InputError
 
 _MAIL_START = re.compile(rb"^(From |From:|Subject:|Date:|Message-I[Dd]:|Return-Path:|Received:|Delivered-To:)")
 _STRUCTURE = re.compile(rb"^(diff --git |--- |\+\+\+ |@@ -|index [0-9a-f]+\.\.)[^\n]*\n", re.M)
@@ -79,6 +80,25 @@ def split(data: bytes, name: str) -> list[Part]:
             first, searched = _locate(normalized, diff, searched)
             label = f"{name} [{n}/{len(messages)}]" if len(messages) > 1 else name
             parts.append(Part(label, subject.decode("utf-8", "replace"), diff, crlf, first))
+    return parts
+
+
+def checked_parts(files: Sequence[tuple[str, bytes]], label: str, *, series: bool) -> list[Part]:
+    """The parts of a patch item's files (name, content), as ``git am`` would read them; an
+    InputError (exit 2) naming ``label`` for content with no diff in it, or a binary change that
+    carries no data.  The stack applies these parts; the lock checks them before it pins a file."""
+    parts = [p for name, data in files for p in split(data, name)]
+    if not parts:
+        raise InputError(f"{label}: not a patch (no diff in it)")
+    for part in parts:
+        no_data = binaries_without_data(part.diff)
+        if no_data:
+            what = label if len(parts) == 1 and not series else f"{label}, {part.name}"
+            raise InputError(
+                f"{what}: the binary change to {', '.join(no_data)} carries no data "
+                "(the patch was made without --binary, so git cannot apply it)",
+                hint="regenerate it with `git format-patch --binary` or `git diff --binary`",
+            )
     return parts
 
 

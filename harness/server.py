@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import difflib
-import ipaddress
 import os
 import shlex
 import shutil
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from harness import atomic, console, readlimits
 from harness.errors import CommandFailed, InputError, StepError
+from harness.hosts import is_loopback
 
 if TYPE_CHECKING:
     from harness.recipe import Recipe, Serve
@@ -230,15 +230,6 @@ def require_key(host: str, key: str | None) -> None:
             f"refusing to bind {host} without an API key",
             hint=f"set {KEY_ENV} or pass --api-key-file FILE (or bind 127.0.0.1)",
         )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- the process ------------------------------------------------------------------------

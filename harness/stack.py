@@ -262,22 +262,12 @@ def _already_upstream(ctx: _Ctx, change: bytes, upstream_range: list[str]) -> st
 def patch_parts(recipe: Recipe, item: LockedItem) -> list[patchset.Part]:
     """The mails/diffs of a patch or patch-series item, as ``git am`` would read them; an
     InputError (exit 2) for a file with no diff in it or a binary change that carries no data.
-    ``harness lock`` calls it too, so such a file is refused before it is pinned."""
+    (``harness lock`` checks a file the same way, through ``patchset.checked_parts``, before it pins it.)"""
     if item.kind == "patches":
-        parts = [p for name, data in sources.series_bytes(recipe, item) for p in patchset.split(data, name)]
+        files = sources.series_bytes(recipe, item)
     else:
-        parts = patchset.split(sources.patch_bytes(recipe, item), item.ref)
-    if not parts:
-        raise InputError(f"{item.label()}: not a patch (no diff in it)")
-    for part in parts:
-        no_data = patchset.binaries_without_data(part.diff)
-        if no_data:
-            raise InputError(
-                f"{_what(item, part, len(parts))}: the binary change to {', '.join(no_data)} carries no data "
-                "(the patch was made without --binary, so git cannot apply it)",
-                hint="regenerate it with `git format-patch --binary` or `git diff --binary`",
-            )
-    return parts
+        files = [(item.ref, sources.patch_bytes(recipe, item))]
+    return patchset.checked_parts(files, item.label(), series=item.kind == "patches")
 
 
 def _apply_patch_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[ItemResult, ConflictReport | None]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import platformdirs
 import pytest
@@ -25,10 +26,112 @@ from tests import world as world_mod
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Markers, set at collection from the fixtures a test uses (a test may also set them itself):
+#   llama_build: the real llama.cpp build of the session (``slow``, the old name, implies it);
+#   git_world:   the local GitHub stand-in made from the real llama.cpp tree (``world``);
+#   network:     downloads (PyPI: the sdist, the models, the build's inputs);
+#   unit:        none of these: runs in seconds, offline, away from the user's home (``unit_guard``).
+# ``pytest -m unit`` runs the unit tests alone (the minimum-versions check runs those).
+BUILD_FIXTURES = {"llama_build", "llama_bin"}
+WORLD_FIXTURES = {"world", "world_env"}
+NETWORK_FIXTURES = {"smollm2_gguf", "gemma3_gguf"} | WORLD_FIXTURES | BUILD_FIXTURES
+UNIT_TIMEOUT = 600  # seconds; the rest get pyproject's `timeout` (the session build runs inside one test)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        marks = {m.name for m in item.iter_markers()}
+        if used & BUILD_FIXTURES or "slow" in marks:
+            item.add_marker(pytest.mark.llama_build)
+        if used & WORLD_FIXTURES:
+            item.add_marker(pytest.mark.git_world)
+        if used & NETWORK_FIXTURES or marks & {"slow", "llama_build"}:
+            item.add_marker(pytest.mark.network)
+        if not {m.name for m in item.iter_markers()} & {"llama_build", "git_world", "network"}:
+            item.add_marker(pytest.mark.unit)
+            if item.get_closest_marker("timeout") is None and item.config.pluginmanager.hasplugin("timeout"):
+                item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "harness-cache"))
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+
+
+class NetworkUsed(Exception):
+    """A unit test reached for the network (not an OSError: code under test cannot take it for
+    an unreachable host and go on)."""
+
+
+def _loopback(host: object) -> bool:
+    """``host`` names this machine: a loopback or unspecified address, localhost, our own name."""
+    import ipaddress
+    import socket
+
+    if host is None:  # getaddrinfo(None, port): the local host
+        return True
+    name = host.decode(errors="replace") if isinstance(host, bytes) else str(host)
+    if name.lower() in {"", "localhost", "localhost.localdomain", "ip6-localhost", socket.gethostname().lower()}:
+        return True
+    try:
+        address = ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+@pytest.fixture(autouse=True)
+def unit_guard(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """In a unit test: no connection or name lookup beyond loopback (in this process: refused
+    with NetworkUsed; in children: the proxy variables point at a closed local port), HOME is
+    an empty directory, and no Hugging Face or GitHub token is visible."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(what: str) -> NoReturn:
+        attempts.append(what)
+        raise NetworkUsed(f"a unit test reached for the network: {what} (mark the test `network`)")
+
+    real_connect, real_connect_ex, real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
+            refuse(f"connect to {address!r}")
+        return real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
+            refuse(f"connect to {address!r}")
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _loopback(host):
+            refuse(f"name lookup of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))  # not in tmp_path: tests list that
+    for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "HF_HOME", "HF_TOKEN", "HF_TOKEN_PATH",
+                 "HUGGING_FACE_HUB_TOKEN", "GH_TOKEN", "GITHUB_TOKEN"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    dead = "http://127.0.0.1:9"  # the discard port: nothing listens, a proxied request fails at once
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, dead)
+        monkeypatch.setenv(name.upper(), dead)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "localhost,127.0.0.1,::1")
+    yield
+    assert not attempts, f"a unit test reached for the network: {attempts} (mark the test `network`)"
 
 
 @pytest.fixture(scope="session")

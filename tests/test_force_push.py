@@ -70,7 +70,7 @@ def test_gone_pr_head_says_where_the_ref_points_now_with_gits_reason(
     tmp_path: Path, world: w.World, world_env: dict[str, str]
 ) -> None:
     """A failed fetch is diagnosed from what git says (issue 20): the ref moved, and git's own reason is shown."""
-    gone = _push_pr(world, 23, w.BASE, "PR 23, first push")
+    _push_pr(world, 23, w.BASE, "PR 23, first push")
     recipe = write_recipe(tmp_path, "moved", UP + "stack:\n  - pr: 23\n")
     assert run_harness("lock", recipe).returncode == 0
     now = _push_pr(world, 23, world.shas["master"], "PR 23, rebased")

@@ -135,3 +135,19 @@ def test_urls_are_normalized_once_at_load(tmp_path: Path, world: w.World, world_
     lock = json.loads(recipe.with_suffix(".lock").read_text())
     assert lock["upstream"]["repo"] == lock["stack"][0]["repo"] == w.UPSTREAM_URL
     assert run_harness("lock", recipe, "--check").returncode == 0
+
+
+@pytest.mark.parametrize("name", ["no-diff.patch", "binary-without-data.patch", "binary-only-without-data.diff"])
+def test_a_file_git_cannot_apply_is_refused_before_it_is_pinned(tmp_path: Path, name: str) -> None:
+    """The lock reads the patch it pins and checks it as the stack would (patchset.checked_parts),
+    with no git world: the upstream is pinned to a SHA, so nothing is asked of a remote."""
+    corpus = Path(__file__).parent / "data" / "patches"
+    case = yaml.safe_load((corpus / "cases.yaml").read_text())[name]
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / name).write_bytes((corpus / name).read_bytes())
+    recipe = write_recipe(tmp_path, "r", f"upstream:\n  repo: file:///nonexistent/llama.cpp\n  ref: {w.BASE}\n"
+                                         f"stack:\n  - patch: patches/{name}\n")  # fmt: skip
+    res = run_harness("lock", recipe)
+    assert res.returncode == case["exit"] == 2, res.stderr
+    assert case["message"] in " ".join(res.stderr.split())
+    assert not recipe.with_suffix(".lock").exists()

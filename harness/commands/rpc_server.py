@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import server
+    from harness.hosts import is_loopback
     from harness.recipe import load_recipe
     from harness.rpc import endpoints, process
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                               "--tensor-split A,B,C), or pick devices with --device")
     build = endpoints.BuildId.from_manifest(root, manifest)
     port = args.port or process.free_port(host)
-    if not server.is_loopback(host):
+    if not is_loopback(host):
         console.warn(UNSAFE.format(host=host, port=port) + "; --allow-remote was given. Keep it on a private network "
                      "or firewalled to the head, or bind 127.0.0.1 and reach it through an SSH tunnel (see README)")
     argv = process.command(binary, host, port, threads=args.threads, devices=args.device, cache=args.cache, mem=args.mem)

@@ -38,7 +38,7 @@ def constants(gguf_py: Path) -> ModuleType:
     sys.modules[name] = module  # dataclasses and enums look their module up while the file runs
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except Exception as exc:  # the build's own Python file: whatever it raises, it cannot be loaded
         sys.modules.pop(name, None)
         raise InputError(f"{path}: cannot be loaded: {exc}") from None
     _loaded[path] = module

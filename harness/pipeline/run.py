@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import Timeout
-
 from harness import atomic, console
 from harness.gguf_files import gguf_py
 from harness.pipeline import cache, plan, preflight, qtypes, source, tools
@@ -91,17 +89,9 @@ def pipeline(options: Options, *, free_space: preflight.FreeSpace = preflight.fr
 
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
-    """Hold the model directory's lock; say so when another run holds it."""
-    lock = atomic.lock(out / ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        console.info(f"waiting for another run on {out} to finish")
-        lock.acquire()
-    try:
+    """Hold the model directory's lock (a wait says which run holds it)."""
+    with atomic.lock(out / ".lock"):
         yield
-    finally:
-        lock.release()
 
 
 def revision_for(recipe: Recipe, repo: str, revision: str | None) -> str | None:

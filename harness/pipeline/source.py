@@ -114,7 +114,7 @@ def plan_download(repo: str, revision: str, dest: Path) -> tuple[int, list[str]]
             ignore_patterns=IGNORE_PATTERNS,
             dry_run=True,
         )
-    except Exception as exc:
+    except hub.client_errors() as exc:
         raise hub.unreachable(repo, revision[:12], exc) from None
     need = sum(int(i.file_size or 0) for i in infos if i.will_download)
     return need, sorted(i.filename for i in infos)
@@ -133,7 +133,7 @@ def remote_parameters(repo: str, revision: str) -> int:
             f"{repo}@{revision[:12]} has no safetensors weights",
             hint="the pipeline converts safetensors checkpoints (PyTorch .bin checkpoints are not supported)",
         ) from None
-    except Exception as exc:
+    except hub.client_errors() as exc:
         raise hub.unreachable(repo, revision[:12], exc) from None
     return sum(int(n) for n in meta.parameter_count.values())
 
@@ -144,7 +144,7 @@ def fetch_config(repo: str, revision: str, dest: Path) -> Path:
 
     try:
         return Path(hf_hub_download(repo, "config.json", revision=revision, local_dir=dest))
-    except Exception as exc:
+    except hub.client_errors() as exc:
         raise StepError(f"cannot fetch config.json of {repo}@{revision[:12]}: {exc}") from None
 
 
@@ -163,7 +163,7 @@ def download(
             ignore_patterns=IGNORE_PATTERNS,
             tqdm_class=tqdm_class,  # type: ignore[arg-type]
         )
-    except Exception as exc:
+    except hub.client_errors() as exc:
         hint = "set HF_HUB_OFFLINE=0 and check the network" if offline() else None
         raise StepError(f"download of {repo}@{revision[:12]} failed: {exc}", hint=hint) from None
     return Path(str(path))

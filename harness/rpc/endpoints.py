@@ -31,9 +31,9 @@ from typing import Any
 
 from harness import atomic, paths
 from harness.errors import InputError, StepError
+from harness.hosts import is_loopback
 from harness.rpc import protocol
 from harness.rpc.protocol import Device
-from harness.server import is_loopback
 
 _ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})(?:@(?P<stamp>\S+))?$")
 _STAMP = re.compile(r"^(?P<commit>[0-9a-f]{7,40})(?:\+stack\.(?P<stack>[0-9a-f]{8,64}))?$")
