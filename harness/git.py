@@ -250,10 +250,11 @@ def ls_remote(url: str, patterns: Iterable[str], *, timeout: float = 60) -> dict
 
 
 def fetch(repo: Path, refspecs: list[str], options: Iterable[str] = (), *, check: bool = True,
-          input: bytes | None = None) -> tuple[int, str]:
-    """``git fetch --no-tags --update-shallow OPTIONS origin REFSPECS`` in a mirror: (exit code, stderr)."""
+          input: bytes | None = None, settings: Iterable[str] = ()) -> tuple[int, str]:
+    """``git -c SETTINGS fetch --no-tags --update-shallow OPTIONS origin REFSPECS`` in a mirror: (exit code, stderr)."""
     status, _, err, _ = _run(
-        ["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--update-shallow", *options, "origin", *refspecs],
+        [*(a for kv in settings for a in ("-c", kv)),
+         "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--update-shallow", *options, "origin", *refspecs],
         repo=repo, network=True, check=check, input=input,
     )
     return status, err

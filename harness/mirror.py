@@ -36,6 +36,7 @@ LOCK_TIMEOUT = 3600.0
 PIN = "refs/harness/pin/"
 FORMAT = "2"  # 2: partial clone (blob:none) with the whole commit graph; 1: shallow
 FILTER = "--filter=blob:none"
+INFINITE_DEPTH = 0x7FFFFFFF  # git's own INFINITE_DEPTH (what --unshallow asks for)
 
 # lock files git leaves behind when killed (relative to a git directory)
 GIT_LOCK_FILES = ("index.lock", "HEAD.lock", "ORIG_HEAD.lock", "FETCH_HEAD.lock", "shallow.lock",
@@ -189,8 +190,11 @@ class Mirror:
         return git.has_ref(self.path, PIN + sha, sha)
 
     def _options(self) -> list[str]:
-        # a shallow mirror (format 1, or a server that is itself shallow) asks for all the history there is
-        return [FILTER, *(["--unshallow"] if git.shallow_commits(self.path) else [])]
+        # all the history there is: an infinite --depth completes a format-1 (shallow) mirror, and a server
+        # that is itself shallow (llama.cpp from the PyPI sdist) answers with its shallow roots, which git then
+        # records; without --depth git looks those roots up first, and a partial clone fetches each lookup
+        # lazily, forever
+        return [FILTER, f"--depth={INFINITE_DEPTH}"]
 
     def fetch(self, wanted: Iterable[Want]) -> int:
         """Fetch each missing commit of ``wanted`` with its whole history (commits and trees, no blobs);
@@ -241,7 +245,10 @@ class Mirror:
         if not blobs:
             return 0
         before = self.size()
-        status, err = git.fetch(self.path, [], [FILTER, "--stdin"], check=False, input="".join(f"{b}\n" for b in blobs).encode())
+        # as git's own lazy fetch asks (no negotiation, no submodules): with negotiation, a shallow mirror's
+        # connectivity check takes the blobs for revisions and fails
+        status, err = git.fetch(self.path, [], [FILTER, "--recurse-submodules=no", "--stdin"], check=False,
+                                input="".join(f"{b}\n" for b in blobs).encode(), settings=["fetch.negotiationAlgorithm=noop"])
         if status != 0:
             raise StepError(f"cannot fetch {len(blobs)} file(s) from {self.url}:\n{_indent(git.failure_tail(err))}",
                             hint="check the network; the mirror keeps what it has")
