@@ -77,6 +77,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parallel", "-np", type=positive_int, metavar="N",
+                   help="slots (llama-server -np N; bench: N concurrent clients too); default: llama-server's")
     p.add_argument("--backend", help="which build of the recipe (default: the first one built)")
     p.add_argument("--builds-dir", type=Path, metavar="DIR", help="where builds live (default: builds/)")
 
@@ -93,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
     binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
     gguf_model(model)
     rpc = [] if args.dry_run else rpc_head.checked(args, recipe, backend)
+    rpc_flags = rpc_head.planned(args, recipe, backend) if args.dry_run else rpc_head.flags(rpc)
     command = serve_plan.plan(recipe, binary, backend, model, spec=_spec_choice(args), draft=args.draft,
-                              depth=args.draft_n_max, extra=[*rpc_head.flags(rpc), *args.server_args])
+                              depth=args.draft_n_max, extra=[*rpc_flags, *args.server_args],
+                              parallel=args.parallel)  # fmt: skip
     if args.dry_run:
         return _print_plan(command, host=args.host, port=args.port, key=key, as_json=args.json)
     server_args = command.args
