@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import console
 from harness.commands.serve import (
@@ -23,6 +23,10 @@ from harness.commands.serve import (
     positive_int,
 )
 from harness.rpc import head as rpc_head
+
+if TYPE_CHECKING:
+    from harness.bench.profile import Profile
+    from harness.bench.report import Best
 
 DEFAULT_SPEC = "none,ngram-simple,ngram-mod"
 
@@ -77,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     from harness import atomic, serve_plan, server
     from harness.bench import chart, modes, prompts, report, stats
+    from harness.bench import profile as profiles
     from harness.bench.runner import Settings, run_plan
     from harness.recipe import load_recipe
 
@@ -151,7 +156,12 @@ def run(args: argparse.Namespace) -> int:
         "json": str(out / "bench.json"),
         "chart": str(out / "bench.png"),
     }  # fmt: skip
+    prof = _profile(recipe.name, model, binary, backend, args, commands, picks, out)
+    data["profile"] = str(out / "profile.json")
+    data["llama_swap"] = str(out / "llama-swap.yaml")
     atomic.write_json(out / "bench.json", data)
+    profiles.write(out / "profile.json", prof)
+    atomic.write_text(out / "llama-swap.yaml", profiles.llama_swap(prof, binary, model))
     chart.write_png(rows, out / "bench.png", title=f"{recipe.name}: {model.name} ({backend})")
     if args.json:
         console.emit_json(data)
@@ -167,8 +177,32 @@ def run(args: argparse.Namespace) -> int:
         console.out()
     if rpc:
         console.out("split over rpc-servers: " + ", ".join(f"{c.endpoint.address} ({c.verified})" for c in rpc))
-    console.out(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    console.out(f"wrote {out / 'bench.json'}, {out / 'bench.png'}, {out / 'profile.json'} "
+                f"(harness serve {args.recipe} --model {args.model} --profile {out / 'profile.json'} --category C) "
+                f"and {out / 'llama-swap.yaml'}")
     return 0
+
+
+def _profile(recipe: str, model: Path, binary: Path, backend: str, args: argparse.Namespace,
+             commands: dict[str, list[str]], picks: list[Best], out: Path) -> Profile:  # fmt: skip
+    """Per category: the pick, or ``none`` with the closest mode named."""
+    from harness import builds
+    from harness.bench import profile as profiles
+
+    choices = {}
+    for b in picks:
+        r = b.row
+        label = b.mode.label if b.mode is not None else "none"
+        choices[b.category] = profiles.Choice(
+            mode=label, types=list(b.mode.types) if b.mode else [], depth=b.mode.depth if b.mode else None,
+            verdict=r.verdict if r else None, speedup=r.speedup if r else None, low=r.low if r else None,
+            high=r.high if r else None, closest=r.mode if r and b.mode is None else None, args=commands[label],
+        )  # fmt: skip
+    root = builds.build_root(args.builds_dir, recipe, backend)
+    return profiles.Profile(
+        recipe=recipe, model=str(model), model_sha256=profiles.sha256(model), build=profiles.build_of(root, backend),
+        hardware=profiles.hardware(args.server_args), bench=str(out / "bench.json"), categories=choices,
+    )  # fmt: skip
 
 
 def _csv(text: str | None) -> list[str]:
