@@ -179,7 +179,10 @@ def llama_swap(profile: Profile, binary: Path, model: Path) -> str:
     for category, c in profile.categories.items():
         argv = [str(binary), "-m", str(model), *c.args, "--host", "127.0.0.1", "--port"]
         lines.append(f"  {json.dumps(category)}:")
-        lines.append(f"    # {c.mode}: {c.verdict or 'baseline'}"
-                     + (f", {c.speedup:.2f}x [{c.low:.2f}, {c.high:.2f}]" if c.speedup and c.low and c.high else ""))
+        measured = f"{c.speedup:.2f}x [{c.low:.2f}, {c.high:.2f}]" if c.speedup and c.low and c.high else ""
+        if c.closest:
+            lines.append(f"    # none: no mode was clearly faster (closest {c.closest}: {c.verdict}, {measured})")
+        else:
+            lines.append(f"    # {c.mode}: {c.verdict or 'no speculative mode drafted'}" + (f", {measured}" if measured else ""))
         lines.append(f"    cmd: {json.dumps(shlex.join(argv) + ' ${PORT}')}")
     return "\n".join(lines) + "\n"
