@@ -64,3 +64,15 @@ def test_the_baseline_spread() -> None:
     quiet = stats.spread({"a": [100.0, 101.0, 99.0], "b": [50.0, 50.5, 49.5]})
     assert quiet is not None and quiet == pytest.approx(0.01) and not stats.noisy(quiet)
     assert stats.noisy(stats.spread({"a": [100.0, 60.0, 120.0]}))
+
+
+def test_the_demo_run_that_credited_noise_to_speculation_is_caught() -> None:
+    """Recorded: in run 1, ngram-mod's requests that drafted nothing (every code prompt, two of three
+    quoting prompts) ran 1.14-2.37x as fast as none's in all 18 pairs: the load shifted between the
+    two servers. Counted as measured, quote came out "faster" (1.40x [1.28, 2.36]); a request that
+    drafted nothing counts as 1.0, and the A/A check names the shift."""
+    _, samples = recorded("demo-run1.json")
+    drift = report.idle_drift(samples)
+    assert drift is not None and drift > 1.3
+    rows = report.summarise(samples)
+    assert any("requests that drafted nothing" in line for line in report.noise_lines(rows, 3, drift))

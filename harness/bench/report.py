@@ -152,7 +152,9 @@ def summarise(samples: Sequence[Sample]) -> list[Row]:
             for s in chosen:
                 b = base.get((s.category, s.prompt, s.repeat))
                 if b is not None and b.tokens_per_second > 0:
-                    ratios.setdefault(f"{s.category}/{s.prompt}", []).append(s.tokens_per_second / b.tokens_per_second)
+                    # a request that drafted nothing did none's work: whatever the clock said, its ratio is 1
+                    ratio = s.tokens_per_second / b.tokens_per_second if s.draft_n else 1.0
+                    ratios.setdefault(f"{s.category}/{s.prompt}", []).append(ratio)
             c = stats.compare(ratios)
             rows.append(replace(row, speedup=c.ratio, low=c.low, high=c.high, pairs=c.pairs, verdict=c.verdict,
                                 reason=c.reason, differs=differs))  # fmt: skip
@@ -169,15 +171,33 @@ def baseline_spread(rows: Sequence[Row]) -> float | None:
     return statistics.median(spreads) if spreads else None
 
 
-def noise_lines(rows: Sequence[Row], repeat: int) -> list[str]:
+def idle_drift(samples: Sequence[Sample]) -> float | None:
+    """The median ratio over none of the speculative requests that drafted nothing: identical work, so
+    anything but 1.0 is the machine's load shifting between servers (an A/A check); None: no such request."""
+    base = {(s.category, s.prompt, s.repeat): s.tokens_per_second for s in samples if s.spec == "none"}
+    ratios = [
+        s.tokens_per_second / base[s.category, s.prompt, s.repeat]
+        for s in samples
+        if s.spec != "none" and not s.draft_n and base.get((s.category, s.prompt, s.repeat))
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
+def noise_lines(rows: Sequence[Row], repeat: int, drift: float | None = None) -> list[str]:
     """What the reader must know about the machine's noise before trusting a verdict."""
     cv = baseline_spread(rows)
+    lines = []
     if repeat < 2 or cv is None:
-        return ["one round: the baseline's spread was not measured (--repeat 3 measures it)"]
-    if stats.noisy(cv):
-        return [f"the machine is too noisy to decide: none's tokens/s varies {cv:.0%} between rounds "
-                f"(over {stats.NOISY_CV:.0%}); try {stats.NOISE_ADVICE}"]  # fmt: skip
-    return [f"baseline spread between rounds: {cv:.1%}"]
+        lines.append("one round: the baseline's spread was not measured (--repeat 3 measures it)")
+    elif stats.noisy(cv):
+        lines.append(f"the machine is too noisy to decide: none's tokens/s varies {cv:.0%} between rounds "
+                     f"(over {stats.NOISY_CV:.0%}); try {stats.NOISE_ADVICE}")  # fmt: skip
+    else:
+        lines.append(f"baseline spread between rounds: {cv:.1%}")
+    if drift is not None and abs(drift - 1.0) > stats.NOISY_CV:
+        lines.append(f"the machine is too noisy to decide: requests that drafted nothing (none's work) ran at "
+                     f"{drift:.2f}x none's speed, so load shifted between servers; try {stats.NOISE_ADVICE}")  # fmt: skip
+    return lines
 
 
 def per_slot(samples: Sequence[Sample]) -> dict[str, dict[str, dict[str, Any]]]:

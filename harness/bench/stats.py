@@ -80,7 +80,7 @@ def compare(
 
 def decide(low: float, high: float, pairs: int) -> tuple[str, str | None]:
     if pairs < MIN_PAIRS:
-        return UNCLEAR, f"{pairs} pairs (a verdict needs {MIN_PAIRS}: more prompts or --repeat)"
+        return UNCLEAR, f"{pairs} pairs, a verdict needs {MIN_PAIRS}"
     if low > 1.0:
         return FASTER, None
     if high < 1.0:

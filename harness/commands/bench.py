@@ -10,6 +10,7 @@ and, per category, the flags to serve with.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,8 +146,9 @@ def run(args: argparse.Namespace) -> int:
             "method": "median of paired ratios (prompt x round against none's same prompt and round); "
                       "two-level percentile bootstrap over prompts, then rounds",
             "level": stats.LEVEL, "resamples": stats.RESAMPLES, "seed": stats.SEED, "min_pairs": stats.MIN_PAIRS,
-            "baseline_spread": report.baseline_spread(rows), "noisy": stats.noisy(report.baseline_spread(rows)),
-            "noisy_above": stats.NOISY_CV,
+            "baseline_spread": report.baseline_spread(rows), "noisy": stats.noisy(report.baseline_spread(rows))
+            or abs((report.idle_drift(samples) or 1.0) - 1.0) > stats.NOISY_CV,
+            "noisy_above": stats.NOISY_CV, "idle_drift": report.idle_drift(samples),
         },
         "rows": [r.to_json() for r in rows],
         "slots": report.per_slot(samples),
@@ -166,8 +168,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         console.emit_json(data)
         return 0
-    Console(highlight=False).print(report.table(rows))
-    for line in report.noise_lines(rows, settings.repeat):
+    # a pipe or a file gets the whole table (rich would squeeze it into 80 columns)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(report.table(rows))
+    for line in report.noise_lines(rows, settings.repeat, report.idle_drift(samples)):
         (console.warn if line.startswith("the machine") else console.out)(line)
     console.out()
     if any(r.spec != "none" for r in rows):  # with --spec none alone there is nothing to pick from
