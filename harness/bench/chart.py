@@ -59,7 +59,8 @@ def write_png(rows: Sequence[Row], path: Path, *, title: str = "") -> None:
                             ha="center", va="bottom", fontsize="x-small")  # fmt: skip
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(categories)), categories)
-        ax.set_ylabel("speedup over none (95 % interval; hatched: no clear difference)")
+        ax.set_ylabel("speedup over none, 95 % interval")
+        ax.set_title("hatched: no clear difference", fontsize="small")
         if modes:
             ax.legend(fontsize="small")
     fig.suptitle(title or "llama-server speculative decoding")
