@@ -65,7 +65,7 @@ demo: install ccache  ## fresh machine, no GitHub: build recipes/demo.yaml (CPU,
 	@model="$$($(PY) -m harness.smoke.smollm2)" && \
 	  $(HARNESS) serve recipes/demo.yaml --model "$$model" --prompt "$(DEMO_PROMPT)" --n-predict 32 && \
 	  $(HARNESS) bench recipes/demo.yaml --model "$$model" --spec none,ngram-mod --categories code,quote \
-	    --n-predict 64 --out reports/bench/demo
+	    --n-predict 64 --repeat 3 --out reports/bench/demo
 
 build: install  ## harness build RECIPE=... [BACKEND=cpu]
 	$(HARNESS) build $(RECIPE) --backend $(BACKEND)

@@ -1,4 +1,6 @@
-"""The llama-server command line of ``harness serve``: recipe, draft model and overrides, checked.
+"""The llama-server command line of ``harness serve`` and ``harness bench``: recipe, draft model
+and overrides, checked.  Both commands build it here, so a bench measures the command line
+``harness serve --dry-run`` prints for the same options.
 
 ``plan`` composes the flags (:func:`harness.server.compose_args`) from the recipe's ``serve:``
 and ``draft:`` sections, ``--mtp``/``--spec``/``--draft``/``--draft-n-max`` and the arguments
@@ -34,10 +36,12 @@ class Plan:
 
 
 def plan(recipe: Recipe, binary: Path, backend: str, model: Path, *, spec: list[str] | None,
-         draft: Path | None, depth: int | None, extra: list[str]) -> Plan:  # fmt: skip
-    """The llama-server arguments for ``harness serve``: the recipe's ``serve:`` and ``draft:``,
-    the command line's overrides and ``extra`` (after ``--``), every flag and value checked
-    against ``binary --help`` (InputError naming what it would refuse)."""
+         draft: Path | None, depth: int | None, extra: list[str], parallel: int | None = None) -> Plan:  # fmt: skip
+    """The llama-server arguments for ``harness serve`` and each mode of ``harness bench``: the
+    recipe's ``serve:`` and ``draft:``, the command line's overrides, ``-np parallel`` and ``extra``
+    (after ``--``), every flag and value checked against ``binary --help`` (InputError naming what
+    it would refuse).  A draft given as ``-md FILE`` in ``extra`` is audited like ``--draft``; a
+    type that drafts with a model and has none is refused (llama-server would serve without drafting)."""
     offered = server_help.read(binary)
     names = [n for n in (spec if spec is not None else (recipe.spec.serve.spec_type or "").split(",")) if n.strip()]
     types = server.resolve_spec(names, server.spec_types(binary)) if names else []
@@ -46,11 +50,22 @@ def plan(recipe: Recipe, binary: Path, backend: str, model: Path, *, spec: list[
     wants_draft = any(server.uses_draft_model(t) for t in types) or (spec is None and not types)
     draft_file = _existing(draft) if draft is not None else drafts.path(recipe) if wants_draft else None
     report = drafts.fit(draft_file, model) if draft_file is not None else None
+    passed = server.draft_in(extra)
+    if passed is not None:
+        drafts.fit(_existing(Path(passed), "-md"), model)
+    missing = [t for t in types if server.needs_draft_model(t)]
+    if missing and draft_file is None and passed is None:
+        raise InputError(f"--spec-type {','.join(missing)} drafts with a draft model, and none is given: "
+                         "llama-server would start and serve without drafting",
+                         hint="pass --draft GGUF, name one in the recipe's draft: section, or choose another "
+                              "--spec (mtp, ngram-mod, ...)")  # fmt: skip
     composed = server.compose_args(
         recipe.spec.serve, backend=backend, spec=types, draft=draft_file,
         draft_type=drafts.spec_type_for(report) if report is not None else "draft-simple",
         depth=depth,
     )  # fmt: skip
+    if parallel is not None:
+        composed += ["-np", str(parallel)]
     offered.check(composed, origin=f"{recipe.path}: serve:")
     offered.check(extra, origin="the arguments after --")
     buffer_types.check([*composed, *extra], binary, backend=backend, origin=f"{recipe.path}: serve: / after --")
@@ -68,7 +83,7 @@ def warn_untyped_draft(extra: list[str]) -> None:
                      "a Gemma 4 assistant, or pass it as --draft FILE, which picks the type")  # fmt: skip
 
 
-def _existing(path: Path) -> Path:
+def _existing(path: Path, flag: str = "--draft") -> Path:
     if not path.is_file():
-        raise InputError(f"--draft {path}: no such file")
+        raise InputError(f"{flag} {path}: no such file")
     return path.resolve()

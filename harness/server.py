@@ -175,6 +175,25 @@ def recipe_args(serve: Serve, *, backend: str) -> list[str]:
     return args
 
 
+def needs_draft_model(spec_type: str) -> bool:
+    """Whether a type drafts nothing without ``-md`` (``draft-mtp`` may use the model's own MTP layers)."""
+    return spec_type.startswith("draft-") and spec_type != "draft-mtp"
+
+
+DRAFT_FLAGS = ("-md", "--model-draft", "--spec-draft-model")
+
+
+def draft_in(args: Sequence[str]) -> str | None:
+    """The draft model file named in ``args`` (``-md FILE``, ``--model-draft=FILE``), else None."""
+    for i, a in enumerate(args):
+        if a in DRAFT_FLAGS and i + 1 < len(args):
+            return args[i + 1]
+        flag, eq, value = a.partition("=")
+        if eq and flag in DRAFT_FLAGS:
+            return value
+    return None
+
+
 def draft_without_type(args: Sequence[str]) -> str | None:
     """The ``-md`` file of ``args`` when no ``--spec-type`` goes with it, else None.
 
@@ -182,8 +201,7 @@ def draft_without_type(args: Sequence[str]) -> str | None:
     head (``blk.N.nextn.eh_proj`` in its last block: draft-mtp) or a DFlash draft; for any
     other draft it drafts nothing.
     """
-    flags = {"-md", "--model-draft", "--spec-draft-model"}
-    draft = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in flags), None)
+    draft = draft_in(args)
     if draft is None or "--spec-type" in args:
         return None
     return draft

@@ -154,8 +154,45 @@ def test_md_after_double_dash_without_a_spec_type_is_warned_about(tmp_path: Path
     full = models.write_qwen35(tmp_path / "full.gguf", mtp="full")
     head = tmp_path / "head.gguf"
     assert run_harness("gguf", "extract-mtp", full, "-o", head).returncode == 0
-    inferred = _serve(recipe, builds, model, "--dry-run", "--", "-md", head)
+    inferred = _serve(recipe, builds, full, "--dry-run", "--", "-md", head)
     assert inferred.returncode == 0 and "draft nothing" not in inferred.stderr
+    # -md is audited like --draft (issue 23): a head of another architecture and vocabulary is exit 2
+    foreign = _serve(recipe, builds, model, "--dry-run", "--", "-md", head)
+    assert foreign.returncode == 2 and f"draft model {head}" in foreign.stderr and "wrong-target" in foreign.stderr
+
+
+@pytest.mark.slow
+def test_a_draft_type_without_a_draft_model_is_refused(tmp_path: Path, llama_bin: Path) -> None:
+    """Issue 23 (a user's report): `serve --spec draft` with no draft exited 0, and llama-server logged
+    "draft-simple requires a draft context" and served without drafting."""
+    model = _model(tmp_path)
+    for serve, args in (("{ctx: 512}", ["--spec", "draft"]), ("{spec_type: draft-simple}", [])):
+        recipe, builds = served_recipe(tmp_path / f"r{len(args)}", llama_bin, serve=serve)
+        for dry in (["--dry-run"], []):
+            res = _serve(recipe, builds, model, *args, *dry)
+            assert res.returncode == 2, res.stderr
+            assert "--spec-type draft-simple drafts with a draft model, and none is given" in res.stderr
+            assert "llama-server ready" not in res.stderr
+    recipe, builds = served_recipe(tmp_path / "md", llama_bin)
+    draft = tiny_model.write(tmp_path / "draft.gguf")
+    res = _serve(recipe, builds, model, "--spec", "draft", "--dry-run", "--", "-md", draft)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.slow
+def test_dry_run_prints_rpc_after_the_rpc_backend_check(tmp_path: Path, llama_bin: Path) -> None:
+    """Issue 23: `serve --dry-run --rpc ...` dropped --rpc and skipped the RPC-backend check."""
+    recipe, builds = served_recipe(tmp_path, llama_bin)
+    model = _model(tmp_path)
+    root = builds / "mini" / "cpu"
+    (root / "manifest.json").write_text(json.dumps({"stamp": {"commit": "0c1e570"}}))  # built without RPC
+    res = _serve(recipe, builds, model, "--dry-run", "--rpc", "127.0.0.1:50052")
+    assert res.returncode == 2 and "has no RPC backend" in res.stderr, res.stderr
+    (root / "manifest.json").write_text(json.dumps({"stamp": {"commit": "0c1e570"}, "rpc": {"protocol": "7.0.0"}}))
+    res = _serve(recipe, builds, model, "--dry-run", "--json", "--rpc", "127.0.0.1:50052,10.0.0.2:50052")
+    assert res.returncode == 0, res.stderr
+    argv = json.loads(res.stdout)["argv"]
+    assert argv[argv.index("--rpc") + 1] == "127.0.0.1:50052,10.0.0.2:50052"  # nothing was contacted
 
 
 def _fake_build(tmp_path: Path, help_kind: str, serve: str) -> tuple[Path, Path]:

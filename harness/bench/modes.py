@@ -46,7 +46,7 @@ class Mode:
     def serve_flags(self) -> list[str]:
         """The same mode as ``harness serve`` flags."""
         if not self.types:
-            return []
+            return ["--spec", "none"]
         flags = ["--mtp"] if self.types == ("draft-mtp",) else ["--spec", ",".join(self.types)]
         return flags + (["--draft-n-max", str(self.depth)] if self.depth is not None else [])
 

@@ -1,15 +1,20 @@
 """Run the prompt suite against one real llama-server per mode and collect the server's timings.
 
 Sampling is deterministic (temperature 0, a fixed seed, a fixed ``n_predict``,
-``cache_prompt`` off, one slot), so every mode generates the same text and only the
-speed differs; each server gets one unmeasured warm-up request first.
+``cache_prompt`` off), so every mode generates the same text and only the speed differs;
+each server gets one unmeasured warm-up request first.  ``clients`` requests run at once
+(``--parallel N``: N slots, N clients).  llama-server's response ``timings`` give tokens,
+time and drafted/accepted tokens; its log's per-request line (``draft acceptance = ...,
+mean len = ...``) adds the verification steps and the slot.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +29,9 @@ from harness.errors import StepError
 @dataclass(frozen=True)
 class Settings:
     n_predict: int = 128
-    repeat: int = 1
+    repeat: int = 3
     seed: int = 42
+    clients: int = 1
     request_timeout: float = 600.0
 
 
@@ -45,6 +51,8 @@ class Sample:
     draft_n_accepted: int
     output_sha: str  # first 12 hex digits of the text's sha256: speculation must not change it
     text: str = field(default="", repr=False)
+    draft_steps: int | None = None  # verification steps, from the server log's line for this request
+    slot: int | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -103,38 +111,79 @@ def complete(
 def run_plan(
     binary: Path,
     model: Path,
-    base_args: Sequence[str],
+    commands: Mapping[str, Sequence[str]],
     plan: Sequence[Mode],
     prompts: Sequence[Prompt],
     settings: Settings,
     *,
-    draft: Path | None = None,
     log_dir: Path | None = None,
     on_start: Callable[[Mode, int], None] | None = None,
     on_sample: Callable[[Sample], None] | None = None,
 ) -> tuple[dict[str, list[str]], list[Sample]]:
-    """Every mode, ``settings.repeat`` rounds: each round starts each mode's server afresh
-    (in a rotated order) and runs every prompt once, so drift in machine load and what a
-    server remembers between requests (ngram-mod's table) do not favour any mode."""
+    """Every mode (``commands``: its llama-server arguments), ``settings.repeat`` rounds: each
+    round starts each mode's server afresh (in a rotated order) and runs every prompt once, so
+    drift in machine load and what a server remembers between requests (ngram-mod's table) do
+    not favour any mode, and each prompt's rounds pair with the baseline's same rounds."""
     argvs: dict[str, list[str]] = {}
     samples: list[Sample] = []
     for round_ in range(settings.repeat):
         for mode in [*plan[round_ % len(plan) :], *plan[: round_ % len(plan)]]:
             if on_start is not None:
                 on_start(mode, round_)
-            log_path = log_dir / f"{mode.label}.log" if log_dir is not None else None
-            args = [*base_args, *mode.flags(draft)]
-            with server.running_server(binary, model, args, log_path=log_path) as srv:
+            log_path = log_dir / f"{mode.label}.round{round_ + 1}.log" if log_dir is not None else None
+            with server.running_server(binary, model, commands[mode.label], log_path=log_path) as srv:
                 argvs[mode.label] = srv.argv
                 complete(srv, prompts[0].text, settings, n_predict=8)  # warm-up, not measured
-                for prompt in prompts:
-                    sample = sample_from(mode, prompt, round_, complete(srv, prompt.text, settings))
-                    samples.append(sample)
-                    if on_sample is not None:
-                        on_sample(sample)
+                mine = _run_prompts(srv, mode, prompts, round_, settings, on_sample)
+            samples.extend(with_log_lines(mine, srv.log_path))
     order = {m.label: i for i, m in enumerate(plan)}
     samples.sort(key=lambda s: (order[s.mode], s.category, s.prompt, s.repeat))
     return argvs, samples
+
+
+def _run_prompts(srv: server.Server, mode: Mode, prompts: Sequence[Prompt], round_: int, settings: Settings,
+                 on_sample: Callable[[Sample], None] | None) -> list[Sample]:  # fmt: skip
+    def one(prompt: Prompt) -> Sample:
+        sample = sample_from(mode, prompt, round_, complete(srv, prompt.text, settings))
+        if on_sample is not None:
+            on_sample(sample)
+        return sample
+
+    if settings.clients <= 1:
+        return [one(p) for p in prompts]
+    with ThreadPoolExecutor(max_workers=settings.clients) as pool:
+        return list(pool.map(one, prompts))
+
+
+# slot print_timing: id  0 | task 12 | draft acceptance = 0.80000 (   40 accepted /    50 generated), mean len =  3.00
+_ACCEPTANCE = re.compile(
+    r"id\s+(\d+) \| task -?\d+ \| draft acceptance = [\d.]+ \(\s*(\d+) accepted /\s*(\d+) generated\), "
+    r"mean len =\s*([\d.]+)"
+)
+
+
+def log_lines(text: str) -> list[tuple[int, int, int, float]]:
+    """(slot, accepted, drafted, mean acceptance length) of every request that drafted, in log order."""
+    return [(int(m[1]), int(m[2]), int(m[3]), float(m[4])) for m in _ACCEPTANCE.finditer(text)]
+
+
+def with_log_lines(samples: Sequence[Sample], log: Path) -> list[Sample]:
+    """Each drafting sample with its slot and verification steps: the next log line whose
+    accepted/drafted counts are the sample's own (the warm-up's line is skipped that way)."""
+    try:
+        lines = log_lines(log.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return list(samples)
+    out = []
+    for s in samples:
+        i = next((i for i, (_, acc, dr, _) in enumerate(lines) if s.draft_n and (acc, dr) == (s.draft_n_accepted, s.draft_n)), None)
+        if i is None:
+            out.append(s)
+            continue
+        slot, accepted, _, mean_len = lines.pop(i)
+        steps = round(accepted / (mean_len - 1.0)) if mean_len > 1.0 and accepted else None
+        out.append(replace(s, slot=slot, draft_steps=steps))
+    return out
 
 
 def _text(response: dict[str, Any]) -> str:

@@ -1,16 +1,19 @@
 """harness bench RECIPE --model GGUF: tokens/s, draft acceptance and speedup per task category.
 
-One llama-server per speculative mode (and depth, with ``--sweep``), the built-in
-prompt suite plus ``--prompts DIR``, deterministic sampling.  Writes bench.json and
-bench.png to ``--out``; prints a table and, per category, the flags to serve with.
+One llama-server per speculative mode (and depth, with ``--sweep``), each command line built
+by ``serve_plan.plan`` exactly as ``harness serve`` builds it; the built-in prompt suite plus
+``--prompts DIR``, deterministic sampling, ``--repeat`` interleaved rounds, paired verdicts.
+Writes bench.json, bench.png, profile.json and llama-swap.yaml to ``--out``; prints a table
+and, per category, the flags to serve with.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import console
 from harness.commands.serve import (
@@ -20,8 +23,11 @@ from harness.commands.serve import (
     handle_stop_signals,
     positive_int,
 )
-from harness.errors import InputError
 from harness.rpc import head as rpc_head
+
+if TYPE_CHECKING:
+    from harness.bench.profile import Profile
+    from harness.bench.report import Best
 
 DEFAULT_SPEC = "none,ngram-simple,ngram-mod"
 
@@ -53,9 +59,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--repeat",
         type=positive_int,
-        default=1,
+        default=3,
         metavar="K",
-        help="rounds: each starts every mode's server afresh and runs every prompt once; each prompt's fastest round counts",
+        help="rounds (default 3): each starts every mode's server afresh and runs every prompt once; every prompt "
+             "in every round is paired with none's same prompt in the same round",
     )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
@@ -73,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness import atomic, server, server_help
-    from harness import draft as drafts
-    from harness.bench import chart, modes, prompts, report
+    from harness import atomic, serve_plan, server
+    from harness.bench import chart, modes, prompts, report, stats
+    from harness.bench import profile as profiles
     from harness.bench.runner import Settings, run_plan
     from harness.recipe import load_recipe
 
@@ -93,22 +100,13 @@ def run(args: argparse.Namespace) -> int:
         list(modes.parse_sweep(args.sweep)) if args.sweep else [args.draft_n_max or serve.draft_n_max]
     )
     plan = modes.plan(names, server.spec_types(binary), depths)
-    if draft is None and any(m.needs_model for m in plan):
-        draft = drafts.path(recipe)  # the recipe's draft, downloaded at its locked revision
-    if draft is not None:
-        drafts.fit(draft, model)
-    needs_draft = sorted({m.name for m in plan if m.needs_model and "draft-mtp" not in m.types})
-    if needs_draft and draft is None:
-        raise InputError(f"mode {', '.join(needs_draft)} needs a draft model",
-                         hint="pass --draft GGUF, or name one in the recipe's draft: section")  # fmt: skip
-    offered = server_help.read(binary)
-    recipe_args = server.compose_args(serve, backend=backend, spec=[])
-    offered.check(recipe_args, origin=f"{recipe.path}: serve:")
-    offered.check(args.server_args, origin="the arguments after --")
     rpc = rpc_head.checked(args, recipe, backend)
-    base_args = [*rpc_head.flags(rpc), *recipe_args, "-np", "1", *args.server_args]
-    server.refuse_key_on_command_line(base_args)
-    settings = Settings(n_predict=args.n_predict, repeat=args.repeat, seed=args.seed)
+    commands = {  # what `harness serve` would run for each mode, flag for flag
+        m.label: serve_plan.plan(recipe, binary, backend, model, spec=list(m.types), draft=draft, depth=m.depth,
+                                 extra=[*rpc_head.flags(rpc), *args.server_args], parallel=args.parallel).args
+        for m in plan
+    }  # fmt: skip
+    settings = Settings(n_predict=args.n_predict, repeat=args.repeat, seed=args.seed, clients=args.parallel or 1)
     out: Path = args.out or Path("reports/bench") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     handle_stop_signals()
 
@@ -119,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     ) as progress:  # fmt: skip
         task = progress.add_task("bench", total=total)
         argvs, samples = run_plan(
-            binary, model, base_args, plan, suite, settings, draft=draft, log_dir=out / "logs",
+            binary, model, commands, plan, suite, settings, log_dir=out / "logs",
             on_start=lambda m, r: progress.update(task, description=console.literal(f"{m.label} (round {r + 1}): starting")),
             on_sample=lambda s: progress.update(task, advance=1,
                                                 description=console.literal(f"{s.mode}: {s.category}/{s.prompt}")),
@@ -136,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         "rpc": [c.to_json() for c in rpc],
         "settings": {
             "n_predict": settings.n_predict, "repeat": settings.repeat, "seed": settings.seed,
+            "parallel": args.parallel, "clients": settings.clients,
             "temperature": 0.0, "cache_prompt": False,
             "prompts": [f"{p.category}/{p.name}" for p in suite],
         },
@@ -143,19 +142,36 @@ def run(args: argparse.Namespace) -> int:
             {"label": m.label, "spec": m.name, "types": list(m.types), "depth": m.depth, "argv": argvs[m.label]}
             for m in plan
         ],
+        "statistics": {
+            "method": "median of paired ratios (prompt x round against none's same prompt and round); "
+                      "two-level percentile bootstrap over prompts, then rounds",
+            "level": stats.LEVEL, "resamples": stats.RESAMPLES, "seed": stats.SEED, "min_pairs": stats.MIN_PAIRS,
+            "baseline_spread": report.baseline_spread(rows), "noisy": stats.noisy(report.baseline_spread(rows))
+            or abs((report.idle_drift(samples) or 1.0) - 1.0) > stats.NOISY_CV,
+            "noisy_above": stats.NOISY_CV, "idle_drift": report.idle_drift(samples),
+        },
         "rows": [r.to_json() for r in rows],
+        "slots": report.per_slot(samples),
         "best": [b.to_json() for b in picks],
         "best_depths": report.best_depths(rows) if args.sweep else None,
         "samples": [s.to_json() for s in samples],
         "json": str(out / "bench.json"),
         "chart": str(out / "bench.png"),
     }  # fmt: skip
+    prof = _profile(recipe.name, model, binary, backend, args, commands, picks, out)
+    data["profile"] = str(out / "profile.json")
+    data["llama_swap"] = str(out / "llama-swap.yaml")
     atomic.write_json(out / "bench.json", data)
+    profiles.write(out / "profile.json", prof)
+    atomic.write_text(out / "llama-swap.yaml", profiles.llama_swap(prof, binary, model))
     chart.write_png(rows, out / "bench.png", title=f"{recipe.name}: {model.name} ({backend})")
     if args.json:
         console.emit_json(data)
         return 0
-    Console(highlight=False).print(report.table(rows))
+    # a pipe or a file gets the whole table (rich would squeeze it into 80 columns)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(report.table(rows))
+    for line in report.noise_lines(rows, settings.repeat, report.idle_drift(samples)):
+        (console.warn if line.startswith("the machine") else console.out)(line)
     console.out()
     if any(r.spec != "none" for r in rows):  # with --spec none alone there is nothing to pick from
         console.out("best per category:")
@@ -164,8 +180,32 @@ def run(args: argparse.Namespace) -> int:
         console.out()
     if rpc:
         console.out("split over rpc-servers: " + ", ".join(f"{c.endpoint.address} ({c.verified})" for c in rpc))
-    console.out(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
+    console.out(f"wrote {out / 'bench.json'}, {out / 'bench.png'}, {out / 'profile.json'} "
+                f"(harness serve {args.recipe} --model {args.model} --profile {out / 'profile.json'} --category C) "
+                f"and {out / 'llama-swap.yaml'}")
     return 0
+
+
+def _profile(recipe: str, model: Path, binary: Path, backend: str, args: argparse.Namespace,
+             commands: dict[str, list[str]], picks: list[Best], out: Path) -> Profile:  # fmt: skip
+    """Per category: the pick, or ``none`` with the closest mode named."""
+    from harness import builds
+    from harness.bench import profile as profiles
+
+    choices = {}
+    for b in picks:
+        r = b.row
+        label = b.mode.label if b.mode is not None else "none"
+        choices[b.category] = profiles.Choice(
+            mode=label, types=list(b.mode.types) if b.mode else [], depth=b.mode.depth if b.mode else None,
+            verdict=r.verdict if r else None, speedup=r.speedup if r else None, low=r.low if r else None,
+            high=r.high if r else None, closest=r.mode if r and b.mode is None else None, args=commands[label],
+        )  # fmt: skip
+    root = builds.build_root(args.builds_dir, recipe, backend)
+    return profiles.Profile(
+        recipe=recipe, model=str(model), model_sha256=profiles.sha256(model), build=profiles.build_of(root, backend),
+        hardware=profiles.hardware(args.server_args), bench=str(out / "bench.json"), categories=choices,
+    )  # fmt: skip
 
 
 def _csv(text: str | None) -> list[str]:

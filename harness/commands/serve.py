@@ -25,6 +25,7 @@ from harness.rpc import head as rpc_head
 
 if TYPE_CHECKING:
     from harness import serve_plan
+    from harness.recipe import Recipe
     from harness.rpc.endpoints import Checked
     from harness.server import Server
 
@@ -57,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="N",
         help="draft depth (the flag that governs the chosen type)",
     )
+    p.add_argument("--profile", type=Path, metavar="FILE",
+                   help="serve what harness bench chose (its profile.json): the category's mode, depth and flags")
+    p.add_argument("--category", metavar="C", help="which category of --profile (default: all)")
     add_server_options(p)
     rpc_head.add_options(p)
     p.add_argument(
@@ -77,6 +81,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parallel", "-np", type=positive_int, metavar="N",
+                   help="slots (llama-server -np N; bench: N concurrent clients too); default: llama-server's")
     p.add_argument("--backend", help="which build of the recipe (default: the first one built)")
     p.add_argument("--builds-dir", type=Path, metavar="DIR", help="where builds live (default: builds/)")
 
@@ -92,9 +98,19 @@ def run(args: argparse.Namespace) -> int:
     server.require_key(args.host, key)  # before anything slow
     binary, backend = server.find_binary(recipe, backend=args.backend, builds_dir=args.builds_dir)
     gguf_model(model)
+    if args.profile is not None:
+        command = _profile_plan(args, recipe, binary, backend, model)
+        if args.dry_run:
+            return _print_plan(command, host=args.host, port=args.port, key=key, as_json=args.json)
+        handle_stop_signals()
+        return _serve(args, binary, backend, model, command.args, key, [])
+    if args.category is not None:
+        raise InputError("--category picks a category of --profile FILE, and no --profile is given")
     rpc = [] if args.dry_run else rpc_head.checked(args, recipe, backend)
+    rpc_flags = rpc_head.planned(args, recipe, backend) if args.dry_run else rpc_head.flags(rpc)
     command = serve_plan.plan(recipe, binary, backend, model, spec=_spec_choice(args), draft=args.draft,
-                              depth=args.draft_n_max, extra=[*rpc_head.flags(rpc), *args.server_args])
+                              depth=args.draft_n_max, extra=[*rpc_flags, *args.server_args],
+                              parallel=args.parallel)  # fmt: skip
     if args.dry_run:
         return _print_plan(command, host=args.host, port=args.port, key=key, as_json=args.json)
     server_args = command.args
@@ -129,6 +145,32 @@ def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, se
     if code != 0:
         raise CommandFailed(srv.argv, code, server.log_tail(srv.log_path), log=str(srv.log_path))
     return 0
+
+
+def _profile_plan(args: argparse.Namespace, recipe: Recipe, binary: Path, backend: str,
+                  model: Path) -> serve_plan.Plan:  # fmt: skip
+    """The command line a bench measured for the category (after the profile is checked against
+    this model and build), plus the arguments after ``--``; the speculative options cannot be mixed in."""
+    from harness import builds, serve_plan, server_help
+    from harness.bench import profile as profiles
+
+    mixed = [flag for flag, given in (("--mtp", args.mtp), ("--spec", args.spec), ("--draft", args.draft),
+                                      ("--draft-n-max", args.draft_n_max), ("--parallel", args.parallel),
+                                      ("--rpc", args.rpc)) if given]  # fmt: skip
+    if mixed:
+        raise InputError(f"--profile sets the speculative flags, slots and rpc-servers it was measured with; "
+                         f"drop {', '.join(mixed)}", hint="or serve without --profile")  # fmt: skip
+    prof = profiles.load(args.profile)
+    root = builds.build_root(args.builds_dir, recipe.name, backend)
+    profiles.applies(prof, args.profile, model=model, build=profiles.build_of(root, backend))
+    category, choice = profiles.choice(prof, args.profile, args.category)
+    offered = server_help.read(binary)
+    offered.check(choice.args, origin=f"{args.profile}: {category}")
+    offered.check(args.server_args, origin="the arguments after --")
+    serve_plan.warn_untyped_draft(args.server_args)
+    measured = f", {choice.verdict}" + (f" {choice.speedup:.2f}x" if choice.speedup else "") if choice.verdict else ""
+    console.info(f"profile {args.profile}: {category}: {choice.mode}{measured}")
+    return serve_plan.Plan(binary, backend, model, [*choice.args, *args.server_args])
 
 
 def _spec_choice(args: argparse.Namespace) -> list[str] | None:

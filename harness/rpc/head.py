@@ -43,6 +43,20 @@ def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endp
     return passed
 
 
+def planned(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[str]:
+    """The dry run's ``--rpc``: the flags a run would pass, after the check that the head's build has
+    an RPC backend; no rpc-server is contacted."""
+    from harness import builds
+    from harness.rpc import endpoints
+
+    eps = endpoints.parse_list(args.rpc if args.rpc else recipe.spec.serve.rpc)
+    if not eps:
+        return []
+    root = builds.build_root(args.builds_dir, recipe.name, backend)
+    endpoints.check([], endpoints.BuildId.from_manifest(root, builds.manifest(root) or {}))  # the backend check alone
+    return endpoints.flags(eps)
+
+
 def flags(passed: Sequence[endpoints.Checked]) -> list[str]:
     from harness.rpc import endpoints
 
