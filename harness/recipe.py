@@ -270,6 +270,16 @@ class ModelQuantize(_Model):
     keep_split: bool = False  # llama-quantize --keep-split: a split input gives a split output
 
 
+class ModelQuality(_Model):
+    """The quality step: KL divergence of every quant against the reference (harness.quality)."""
+
+    enabled: bool = True
+    chunks: int = Field(default=4, gt=0)  # most chunks of the evaluation text to score
+    ctx: int = Field(default=512, ge=16)  # tokens per chunk
+    text: str | None = None  # the evaluation text (default: data/evaluation.txt), never the calibration text
+    reference: str | None = None  # a quant type of this run (e.g. Q8_0) instead of the converted file
+
+
 class ModelSection(_Model):
     source: str
     revision: str | None = None
@@ -277,6 +287,7 @@ class ModelSection(_Model):
     convert: ModelConvert = ModelConvert()
     imatrix: ModelImatrix | None = None
     quantize: ModelQuantize = ModelQuantize()
+    quality: ModelQuality = ModelQuality()
     python: str | None = None  # interpreter that runs convert_hf_to_gguf.py (needs torch, transformers)
 
 
