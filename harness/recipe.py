@@ -400,7 +400,19 @@ def is_local_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.endswith(".gguf")
 
 
+class NightlyGates(_Model):
+    """Quality a bump must keep (harness.gates): the gate model quantized and measured with the candidate build."""
+
+    model: str  # a local GGUF (relative to the recipe's repository), the reference the quants are measured against
+    types: list[str] = Field(default_factory=lambda: ["Q4_K_M"], min_length=1)
+    ctx: int = Field(default=128, ge=16)
+    chunks: int = Field(default=2, gt=0)
+    text: str | None = None  # default: data/evaluation.txt
+    max_kld_increase: float = Field(default=0.005, ge=0)  # nats of mean KLD over the last good night's, per type
+
+
 class Nightly(_Model):
+    gates: NightlyGates | None = None
     skip_conflicts: bool = False
     smoke: list[SmokeTest] = Field(default_factory=lambda: list(ALL_SMOKE))
     backends: list[BackendName] | None = None
