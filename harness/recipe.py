@@ -278,6 +278,8 @@ class ModelQuality(_Model):
     ctx: int = Field(default=512, ge=16)  # tokens per chunk
     text: str | None = None  # the evaluation text (default: data/evaluation.txt), never the calibration text
     reference: str | None = None  # a quant type of this run (e.g. Q8_0) instead of the converted file
+    mtp: bool = True  # with MTP layers: draft acceptance at depth 1 and 3 per quant (harness.mtp_acceptance)
+    mtp_min_ratio: float = Field(default=0.5, gt=0, le=1)  # flag a quant accepting less than this x the reference's
 
 
 class ModelSection(_Model):

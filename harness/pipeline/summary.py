@@ -56,7 +56,7 @@ def gguf_info(gf: GGUFModel) -> dict[str, Any]:
 
 def rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
     kld = {str(o.sidecar.get("quant")): o.sidecar["quality"] for o in outcomes
-           if o.step == "quality" and isinstance(o.sidecar.get("quality"), dict)}  # fmt: skip
+           if o.step == "quality" and "mean_kld" in (o.sidecar.get("quality") or {})}  # fmt: skip
     out = []
     for o in outcomes:
         g = o.sidecar.get("gguf") or {}
@@ -81,8 +81,8 @@ def _quality(q: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the summary keeps of a quant's quality record (harness.quality.Measure)."""
     if q is None:
         return None
-    keys = ("mean_kld", "p99_kld", "same_top_p", "ppl_ratio")
-    return {k: q.get(k) for k in keys}
+    keys = ("mean_kld", "p99_kld", "same_top_p", "ppl_ratio", "mtp", "mtp_flags")
+    return {k: q.get(k) for k in keys if k in q}
 
 
 def render(outcomes: list[Outcome], console: Console) -> None:
@@ -90,8 +90,11 @@ def render(outcomes: list[Outcome], console: Console) -> None:
     all_rows = rows(outcomes)
     with_kld = any(r["quality"] for r in all_rows)
     cols = [("file", "left"), ("type", "left"), ("size", "right"), ("bits/weight", "right")]
+    with_mtp = any((r["quality"] or {}).get("mtp") for r in all_rows)
     if with_kld:
         cols += [("mean KLD", "right"), ("99% KLD", "right"), ("same top", "right")]
+    if with_mtp:
+        cols.append(("MTP accept @1/@3", "right"))
     for col, justify in [*cols, ("time", "right")]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in all_rows:
@@ -103,9 +106,17 @@ def render(outcomes: list[Outcome], console: Console) -> None:
         q = row["quality"]
         kld = ([f"{q['mean_kld']:.5f}", f"{q['p99_kld']:.4f}", f"{100 * q['same_top_p']:.1f}%"] if q
                else ["-", "-", "-"]) if with_kld else []  # fmt: skip
+        if with_mtp:
+            kld.append(_mtp_cell(q))
         table.add_row(Text(plain(Path(row["file"]).name)), Text(plain(str(row["type"]))), _size(row["size"]),
                       f"{bpw:.2f}" if bpw else "-", *kld, took)  # fmt: skip
     console.print(table)
+
+
+def _mtp_cell(q: dict[str, Any] | None) -> str:
+    acc = (q or {}).get("mtp") or {}
+    cell = "/".join("-" if acc.get(d) is None else f"{100 * acc[d]:.0f}%" for d in ("1", "3")) if acc else "-"
+    return cell + (" LOW" if (q or {}).get("mtp_flags") else "")
 
 
 def _size(n: Any) -> str:

@@ -1,20 +1,24 @@
-"""quality: KL divergence of every quant against the reference, by llama-perplexity (:mod:`harness.quality`).
+"""quality: KL divergence of every quant against the reference, by llama-perplexity (:mod:`harness.quality`),
+and for a model with MTP layers the heads' draft acceptance at depth 1 and 3 (:mod:`harness.mtp_acceptance`).
 
 The reference is the converted file (BF16/F16, or the GGUF source), or the quant ``quality.reference``
 names (e.g. Q8_0).  Its log-probabilities over the evaluation text are one cached output,
 ``<name>.kld-base.bin`` (keyed by the reference, the text, ctx, chunks and the build); each quant's
-figures are another, ``<name>-<TYPE>.kld.json``, keyed by the quant and the base's key.  The summary
-shows them beside each quant, and ``<name>.quality.png`` draws size against mean KLD.  A build
-without llama-perplexity (older than this step) skips it with a warning.
+figures are another, ``<name>-<TYPE>.kld.json``, keyed by the quant and the base's key (the reference's
+MTP acceptance likewise, ``<name>.mtp-reference.json``).  A quant whose heads accept less than
+``mtp_min_ratio`` of the reference's is flagged.  The summary shows the figures beside each quant, and
+``<name>.quality.png`` draws size against mean KLD.  A build without llama-perplexity (older than this
+step) skips it with a warning.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness import atomic, console, quality, quality_report
+from harness import atomic, console, mtp_acceptance, quality, quality_report
 from harness.errors import InputError
 from harness.pipeline import cache
 from harness.pipeline.plan import Context, Outcome
@@ -38,10 +42,16 @@ class Quality:
         reference = reference_of(ctx, quants)
         base = execute(ctx, self._base_job(ctx, reference), version=VERSION)
         outcomes = [base]
+        ref_mtp = None
+        if self._wants_mtp(ctx, quants):
+            mtp_out = self._cached(ctx, ctx.out / f"{ctx.name}.mtp-reference.json", "quality: reference MTP acceptance",
+                                   reference, {"type": "mtp-reference"}, lambda: {"mtp": self._mtp(ctx, reference)})  # fmt: skip
+            outcomes.append(mtp_out)
+            ref_mtp = mtp_out.sidecar["quality"]["mtp"]
         for q in quants:
             if q.output != reference:
-                outcomes.append(self._measure(ctx, q, base))
-        measured = [o for o in outcomes if "quality" in o.sidecar]
+                outcomes.append(self._measure(ctx, q, base, ref_mtp))
+        measured = [o for o in outcomes if "mean_kld" in o.sidecar.get("quality", {})]
         if measured:
             pts = [quality_report.Point(str(o.sidecar["params"]["type"]), int(o.sidecar["quality"]["size"]),
                                         float(o.sidecar["quality"]["mean_kld"])) for o in measured]  # fmt: skip
@@ -70,28 +80,58 @@ class Quality:
                    params={"ctx": settings.ctx, "chunks": settings.chunks, "type": "kld-base"},
                    argv=argv, verify=verify)  # fmt: skip
 
-    def _measure(self, ctx: Context, quant: Outcome, base: Outcome) -> Outcome:
+    def _measure(self, ctx: Context, quant: Outcome, base: Outcome, ref_mtp: dict[str, Any] | None) -> Outcome:
         qtype = str(quant.sidecar.get("params", {}).get("type") or quant.output.stem)
-        output, tool, settings = ctx.kld_path(qtype), ctx.build.perplexity, settings_of(ctx)
-        inputs = {"model": {"path": str(quant.output), "sha256": digest(ctx, quant.output)}}
-        params = {"type": qtype, "ctx": settings.ctx}
+        settings = settings_of(ctx)
+
+        def compute() -> dict[str, Any]:
+            log = ctx.log_dir / f"{ctx.kld_path(qtype).name}.log"
+            m = quality.measure(ctx.build.perplexity, quant.output, base.output, settings, log=log)
+            figures: dict[str, Any] = m.model_dump(mode="json")
+            if ref_mtp is not None:
+                figures["mtp"] = self._mtp(ctx, quant.output)
+                figures["mtp_flags"] = mtp_acceptance.flags(figures["mtp"], ref_mtp, ctx.section.quality.mtp_min_ratio)
+                for flag in figures["mtp_flags"]:
+                    console.warn(f"{quant.output.name}: its MTP heads accept far less than the reference's ({flag})")
+            return figures
+
+        params = {"type": qtype, "ctx": settings.ctx, "base": base.sidecar["key"], "mtp": ref_mtp is not None,
+                  "mtp_min_ratio": ctx.section.quality.mtp_min_ratio}  # fmt: skip
+        return self._cached(ctx, ctx.kld_path(qtype), f"quality {qtype}", quant.output, params, compute)
+
+    def _cached(self, ctx: Context, output: Path, label: str, model: Path, params: dict[str, Any],
+                compute: Callable[[], dict[str, Any]]) -> Outcome:
+        """A JSON of figures about ``model``, remade only when the model, the parameters or the build changed."""
+        inputs = {"model": {"path": str(model), "sha256": digest(ctx, model)}}
         key = cache.key({"step": self.name, "version": VERSION, "inputs": {"model": inputs["model"]["sha256"]},
-                         "params": params, "base": base.sidecar["key"], "tool": tool_identity(ctx, tool)})  # fmt: skip
+                         "params": params, "tool": tool_identity(ctx, ctx.build.perplexity)})  # fmt: skip
         side = None if ctx.force else cache.fresh(output, key)
         if side is not None:
-            console.info(f"quality {qtype}: up to date ({output.name})")
-            return Outcome(self.name, f"quality {qtype}", output, True, 0.0, side)
-        console.step(f"quality {qtype}: KL divergence against {Path(base.sidecar['kld_base']['reference']).name}")
+            console.info(f"{label}: up to date ({output.name})")
+            return Outcome(self.name, label, output, True, 0.0, side)
+        console.step(f"{label}: {model.name}")
         t0 = time.monotonic()
-        m = quality.measure(tool, quant.output, base.output, settings, log=ctx.log_dir / f"{output.name}.log")
-        atomic.write_json(output, m.model_dump(mode="json"))
+        figures = compute()
+        atomic.write_json(output, figures)
         seconds = time.monotonic() - t0
-        sidecar = {"step": self.name, "label": f"quality {qtype}", "key": key,
-                   "output": {"path": output.name, **cache.stamp(output)}, "inputs": inputs, "params": params,
-                   "base": base.sidecar["key"], "tool": {"path": str(tool), "build_identity": ctx.build.identity},
-                   "seconds": round(seconds, 3), "quality": m.model_dump(mode="json"), "quant": str(quant.output)}  # fmt: skip
+        sidecar = {"step": self.name, "label": label, "key": key, "output": {"path": output.name, **cache.stamp(output)},
+                   "inputs": inputs, "params": params, "seconds": round(seconds, 3), "quality": figures,
+                   "quant": str(model), "tool": {"build_identity": ctx.build.identity}}  # fmt: skip
         cache.write_sidecar(output, sidecar)
-        return Outcome(self.name, f"quality {qtype}", output, False, seconds, sidecar)
+        return Outcome(self.name, label, output, False, seconds, sidecar)
+
+    def _wants_mtp(self, ctx: Context, quants: list[Outcome]) -> bool:
+        if not ctx.section.quality.mtp:
+            return False
+        if not any((q.sidecar.get("gguf") or {}).get("nextn_predict_layers") for q in quants):
+            return False
+        if not (ctx.build.bin / "llama-server").exists():
+            console.warn(f"no llama-server in {ctx.build.bin}: no MTP acceptance for the quants")
+            return False
+        return True
+
+    def _mtp(self, ctx: Context, model: Path) -> dict[str, float | None]:
+        return mtp_acceptance.measure(ctx.build.bin / "llama-server", model, log_dir=ctx.log_dir / f"{model.stem}.mtp")
 
 
 def settings_of(ctx: Context) -> quality.Settings:
