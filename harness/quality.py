@@ -27,6 +27,7 @@ from harness.errors import InputError, StepError
 
 PERPLEXITY = "llama-perplexity"
 SCHEMA = 1
+MIN_SCORED = 100  # below this many scored tokens llama-perplexity prints no statistics (kl_divergence())
 MAGIC = b"_logits_"
 
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf))"
@@ -95,6 +96,20 @@ class Report(BaseModel):
     results: list[Measure]
 
 
+def scored(*, ctx: int, chunks: int) -> int:
+    """Tokens llama-perplexity scores: the second half of each chunk, less the last."""
+    return chunks * (ctx - 1 - ctx // 2)
+
+
+def too_few(*, ctx: int, chunks: int) -> str | None:
+    """Why ``ctx`` and ``chunks`` give no statistics, or None."""
+    n = scored(ctx=ctx, chunks=chunks)
+    if n >= MIN_SCORED:
+        return None
+    return (f"{chunks} chunk(s) of {ctx} tokens score {n} tokens; llama-perplexity prints no KL divergence "
+            f"statistics for fewer than {MIN_SCORED}: raise chunks or ctx")
+
+
 def n_vocab(model: Path) -> int:
     """The vocabulary size of a GGUF (its tokenizer's token list), bounded by the file's size."""
     from harness.gguf_files.split import open_model
@@ -145,6 +160,9 @@ def write_base(tool: Path, reference: Path, text: Path, out: Path, settings: Set
         raise StepError(f"{tool.name} wrote no {out.name}; see {log}")
     chunks = chunks_in(out)
     want = base_bytes(ctx=settings.ctx, chunks=chunks, vocab=vocab)
+    short = too_few(ctx=settings.ctx, chunks=chunks)
+    if short:
+        raise InputError(f"{text}: the text holds only {chunks} chunk(s) of {settings.ctx} tokens: {short}")
     if chunks < 1 or chunks > settings.chunks or out.stat().st_size != want:
         raise StepError(f"{out.name}: {out.stat().st_size} bytes, expected {want} for {chunks} chunk(s) of "
                         f"{settings.ctx} tokens and {vocab} tokens of vocabulary; see {log}")  # fmt: skip

@@ -270,6 +270,13 @@ class ModelQuantize(_Model):
     keep_split: bool = False  # llama-quantize --keep-split: a split input gives a split output
 
 
+def _check_scored(ctx: int, chunks: int) -> None:
+    """llama-perplexity prints KL divergence statistics only over 100 scored tokens or more."""
+    if chunks * (ctx - 1 - ctx // 2) < 100:
+        raise ValueError(f"{chunks} chunk(s) of {ctx} tokens score {chunks * (ctx - 1 - ctx // 2)} tokens; "
+                         "llama-perplexity prints no KL divergence statistics for fewer than 100: raise chunks or ctx")
+
+
 class ModelQuality(_Model):
     """The quality step: KL divergence of every quant against the reference (harness.quality)."""
 
@@ -280,6 +287,11 @@ class ModelQuality(_Model):
     reference: str | None = None  # a quant type of this run (e.g. Q8_0) instead of the converted file
     mtp: bool = True  # with MTP layers: draft acceptance at depth 1 and 3 per quant (harness.mtp_acceptance)
     mtp_min_ratio: float = Field(default=0.5, gt=0, le=1)  # flag a quant accepting less than this x the reference's
+
+    @model_validator(mode="after")
+    def _enough_tokens(self) -> ModelQuality:
+        _check_scored(self.ctx, self.chunks)
+        return self
 
 
 class ModelSection(_Model):
@@ -411,6 +423,11 @@ class NightlyGates(_Model):
     chunks: int = Field(default=2, gt=0)
     text: str | None = None  # default: data/evaluation.txt
     max_kld_increase: float = Field(default=0.005, ge=0)  # nats of mean KLD over the last good night's, per type
+
+    @model_validator(mode="after")
+    def _enough_tokens(self) -> NightlyGates:
+        _check_scored(self.ctx, self.chunks)
+        return self
 
 
 class Nightly(_Model):

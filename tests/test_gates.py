@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from tests.conftest import write_recipe
 def gate_recipe(tmp_path: Path, model: Path) -> Path:
     repo = tmp_path / "repo"
     (repo / "models").mkdir(parents=True, exist_ok=True)
-    (repo / "models" / "gate.gguf").symlink_to(model)
+    shutil.copyfile(model, repo / "models" / "gate.gguf")  # inside the recipe's repository, as a recipe needs it
     return write_recipe(repo, "gated", """name: gated
 nightly:
   gates: {model: models/gate.gguf, types: [Q4_K_M, Q2_K], ctx: 128, chunks: 2, max_kld_increase: 0.002}
@@ -63,3 +64,19 @@ def test_gate_settings_are_validated() -> None:
         NightlyGates(model="m.gguf", types=[])
     with pytest.raises(ValueError):
         NightlyGates(model="m.gguf", max_kld_increase=-1)
+
+
+def test_too_few_scored_tokens_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    """llama-perplexity prints no KL divergence statistics under 100 scored tokens (it exits 0 all the same)."""
+    from harness.recipe import ModelQuality
+    from tests.conftest import run_harness
+
+    with pytest.raises(ValueError, match="score 31 tokens"):
+        ModelQuality(chunks=1, ctx=64)
+    with pytest.raises(ValueError, match="score 63 tokens"):
+        NightlyGates(model="m.gguf", chunks=1, ctx=128)
+    assert ModelQuality(chunks=2, ctx=128).chunks == 2  # 126 tokens
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    res = run_harness("quality", model, "--reference", model, "--bin", tmp_path, "--ctx", "64", "--chunks", "1")
+    assert res.returncode == 2 and "score 31 tokens" in res.stderr, res.stderr

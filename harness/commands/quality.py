@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"no such file: {path}")
     if args.ctx < 8 or args.chunks < 1:
         raise InputError("--ctx must be at least 8 and --chunks at least 1")
+    short = quality.too_few(ctx=args.ctx, chunks=args.chunks)
+    if short:
+        raise InputError(f"--ctx {args.ctx} --chunks {args.chunks}: {short}")
     tool = _tool(args)
     text = args.text or quality.default_text()
     settings = quality.Settings(ctx=args.ctx, chunks=args.chunks)

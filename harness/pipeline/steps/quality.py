@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness import atomic, console, mtp_acceptance, quality, quality_report
-from harness.errors import InputError
+from harness.errors import InputError, StepError
 from harness.pipeline import cache
 from harness.pipeline.plan import Context, Outcome
 from harness.pipeline.steps.job import Job, digest, execute, tool_identity
@@ -72,6 +72,10 @@ class Quality:
             want = quality.base_bytes(ctx=settings.ctx, chunks=chunks, vocab=vocab)
             if not 1 <= chunks <= settings.chunks or tmp.stat().st_size != want:
                 raise InputError(f"{tmp}: {tmp.stat().st_size} bytes for {chunks} chunk(s), expected {want}")
+            short = quality.too_few(ctx=settings.ctx, chunks=chunks)
+            if short:
+                raise StepError(f"{text}: the evaluation text holds only {chunks} chunk(s) of {settings.ctx} "
+                                f"tokens: {short}", hint="set model.quality.text to a longer text")  # fmt: skip
             return {"kld_base": {"chunks": chunks, "ctx": settings.ctx, "n_vocab": vocab, "size": want,
                                  "reference": str(reference)}}  # fmt: skip
 
