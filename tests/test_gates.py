@@ -80,3 +80,13 @@ def test_too_few_scored_tokens_are_refused_before_anything_runs(tmp_path: Path) 
     model.write_bytes(b"GGUF")
     res = run_harness("quality", model, "--reference", model, "--bin", tmp_path, "--ctx", "64", "--chunks", "1")
     assert res.returncode == 2 and "score 31 tokens" in res.stderr, res.stderr
+
+
+def test_a_quant_whose_heads_accept_far_less_than_the_references_is_flagged() -> None:
+    from harness.mtp_acceptance import flags
+
+    reference = {"1": 0.62, "3": 0.41}
+    assert flags({"1": 0.60, "3": 0.38}, reference, 0.5) == []
+    assert flags({"1": 0.60, "3": 0.15}, reference, 0.5) == ["depth 3: 15% vs 41% for the reference"]
+    assert flags({"1": None, "3": 0.3}, reference, 0.5) == ["depth 1: 0% vs 62% for the reference"]  # nothing drafted
+    assert flags({"1": 0.0, "3": 0.0}, {"1": 0.0, "3": None}, 0.5) == []  # heads that never drafted: nothing to lose
