@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "pipeline",
     "serve": "serve",
     "bench": "bench",
+    "quality": "quality",
     "completion": "completion",
     "rpc-server": "rpc_server",
 }

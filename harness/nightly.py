@@ -22,7 +22,7 @@ from typing import Any
 
 from harness import adoption, build, builds, console, git, lock, smoke, sources, stack
 from harness.conflicts import ConflictError
-from harness.errors import CommandFailed, HarnessError
+from harness.errors import CommandFailed, HarnessError, StepError
 from harness.lock import Lock, LockedItem
 from harness.mirror import Mirror, Want
 from harness.recipe import Recipe
@@ -124,6 +124,8 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
                                         "isa": {k: manifest.get("isa", {}).get(k) for k in ("variant", "disabled", "fallbacks")}}
             for name, res in manifest["smoke"].items():
                 entry["smoke"][f"{name}:{backend}"] = _smoke_summary(name, res)
+        step = "gates"
+        gate_record = _gates(recipe, entry, backends, builds_dir) if recipe.spec.nightly.gates else None
         step = "adopt"
         pointer: dict[str, Any] = {}
         switches: list[adoption.Move] = []
@@ -135,6 +137,8 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
             pointer[backend] = {"path": str(final), "identity": entry["builds"][backend]["identity"],
                                 "lock_digest": candidate.digest, "date": today,
                                 "missing": [m["item"] for m in entry["missing"]]}  # fmt: skip
+        if gate_record is not None:
+            pointer["gates"] = gate_record
         # lock, builds and last-good.json as one switch (a killed nightly is rolled forward next time)
         adoption.adopt(builds_dir, recipe.name, recipe.lock_path, candidate, switches, pointer,
                        builds.build_root(builds_dir, recipe.name, "last-good.json"))
@@ -143,6 +147,9 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         entry.update(status="degraded" if entry["missing"] else "passed", adopted=True)
         if entry["missing"]:
             console.warn(f"{recipe.name}: published without " + ", ".join(m["item"] for m in entry["missing"]))
+    except GateRefused as exc:
+        entry.update(failed_step="gates", error=str(exc))
+        console.error(f"{recipe.name}: the bump is refused: {exc}")
     except HarnessError as exc:
         entry.update(failed_step=step, error=_tail(exc))
         if step.startswith(("build:", "smoke:")):
@@ -163,6 +170,28 @@ def failed_build(step: str, exc: BaseException) -> dict[str, Any]:
         found["smoke_failed"] = step.split(":")[1]
         found["log"] = found["log"] or (exc.details.get("log") if isinstance(exc, smoke.SmokeFailure) else None)
     return found
+
+
+class GateRefused(StepError):
+    """A candidate build that makes the gate model worse than the recipe allows."""
+
+
+def _gates(recipe: Recipe, entry: dict[str, Any], backends: list[str], builds_dir: Path | None) -> dict[str, Any]:
+    """Measure the gate model with the first backend's candidate; refuse the bump when a gate breaks."""
+    from harness import gates as gate_checks
+
+    spec = recipe.spec.nightly.gates
+    assert spec is not None
+    candidate_bin = builds.build_root(builds_dir, recipe.name, ".candidate") / backends[0] / "bin"
+    work = builds.build_root(builds_dir, recipe.name, ".gates")
+    metrics = gate_checks.measure(recipe, spec, candidate_bin, work)
+    before = gate_checks.last_good(builds.build_root(builds_dir, recipe.name, "last-good.json"))
+    refused = gate_checks.compare(metrics, before, spec)
+    entry["gates"] = {"metrics": metrics, "last_good": before, "max_kld_increase": spec.max_kld_increase,
+                      "refused": [vars(r) for r in refused]}  # fmt: skip
+    if refused:
+        raise GateRefused("; ".join(str(r) for r in refused))
+    return {"metrics": metrics, "model": spec.model, "types": spec.types, "ctx": spec.ctx, "chunks": spec.chunks}
 
 
 def _smoke_summary(name: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,12 @@ def write(directory: Path, report: dict[str, Any]) -> dict[str, Path]:
             build_s = sum((b.get("timings") or {}).get("build_s", 0) for b in r["builds"].values() if b.get("ok"))
             f.write(json.dumps({"date": report["date"], "recipe": r["recipe"], "status": r["status"],
                                 "failed_step": r["failed_step"], "build_s": round(build_s, 1), "seconds": r["seconds"],
-                                "base": r.get("new_base"), "missing": [m["item"] for m in r.get("missing", [])]}) + "\n")
+                                "base": r.get("new_base"), "missing": [m["item"] for m in r.get("missing", [])],
+                                "gates": (r.get("gates") or {}).get("metrics")}) + "\n")
     chart(files["history"], files["chart"])
+    for recipe in sorted({r["recipe"] for r in report["recipes"] if r.get("gates")}):
+        files[f"gates:{recipe}"] = directory / f"gates-{recipe}.png"
+        gates_chart(files["history"], recipe, files[f"gates:{recipe}"])
     return files
 
 
@@ -67,6 +71,16 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"- build {backend}: {what}{log}")
         for name, s in r["smoke"].items():
             lines.append(f"- smoke {name}: {'ok' if s.get('ok') else 'FAILED'}" + (f" ({s['seconds']}s)" if "seconds" in s else ""))
+        if r.get("gates"):
+            g = r["gates"]
+            lines.append("")
+            lines += ["| gate metric | last good | this night |", "| --- | --- | --- |"]
+            for metric, value in g["metrics"].items():
+                before = (g.get("last_good") or {}).get(metric)
+                lines.append(f"| {metric} | {'-' if before is None else f'{before:.6f}'} | {value:.6f} |")
+            for refusal in g.get("refused", []):
+                lines.append(f"- **refused**: {refusal['metric']} {refusal['candidate']:.6f} vs last good "
+                             f"{refusal['last_good']:.6f}, allowed increase {refusal['threshold']:g}")
         if r["error"]:
             lines += ["", "```", r["error"], "```"]
         lines.append("")
@@ -90,6 +104,33 @@ def chart(history: Path, png: Path) -> None:
     ax.set_xlabel("night")
     ax.set_ylabel("build seconds")
     ax.set_title("nightly builds (green: passed, orange: degraded, red: failed)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic.temp_file_beside(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def gates_chart(history: Path, recipe: str, png: Path) -> None:
+    """Each gate metric of ``recipe`` over the nights that measured it: the trend a maintainer looks at first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    mine = [r for r in rows if r.get("recipe") == recipe and isinstance(r.get("gates"), dict)]
+    metrics = sorted({m for r in mine for m in r["gates"] if m.endswith("_kld")})
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+    for metric in metrics:
+        pts = [(i, r["gates"][metric]) for i, r in enumerate(mine) if metric in r["gates"]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=metric)
+    for i, r in enumerate(mine):
+        if r["status"] == "failed":
+            ax.axvline(i, color="tab:red", alpha=0.3)
+    ax.set_xticks(range(len(mine)), [r["date"] for r in mine], fontsize=6, rotation=30)
+    ax.set_ylabel("KL divergence (nats)")
+    ax.set_title(f"{recipe}: gate model quality per night (red: refused or failed)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic.temp_file_beside(png) as tmp:

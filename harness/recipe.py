@@ -270,6 +270,30 @@ class ModelQuantize(_Model):
     keep_split: bool = False  # llama-quantize --keep-split: a split input gives a split output
 
 
+def _check_scored(ctx: int, chunks: int) -> None:
+    """llama-perplexity prints KL divergence statistics only over 100 scored tokens or more."""
+    if chunks * (ctx - 1 - ctx // 2) < 100:
+        raise ValueError(f"{chunks} chunk(s) of {ctx} tokens score {chunks * (ctx - 1 - ctx // 2)} tokens; "
+                         "llama-perplexity prints no KL divergence statistics for fewer than 100: raise chunks or ctx")
+
+
+class ModelQuality(_Model):
+    """The quality step: KL divergence of every quant against the reference (harness.quality)."""
+
+    enabled: bool = True
+    chunks: int = Field(default=4, gt=0)  # most chunks of the evaluation text to score
+    ctx: int = Field(default=512, ge=16)  # tokens per chunk
+    text: str | None = None  # the evaluation text (default: data/evaluation.txt), never the calibration text
+    reference: str | None = None  # a quant type of this run (e.g. Q8_0) instead of the converted file
+    mtp: bool = True  # with MTP layers: draft acceptance at depth 1 and 3 per quant (harness.mtp_acceptance)
+    mtp_min_ratio: float = Field(default=0.5, gt=0, le=1)  # flag a quant accepting less than this x the reference's
+
+    @model_validator(mode="after")
+    def _enough_tokens(self) -> ModelQuality:
+        _check_scored(self.ctx, self.chunks)
+        return self
+
+
 class ModelSection(_Model):
     source: str
     revision: str | None = None
@@ -277,6 +301,7 @@ class ModelSection(_Model):
     convert: ModelConvert = ModelConvert()
     imatrix: ModelImatrix | None = None
     quantize: ModelQuantize = ModelQuantize()
+    quality: ModelQuality = ModelQuality()
     python: str | None = None  # interpreter that runs convert_hf_to_gguf.py (needs torch, transformers)
 
 
@@ -389,7 +414,24 @@ def is_local_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.endswith(".gguf")
 
 
+class NightlyGates(_Model):
+    """Quality a bump must keep (harness.gates): the gate model quantized and measured with the candidate build."""
+
+    model: str  # a local GGUF (relative to the recipe's repository), the reference the quants are measured against
+    types: list[str] = Field(default_factory=lambda: ["Q4_K_M"], min_length=1)
+    ctx: int = Field(default=128, ge=16)
+    chunks: int = Field(default=2, gt=0)
+    text: str | None = None  # default: data/evaluation.txt
+    max_kld_increase: float = Field(default=0.005, ge=0)  # nats of mean KLD over the last good night's, per type
+
+    @model_validator(mode="after")
+    def _enough_tokens(self) -> NightlyGates:
+        _check_scored(self.ctx, self.chunks)
+        return self
+
+
 class Nightly(_Model):
+    gates: NightlyGates | None = None
     skip_conflicts: bool = False
     smoke: list[SmokeTest] = Field(default_factory=lambda: list(ALL_SMOKE))
     backends: list[BackendName] | None = None

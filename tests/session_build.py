@@ -17,7 +17,7 @@ from pathlib import Path
 from harness import offline
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ["llama-server", "llama-quantize", "llama-imatrix", "llama-gguf-split"]
+TARGETS = ["llama-server", "llama-quantize", "llama-imatrix", "llama-gguf-split", "llama-perplexity"]
 RPC_TARGET = "ggml-rpc-server"  # added by build.rpc (tools/rpc/CMakeLists.txt at 0c1e570)
 
 

@@ -43,6 +43,7 @@ FAILING: dict[str, list[str]] = {
     "serve": ["serve", str(BAD_RECIPE), "--model", str(BAD_GGUF)],
     "bench": ["bench", str(BAD_RECIPE), "--model", str(BAD_GGUF)],
     "rpc-server": ["rpc-server", str(BAD_RECIPE)],
+    "quality": ["quality", str(BAD_GGUF), "--reference", str(BAD_GGUF), "--recipe", str(BAD_RECIPE)],
     "completion": ["completion", "tcsh"],  # not a shell it knows: argparse refuses it
     "usage: missing argument": ["build"],
     "usage: unknown flag": ["validate", str(BAD_RECIPE), "--no-such-flag"],

@@ -144,6 +144,7 @@ model:
   convert: {{outtype: bf16, mtp: separate}}
   imatrix: {{chunks: 2, ctx: 128}}
   quantize: {{types: [Q4_K_M], mtp_type: Q8_0}}
+  quality: {{enabled: false}}
 draft:
   source: ./out/mtp-tiny-qwen35-Q8_0.gguf    # the MTP head this pipeline makes
 serve: {{draft_n_max: 2}}

@@ -20,9 +20,10 @@ from harness.pipeline.cache import Digests
 from harness.pipeline.source import Source
 from harness.recipe import ModelImatrix, ModelSection, Recipe
 
-STEP_ORDER = ("download", "convert", "imatrix", "quantize", "draft")
+STEP_ORDER = ("download", "convert", "imatrix", "quantize", "quality", "draft")
 DEFAULT_MODELS_DIR = Path("models")
 DEFAULT_CALIBRATION = "data/calibration.txt"
+DEFAULT_EVALUATION = "data/evaluation.txt"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -84,6 +85,8 @@ class Context:
     def wants(self, step: str) -> bool:
         if step == "imatrix":
             return self.use_imatrix and STEP_ORDER.index(self.options.until) >= STEP_ORDER.index("imatrix")
+        if step == "quality":  # KL divergence of the quants: a whole run only, unless the recipe turns it off
+            return self.options.until == "quantize" and self.section.quality.enabled
         if step == "draft":  # the recipe's draft model, checked against the quants: a whole run only
             return self.options.until == "quantize" and self.recipe.spec.draft is not None
         return STEP_ORDER.index(step) <= STEP_ORDER.index(self.options.until)
@@ -125,6 +128,18 @@ class Context:
         imx = self.section.imatrix or ModelImatrix()
         return calibration_path(self.recipe, imx.calibration)
 
+    def evaluation(self) -> Path:
+        return text_path(self.recipe, self.section.quality.text, DEFAULT_EVALUATION, "model.quality.text")
+
+    def kld_base_path(self) -> Path:
+        return self.out / f"{self.name}.kld-base.bin"
+
+    def kld_path(self, qtype: str) -> Path:
+        return self.out / f"{self.name}-{qtype}.kld.json"
+
+    def quality_png(self) -> Path:
+        return self.out / f"{self.name}.quality.png"
+
 
 def effective_section(recipe: Recipe, options: Options) -> ModelSection:
     section = recipe.spec.model
@@ -157,16 +172,21 @@ def model_name(section: ModelSection, source: Source) -> str:
 
 def calibration_path(recipe: Recipe, rel: str | None) -> Path:
     """The calibration text: the recipe's, else data/calibration.txt of its repository or of this checkout."""
+    return text_path(recipe, rel, DEFAULT_CALIBRATION, "model.imatrix.calibration")
+
+
+def text_path(recipe: Recipe, rel: str | None, default: str, key: str) -> Path:
+    """A text the recipe names (``key``), else ``default`` of its repository or of this checkout."""
     if rel is not None:
         try:
             path = recipe.resolve_local(rel)
         except ValueError as exc:
-            raise InputError(f"model.imatrix.calibration: {exc}") from None
+            raise InputError(f"{key}: {exc}") from None
         if not path.is_file():
-            raise InputError(f"model.imatrix.calibration: no such file: {rel}")
+            raise InputError(f"{key}: no such file: {rel}")
         return path
     for base in (recipe.root, Path(__file__).resolve().parents[2]):
-        candidate = base / DEFAULT_CALIBRATION
+        candidate = base / default
         if candidate.is_file():
             return candidate
-    raise InputError("no calibration text for the importance matrix", hint="set model.imatrix.calibration in the recipe")
+    raise InputError(f"no text at {default}", hint=f"set {key} in the recipe")

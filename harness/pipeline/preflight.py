@@ -101,7 +101,7 @@ def check_options(ctx: Context, mtp_layers: int) -> None:
             )
 
 
-def estimate(ctx: Context, *, params: int, mtp_layers: int, download: int) -> Estimate:
+def estimate(ctx: Context, *, params: int, mtp_layers: int, download: int, vocab: int = 0) -> Estimate:
     """Bytes the run will write (outputs that exist with a sidecar are taken as kept)."""
     est = Estimate()
     est.add("download", download)
@@ -126,6 +126,11 @@ def estimate(ctx: Context, *, params: int, mtp_layers: int, download: int) -> Es
         mtp_type = ctx.section.quantize.mtp_type
         if separate and mtp_type and pending(ctx.mtp_quant_path(mtp_type.upper())):
             est.add(ctx.mtp_quant_path(mtp_type.upper()).name, params * head_share * qtypes.bpw(mtp_type, ctx.type_bpw) / 8)
+    if ctx.wants("quality") and vocab and pending(ctx.kld_base_path()):
+        from harness import quality
+
+        q = ctx.section.quality  # the reference's logits: exact for this many chunks (harness.quality.base_bytes)
+        est.add(ctx.kld_base_path().name, quality.base_bytes(ctx=q.ctx, chunks=q.chunks, vocab=vocab))
     return est
 
 
@@ -161,7 +166,8 @@ def run(ctx: Context, free: FreeSpace = free_space) -> Estimate:
         assert ctx.source.path is not None
         params, mtp_layers, ctx.trunk_layers = _gguf_source(ctx.source.path)
         check_options(ctx, mtp_layers)
-        est = estimate(ctx, params=params, mtp_layers=mtp_layers, download=0)
+        vocab = _gguf_vocab(ctx.source.path) if ctx.wants("quality") else 0
+        est = estimate(ctx, params=params, mtp_layers=mtp_layers, download=0, vocab=vocab)
         check_disk(est, ctx.out, free)
         return est
     if ctx.source.path is not None:
@@ -174,7 +180,7 @@ def run(ctx: Context, free: FreeSpace = free_space) -> Estimate:
     if config:  # (empty: offline with nothing downloaded yet; the download step explains)
         check_architecture(ctx, config)
     check_options(ctx, mtp_layers)
-    est = estimate(ctx, params=params, mtp_layers=mtp_layers, download=download)
+    est = estimate(ctx, params=params, mtp_layers=mtp_layers, download=download, vocab=_vocab(config))
     check_disk(est, ctx.out, free)
     return est
 
@@ -205,6 +211,23 @@ def _remote(ctx: Context) -> tuple[dict[str, Any], int, int, int]:
     mtp = next((int(config.get(k) or 0) for k in checkpoint.MTP_KEYS if config.get(k)), 0)
     console.info(f"{ctx.source.spec}@{ctx.revision[:12]}: {len(files)} files, {_gib(need)} to download")
     return config, params, mtp, need
+
+
+def _gguf_vocab(path: Path) -> int:
+    from harness import quality
+
+    try:
+        return quality.n_vocab(path)
+    except InputError:
+        return 0  # no tokenizer: the quality step says so
+
+
+def _vocab(config: dict[str, Any]) -> int:
+    for cfg in (config, config.get("text_config") or {}):
+        n = cfg.get("vocab_size")
+        if isinstance(n, int) and 0 < n < 1 << 24:
+            return n
+    return 0
 
 
 def _layers(config: dict[str, Any]) -> int:

@@ -55,6 +55,8 @@ def gguf_info(gf: GGUFModel) -> dict[str, Any]:
 
 
 def rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    kld = {str(o.sidecar.get("quant")): o.sidecar["quality"] for o in outcomes
+           if o.step == "quality" and "mean_kld" in (o.sidecar.get("quality") or {})}  # fmt: skip
     out = []
     for o in outcomes:
         g = o.sidecar.get("gguf") or {}
@@ -70,24 +72,51 @@ def rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
             "recorded_seconds": o.sidecar.get("seconds"),
             "skipped": o.skipped,
             "perplexity": o.sidecar.get("ppl"),
+            "quality": _quality(kld.get(str(o.output))),
         })  # fmt: skip
     return out
 
 
+def _quality(q: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the summary keeps of a quant's quality record (harness.quality.Measure)."""
+    if q is None:
+        return None
+    keys = ("mean_kld", "p99_kld", "same_top_p", "ppl_ratio", "mtp", "mtp_flags")
+    return {k: q.get(k) for k in keys if k in q}
+
+
 def render(outcomes: list[Outcome], console: Console) -> None:
     table = Table(title="model pipeline", title_justify="left")
-    for col, justify in (("file", "left"), ("type", "left"), ("size", "right"), ("bits/weight", "right"),
-                         ("time", "right")):  # fmt: skip
+    all_rows = rows(outcomes)
+    with_kld = any(r["quality"] for r in all_rows)
+    cols = [("file", "left"), ("type", "left"), ("size", "right"), ("bits/weight", "right")]
+    with_mtp = any((r["quality"] or {}).get("mtp") for r in all_rows)
+    if with_kld:
+        cols += [("mean KLD", "right"), ("99% KLD", "right"), ("same top", "right")]
+    if with_mtp:
+        cols.append(("MTP accept @1/@3", "right"))
+    for col, justify in [*cols, ("time", "right")]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for row in rows(outcomes):
+    for row in all_rows:
         bpw = row["bits_per_weight"]
         if row["skipped"]:
             took = "cached" + (f" ({row['recorded_seconds']:.1f}s)" if row["recorded_seconds"] is not None else "")
         else:
             took = f"{row['seconds']:.1f}s"
+        q = row["quality"]
+        kld = ([f"{q['mean_kld']:.5f}", f"{q['p99_kld']:.4f}", f"{100 * q['same_top_p']:.1f}%"] if q
+               else ["-", "-", "-"]) if with_kld else []  # fmt: skip
+        if with_mtp:
+            kld.append(_mtp_cell(q))
         table.add_row(Text(plain(Path(row["file"]).name)), Text(plain(str(row["type"]))), _size(row["size"]),
-                      f"{bpw:.2f}" if bpw else "-", took)  # fmt: skip
+                      f"{bpw:.2f}" if bpw else "-", *kld, took)  # fmt: skip
     console.print(table)
+
+
+def _mtp_cell(q: dict[str, Any] | None) -> str:
+    acc = (q or {}).get("mtp") or {}
+    cell = "/".join("-" if acc.get(d) is None else f"{100 * acc[d]:.0f}%" for d in ("1", "3")) if acc else "-"
+    return cell + (" LOW" if (q or {}).get("mtp_flags") else "")
 
 
 def _size(n: Any) -> str:

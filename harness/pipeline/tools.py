@@ -17,7 +17,7 @@ from pathlib import Path
 from harness import builds, runner
 from harness.recipe import Recipe
 
-QUANTIZE, IMATRIX = "llama-quantize", "llama-imatrix"
+QUANTIZE, IMATRIX, PERPLEXITY = "llama-quantize", "llama-imatrix", "llama-perplexity"
 CONVERTER = "convert_hf_to_gguf.py"
 _MAP_ENTRY = re.compile(r'^\s*"([\w.-]+)"\s*:\s*"[\w.]+"\s*,?\s*$', re.M)
 _REGISTER = re.compile(r"@ModelBase\.register\(([^)]*)\)")
@@ -42,6 +42,10 @@ class Build:
     @property
     def imatrix(self) -> Path:
         return self.bin / IMATRIX
+
+    @property
+    def perplexity(self) -> Path:
+        return self.bin / PERPLEXITY
 
     @property
     def converter(self) -> Path:

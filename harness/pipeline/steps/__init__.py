@@ -15,6 +15,7 @@ from harness.pipeline.steps.convert import Convert
 from harness.pipeline.steps.download import Download
 from harness.pipeline.steps.draft import Draft
 from harness.pipeline.steps.imatrix import Imatrix
+from harness.pipeline.steps.quality import Quality
 from harness.pipeline.steps.quantize import Quantize
 
 
@@ -29,6 +30,7 @@ STEPS: dict[str, type[Step]] = {
     Convert.name: Convert,
     Imatrix.name: Imatrix,
     Quantize.name: Quantize,
+    Quality.name: Quality,
     Draft.name: Draft,
 }
 assert tuple(STEPS) == STEP_ORDER, "plan.STEP_ORDER names the steps in the order they run"
