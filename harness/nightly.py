@@ -122,10 +122,10 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
                 raise
             manifest = result.manifest
             entry["builds"][backend] = {"ok": True, "noop": result.noop, "identity": result.identity,
-                                        "stamp": manifest["stamp"], "timings": manifest["timings"],
-                                        "ninja_steps": manifest.get("ninja_steps"), "log": manifest.get("log"),
-                                        "isa": {k: manifest.get("isa", {}).get(k) for k in ("variant", "disabled", "fallbacks")}}
-            for name, res in manifest["smoke"].items():
+                                        "stamp": manifest.stamp.model_dump(), "timings": manifest.timings,
+                                        "ninja_steps": manifest.ninja_steps, "log": manifest.log,
+                                        "isa": {k: manifest.isa.get(k) for k in ("variant", "disabled", "fallbacks")}}
+            for name, res in manifest.smoke.items():
                 entry["smoke"][f"{name}:{backend}"] = _smoke_summary(name, res)
         step = "adopt"
         lock.write(recipe.lock_path, candidate)
