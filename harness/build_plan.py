@@ -87,7 +87,9 @@ def describe(p: dict[str, Any]) -> list[str]:
     for s in p["stack"]:
         lines.append(f"  stack:     {s['item']}" + (f" @ {s['pin'][:12]}" if s.get("pin") else "")
                      + (" (retired)" if s.get("retired") else "") + (" (skipped)" if s.get("skipped") else ""))
-    lines.append(f"  stamp:     build {p['stamp']['number']}, commit {p['stamp']['commit']}")
+    lines.append(f"  stamp:     build {p['stamp']['number']}, commit {p['stamp']['commit']}"
+                 + (" if every item applies (one git finds already merged at prepare is not counted; none applied: "
+                    f"build 0, commit {p['lock']['base'][:7]})" if p["stamp"]["number"] and p["lock"] else ""))
     lines.append(f"  cpu:       {isa_['variant']} on {isa_['cpu']} ({isa_['arch']}), {isa_['compiler']}")
     lines.append(f"  uses:      {', '.join(isa_['enabled']) or '-'}")
     for ext, why in isa_["disabled"].items():

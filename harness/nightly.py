@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import atomic, build, builds, console, git, lock, smoke, sources, stack
+from harness.cache import Transport
 from harness.conflicts import ConflictError
 from harness.errors import CommandFailed, HarnessError
 from harness.lock import Lock, LockedItem
@@ -70,7 +71,10 @@ def classify_moves(old: Lock | None, candidate: Lock, moves: list[lock.Move]) ->
     return found
 
 
-def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None,
+               cache: Transport | None = None, push: bool = False) -> dict[str, Any]:
+    """``cache``: pull a proven build of the candidate's key instead of compiling it; ``push``: store
+    each build that passed there (harness/cache/)."""
     started = time.monotonic()
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     entry: dict[str, Any] = {"recipe": recipe.name, "path": str(recipe.path), "status": "failed", "failed_step": None,
@@ -114,7 +118,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
             out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
             try:
                 result = build.build(recipe, backend, builds_dir=builds_dir, lock_override=candidate, out=out,
-                                     checks=recipe.spec.nightly.smoke, smoke_model=smoke_model)
+                                     checks=recipe.spec.nightly.smoke, smoke_model=smoke_model, cache=cache, push=push)
             except smoke.SmokeFailure as exc:
                 step = f"smoke:{exc.check}:{backend}"
                 entry["smoke"][f"{exc.check}:{backend}"] = {"ok": False, "error": str(exc).splitlines()[0],
