@@ -37,8 +37,8 @@ def pull(cache: Transport, key: CacheKey, *, recipe: str, backend: str, out: Pat
     started = time.monotonic()
     where = f"{recipe}/{backend}"
     out = atomic.under(out, root)
-    scratch = paths.cache_dir("pull")
-    with atomic.temp_file_beside(scratch / f"{recipe}-{backend}-{key.digest[:16]}{pack.suffix()}") as archive:
+    with tempfile.TemporaryDirectory(dir=paths.cache_dir("pull"), prefix=".pull-") as scratch:
+        archive = Path(scratch) / f"{recipe}-{backend}-{key.digest[:16]}.tar"
         try:
             found = cache.fetch(recipe, backend, key.digest, archive)
         except Unreachable as exc:
