@@ -194,8 +194,12 @@ def build(
         return BuildResult(recipe.name, backend_name, out, ident, True, current)
     if cache is not None and not force:
         key = cache_key(the_lock, recipe, backend_name, tools, plan)
-        pulled = cache_pull.pull(cache, key, recipe=recipe.name, backend=backend_name, out=out,
-                                 root=builds.root_of(builds_dir), ident=ident, checks=checks, smoke_model=smoke_model)
+        with atomic.lock(cache_pull.lock_path(out), timeout=3600):
+            current = builds.manifest(out)  # another process may have pulled it meanwhile
+            if current and _current(current, ident, checks, out):
+                return BuildResult(recipe.name, backend_name, out, ident, True, current)
+            pulled = cache_pull.pull(cache, key, recipe=recipe.name, backend=backend_name, out=out,
+                                     root=builds.root_of(builds_dir), ident=ident, checks=checks, smoke_model=smoke_model)
         if pulled is not None:
             return BuildResult(recipe.name, backend_name, out, ident, False, pulled)
 

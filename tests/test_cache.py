@@ -93,17 +93,38 @@ def _harness(env: dict[str, str], *args: str | Path, timeout: float = 1800) -> s
 
 
 @pytest.fixture(scope="module")
-def pushed(llama_build: Path, test_cache: Path, registry: registry_mod.Registry, docker_config: Path) -> dict[str, Any]:
-    """The session build pushed to the registry (``harness build --push``: up to date, so only pushed)."""
+def private(llama_build: Path, test_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The session build, its recipe, lock and patch copied where no other test session rewrites them
+    (the shared session recipe follows whichever checkout ran last)."""
+    import shutil
+
     paths = session_build.layout(test_cache)
+    root = tmp_path_factory.mktemp("private")
+    for attempt in range(3):
+        shutil.rmtree(root / "repo", ignore_errors=True)
+        shutil.rmtree(root / "builds", ignore_errors=True)
+        build = session_build.ensure(test_cache) if attempt else llama_build
+        shutil.copytree(paths["repo"], root / "repo", symlinks=True)
+        shutil.copytree(build, root / "builds" / "session" / "cpu", symlinks=True)
+        copied = manifest.read_or_none(root / "builds" / "session" / "cpu")
+        recipe = root / "repo" / "recipes" / "session.yaml"
+        if copied and copied.key.targets == sorted(session_build.TARGETS) and recipe.read_text() == session_build.recipe_text():
+            return {"recipe": recipe, "builds": root / "builds", "root": root / "builds" / "session" / "cpu"}
+    raise AssertionError("the shared session build kept changing under this test")
+
+
+@pytest.fixture(scope="module")
+def pushed(private: dict[str, Path], test_cache: Path, registry: registry_mod.Registry, docker_config: Path) -> dict[str, Any]:
+    """The session build pushed to the registry (``harness build --push``: up to date, so only pushed)."""
     with CmdlineWatch(registry_mod.SECRET) as watch:
-        res = _harness(_env(test_cache, docker_config), "build", paths["recipe"], "--builds-dir", paths["builds"],
+        res = _harness(_env(test_cache, docker_config), "build", private["recipe"], "--builds-dir", private["builds"],
                        "--cache", registry.url, "--push", "--json")
     assert res.returncode == 0, res.stderr
-    published = manifest.read(llama_build)
+    assert json.loads(res.stdout)[0]["noop"] is True, res.stderr
+    published = manifest.read(private["root"])
     assert published is not None
     assert f"pushed {published.key_digest[:12]}" in res.stderr
-    return {"manifest": published, "watch": watch, "output": res.stdout + res.stderr, "recipe": paths["recipe"]}
+    return {"manifest": published, "watch": watch, "output": res.stdout + res.stderr, "recipe": private["recipe"]}
 
 
 def test_push_then_pull_on_a_fresh_machine(pushed: dict[str, Any], tmp_path: Path, test_cache: Path,
@@ -194,7 +215,7 @@ def test_the_registry_down_mid_pull_falls_back(pushed: dict[str, Any], tmp_path:
     def first_chunk_then_stop(self: requests.Response, *args: Any, **kw: Any) -> Iterator[Any]:
         for n, chunk in enumerate(real(self, *args, **kw)):
             yield chunk
-            if n == 0:
+            if n == 0 and "/blobs/" in self.url:
                 registry.stop()  # the registry dies with the rest of the archive unsent
 
     monkeypatch.setattr(requests.Response, "iter_content", first_chunk_then_stop)
@@ -231,7 +252,7 @@ def test_two_concurrent_pulls_publish_one_whole_build(pushed: dict[str, Any], tm
         assert p.returncode == 0, err
     root = builds / "session" / "cpu"
     published = manifest.read(root)
-    assert published is not None and published.origin.how == "pulled"
+    assert published is not None and published.origin.how == "pulled", [err for _out, err in outs]
     assert pack.verify_files(root, published) == []
 
 
@@ -250,10 +271,10 @@ def test_wrong_credentials_fall_back_and_a_url_with_credentials_is_refused(
         open_cache(f"oci+http://{registry_mod.USER}:{registry_mod.SECRET}@{registry.host}/x")
 
 
-def test_a_directory_cache_and_the_pack_archive(llama_build: Path, test_cache: Path, tmp_path: Path,
+def test_a_directory_cache_and_the_pack_archive(private: dict[str, Path], test_cache: Path, tmp_path: Path,
                                                 docker_config: Path) -> None:
     """file:// cache: push, pull on a fresh machine; a damaged archive refused; ``harness pack`` runs elsewhere."""
-    paths = session_build.layout(test_cache)
+    paths = {"recipe": private["recipe"], "builds": private["builds"]}
     url = (tmp_path / "dircache").as_uri()
     res = _harness(_env(test_cache, docker_config), "build", paths["recipe"], "--builds-dir", paths["builds"],
                    "--cache", url, "--push")

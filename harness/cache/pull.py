@@ -71,8 +71,7 @@ def pull(cache: Transport, key: CacheKey, *, recipe: str, backend: str, out: Pat
                 raise _refused(f"{len(problems)} file(s) do not match the manifest: " + "; ".join(problems[:5]))
             verified_s = time.monotonic() - started - fetched_s
             console.step(f"{where}: pulled {key.digest[:12]} from {cache.url}; proving it here ({', '.join(checks)})")
-            work = paths.cache_dir("pull") / f"smoke-{recipe}-{backend}"
-            atomic.remove_tree(work, root=paths.cache_root())
+            work = Path(scratch) / "smoke"  # this pull's own: another may be proving the same key now
             ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=list(manifest.targets),
                                 stamp=manifest.stamp.commit, work=work, model=smoke_model)
             t0 = time.monotonic()
@@ -82,8 +81,6 @@ def pull(cache: Transport, key: CacheKey, *, recipe: str, backend: str, out: Pat
                 console.warn(f"{where}: building from source: the pulled build failed its {exc.check} check here: "
                              f"{str(exc.message).splitlines()[0]}")
                 return None
-            finally:
-                atomic.remove_tree(work, root=paths.cache_root())
             smoke_s = time.monotonic() - t0
             published = manifest.model_copy(update={
                 "identity": ident, "smoke": results,
@@ -95,6 +92,13 @@ def pull(cache: Transport, key: CacheKey, *, recipe: str, backend: str, out: Pat
             published.write(tmp)
             atomic.replace_dir(tmp, out, root=root)
     return published
+
+
+def lock_path(out: Path) -> Path:
+    """The lock two pulls into the same place take (in the cache: nothing is added beside ``out``)."""
+    import hashlib
+
+    return paths.cache_dir("pull") / f"{hashlib.sha256(str(out.absolute()).encode()).hexdigest()[:24]}.lock"
 
 
 def push(cache: Transport, out: Path, *, bundle_cuda: bool) -> str:
