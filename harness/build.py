@@ -46,6 +46,7 @@ from harness import (
     toolchain,
 )
 from harness import manifest as manifest_mod
+from harness import stamp as stamp_mod
 from harness.cache import Transport
 from harness.cache import pull as cache_pull
 from harness.errors import InputError, StepError
@@ -211,6 +212,10 @@ def build(
     prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
+    configured = stamp_mod.for_cmake(stamp, prepared.tree)  # stable across patch edits: see harness/stamp.py
+    if configured == stamp and stamp.number and (why := stamp_mod.support(prepared.tree)):
+        console.info(f"{recipe.name}: the stamp goes whole through CMake ({why}): a patch edit recompiles "
+                     "libllama and ggml")
     targets = rpc_build.targets(recipe.spec.build, prepared.tree)
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
     env = cmake.build_env(backend, git.commit_time(prepared.tree, prepared.base), paths.cache_root(), ccache=launcher)
@@ -220,7 +225,8 @@ def build(
         bdir.mkdir(parents=True, exist_ok=True)
         log.write_text("")
         while True:
-            entries = cmake.cache_entries(recipe.spec.build, backend, stamp, prepared.tree, bdir, ccache=launcher, isa=plan)
+            entries = cmake.cache_entries(recipe.spec.build, backend, configured, prepared.tree, bdir, ccache=launcher,
+                                          isa=plan)
             configure = cmake.configure_command(prepared.tree, bdir, entries, ninja_bin, cmake_bin)
             t0 = time.monotonic()
             state = bdir / "harness-configure.json"
@@ -232,7 +238,7 @@ def build(
             configure_s = time.monotonic() - t0
             console.step(f"{recipe.name}/{backend_name}: building {', '.join(targets)}")
             t1 = time.monotonic()
-            steps = cmake.run_ninja(ninja_cmd, log, env)
+            steps = _ninja_stamped(ninja_cmd, log, env, bdir, stamp, configured)
             build_s = time.monotonic() - t1
             try:
                 manifest = _publish(recipe, the_lock, prepared, backend_name, out, builds.root_of(builds_dir), bdir,
@@ -261,6 +267,17 @@ def _push(cache: Transport, out: Path, backend: str) -> None:
     console.step(f"{out}: pushing to {cache.url}")
     key = cache_pull.push(cache, out, bundle_cuda=backend == "cuda")
     console.info(f"pushed {key[:12]} to {cache.url}")
+
+
+def _ninja_stamped(ninja_cmd: list[str], log: Path, env: dict[str, str], bdir: Path, stamp: cmake.Stamp,
+                   configured: cmake.Stamp) -> int:
+    """ninja, with the full stamp in build-info.cpp (harness/stamp.py); again when ninja configured
+    anew on its own (a patch edited a CMakeLists.txt) and so wrote the short stamp back."""
+    stamp_mod.apply(bdir, stamp, configured)
+    steps = cmake.run_ninja(ninja_cmd, log, env)
+    if configured != stamp and not stamp_mod.applied(bdir, stamp) and stamp_mod.apply(bdir, stamp, configured):
+        steps += cmake.run_ninja(ninja_cmd, log, env)
+    return steps
 
 
 def _current(manifest: Manifest, ident: str, checks: Sequence[str], out: Path) -> bool:
@@ -315,6 +332,8 @@ def _publish(
         except smoke.SmokeFailure as exc:
             if not isinstance(exc, DecodeCrash):
                 exc.hint = f"nothing was published (the previous build stays); logs in {work}"
+            if exc.check == "version" and (why := stamp_mod.support(prepared.tree)):
+                exc.hint = f"{exc.hint}; the stamp cannot reach --version in this tree: {why}"
             raise
         decode = results.get("decode", {})
         features = decode.get("features", {}).get("CPU")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import backends, build, builds, cmake, isa, lock, toolchain
+from harness import stamp as stamp_mod
 from harness.errors import InputError
 from harness.recipe import Recipe
 from harness.rpc import build as rpc_build
@@ -53,7 +54,8 @@ def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, check
         stack = [{"item": item.label(recipe.spec.upstream.repo), "pin": None} for item in recipe.spec.stack]
         locked = None
     launcher = cmake.ccache_program() if ccache else None
-    entries = cmake.cache_entries(recipe.spec.build, backend, stamp, tree.src, bdir, ccache=launcher, isa=plan)
+    configured = stamp_mod.for_cmake(stamp, tree.src) if tree.src.exists() else stamp
+    entries = cmake.cache_entries(recipe.spec.build, backend, configured, tree.src, bdir, ccache=launcher, isa=plan)
     ninja = _program("ninja")
     src = tree.src if tree.src.exists() else None  # the tree of an earlier prepare, if any
     targets = rpc_build.targets(recipe.spec.build, src)

@@ -22,6 +22,9 @@ from harness import (
     stack,
     toolchain,
 )
+from harness import (
+    stamp as stamp_mod,
+)
 from harness.errors import InputError
 from harness.recipe import Recipe
 from harness.tree import Tree
@@ -65,7 +68,8 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         if used_ccache and launcher is None:
             raise InputError(f"{out} was built with ccache, which is not installed here: install it to verify")
         plan = isa.from_manifest(published.isa, toolchain.compiler())
-        entries = cmake.cache_entries(recipe.spec.build, backend, stamp, src, bdir, ccache=launcher, isa=plan)
+        configured = stamp_mod.for_cmake(stamp, src)
+        entries = cmake.cache_entries(recipe.spec.build, backend, configured, src, bdir, ccache=launcher, isa=plan)
         cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
         env = cmake.build_env(backend, git.commit_time(src, prepared.base), paths.cache_root(), ccache=launcher)
         if launcher and not ccache:
@@ -75,6 +79,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         console.step(f"verify: rebuilding {recipe.name}/{backend_name} in {scratch}, {how}")
         runner.stream(cmake.configure_command(src, bdir, entries, ninja_bin, cmake_bin), log_path=log, env=env)
         targets = list(published.targets)
+        stamp_mod.apply(bdir, stamp, configured)
         cmake.run_ninja(cmake.build_command(bdir, targets, ninja_bin, jobs), log, env)
         publish.collect(bdir, src, targets, dest)
         publish.drop_cpu_variants(dest / "bin", isa.dropped_variants(plan, src))
