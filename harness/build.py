@@ -238,7 +238,7 @@ def build(
             configure_s = time.monotonic() - t0
             console.step(f"{recipe.name}/{backend_name}: building {', '.join(targets)}")
             t1 = time.monotonic()
-            steps = _ninja_stamped(ninja_cmd, log, env, bdir, stamp, configured)
+            steps = stamp_mod.ninja(ninja_cmd, log, env, bdir, stamp, configured)
             build_s = time.monotonic() - t1
             try:
                 manifest = _publish(recipe, the_lock, prepared, backend_name, out, builds.root_of(builds_dir), bdir,
@@ -267,17 +267,6 @@ def _push(cache: Transport, out: Path, backend: str) -> None:
     console.step(f"{out}: pushing to {cache.url}")
     key = cache_pull.push(cache, out, bundle_cuda=backend == "cuda")
     console.info(f"pushed {key[:12]} to {cache.url}")
-
-
-def _ninja_stamped(ninja_cmd: list[str], log: Path, env: dict[str, str], bdir: Path, stamp: cmake.Stamp,
-                   configured: cmake.Stamp) -> int:
-    """ninja, with the full stamp in build-info.cpp (harness/stamp.py); again when ninja configured
-    anew on its own (a patch edited a CMakeLists.txt) and so wrote the short stamp back."""
-    stamp_mod.apply(bdir, stamp, configured)
-    steps = cmake.run_ninja(ninja_cmd, log, env)
-    if configured != stamp and not stamp_mod.applied(bdir, stamp) and stamp_mod.apply(bdir, stamp, configured):
-        steps += cmake.run_ninja(ninja_cmd, log, env)
-    return steps
 
 
 def _current(manifest: Manifest, ident: str, checks: Sequence[str], out: Path) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness import cmake
 from harness.cmake import Stamp
 
 BUILD_INFO = Path("common") / "build-info.cpp"  # in the build directory (and .in in the source tree)
@@ -86,6 +87,21 @@ def applied(bdir: Path, stamp: Stamp) -> bool:
     except OSError:
         return False
     return f'LLAMA_COMMIT = "{_c_string(stamp.commit)}";' in text and f"LLAMA_BUILD_NUMBER = {stamp.number};" in text
+
+
+def ninja(ninja_cmd: list[str], log: Path, env: dict[str, str], bdir: Path, stamp: Stamp, configured: Stamp) -> int:
+    """ninja, with the full stamp in build-info.cpp.  CMake may run again inside
+    ninja (llama.cpp's common/ makes ``.git/index`` a configure dependency, so every new patched
+    commit re-runs it) and write the short stamp back: ``ninja build.ninja`` does that part first,
+    then the stamp goes in, then the build; stamped again if ninja still configured on its own."""
+    steps = 0
+    if configured != stamp:
+        steps += cmake.run_ninja([*ninja_cmd[:3], "build.ninja"], log, env)  # [ninja, -C, bdir]: regenerate only
+        apply(bdir, stamp, configured)
+    steps += cmake.run_ninja(ninja_cmd, log, env)
+    if configured != stamp and not applied(bdir, stamp) and apply(bdir, stamp, configured):
+        steps += cmake.run_ninja(ninja_cmd, log, env)
+    return steps
 
 
 def _c_string(text: str) -> str:
