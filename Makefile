@@ -15,7 +15,7 @@ QUANT ?=
 OUT ?=
 MODEL_ARGS = $(if $(MODEL),--model $(MODEL)) $(if $(OUT),--out $(OUT)) --backend $(BACKEND)
 
-.PHONY: help install install-convert install-test ccache demo test lint test-min-versions build doctor convert imatrix quantize clean-venv
+.PHONY: help install install-convert install-test ccache registry demo test lint test-min-versions build doctor convert imatrix quantize clean-venv
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -56,6 +56,21 @@ ccache:  ## install ccache if missing: asks first (CCACHE_INSTALL=yes: without a
 		else echo "ccache not installed (optional: caches compiles): $$cmd  (or make ccache CCACHE_INSTALL=yes)"; exit 0; fi; \
 	fi; \
 	echo "+ $$cmd"; $$cmd -qq >/dev/null 2>&1 || { $${sudo}apt-get update -qq && $$cmd -qq >/dev/null; } || echo "ccache install failed (optional)"
+
+# The binary cache's tests run a real OCI registry on loopback: Debian's docker-registry
+# (distribution 2.8) and htpasswd (apache2-utils) for its basic auth.  Installed like ccache:
+# asks at a terminal, else only says the command unless REGISTRY_INSTALL=yes or CI=true.
+REGISTRY_INSTALL ?=
+registry:  ## install docker-registry and htpasswd for the cache tests, if missing (REGISTRY_INSTALL=yes: without asking)
+	@command -v docker-registry >/dev/null && command -v htpasswd >/dev/null && exit 0; \
+	sudo=$$([ "$$(id -u)" = 0 ] || echo "sudo "); cmd="$${sudo}apt-get install -y docker-registry apache2-utils"; \
+	if ! command -v apt-get >/dev/null; then echo "docker-registry not installed (the cache tests skip): install distribution's registry and htpasswd"; exit 0; fi; \
+	if [ "$(REGISTRY_INSTALL)" != yes ] && [ "$${CI:-}" != true ]; then \
+		if [ -t 0 ]; then read -r -p "docker-registry is not installed (the cache tests need it). Run '$$cmd'? [y/N] " answer; \
+			case "$$answer" in [yY]*) ;; *) echo "not installed; later: $$cmd"; exit 0;; esac; \
+		else echo "docker-registry not installed (the cache tests skip): $$cmd  (or make registry REGISTRY_INSTALL=yes)"; exit 0; fi; \
+	fi; \
+	echo "+ $$cmd"; $$cmd -qq >/dev/null 2>&1 || { $${sudo}apt-get update -qq && $$cmd -qq >/dev/null; } || echo "docker-registry install failed (the cache tests skip)"
 
 DEMO_PROMPT ?= The three primary colors are
 
@@ -112,6 +127,7 @@ nightly: install  ## [RECIPES='recipes/a.yaml ...'] [REPORT=reports/nightly]: re
 CHECKS_LOG ?= .test-checks.log
 test: install-test  ## the whole test suite (builds llama.cpp once, cached outside the checkout), and beside it lint and the unit tests at the minimum versions
 	@$(MAKE) --no-print-directory ccache CCACHE_INSTALL=yes
+	@$(MAKE) --no-print-directory registry REGISTRY_INSTALL=yes
 	@echo "+ make lint test-min-versions > $(CHECKS_LOG)  (beside the suite)"
 	@$(MAKE) --no-print-directory -k lint test-min-versions > $(CHECKS_LOG) 2>&1 & checks=$$!; \
 	echo "+ $(PY) -m pytest -q $(PYTEST_ARGS)"; $(PY) -m pytest -q $(PYTEST_ARGS); suite=$$?; \

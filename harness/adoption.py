@@ -77,7 +77,7 @@ def finish(builds_dir: Path | None, recipe: str) -> bool:
         if candidate.is_dir():
             atomic.replace_dir(candidate, final, root=root)
             faults.point("adopt:moved")
-        elif (builds.manifest(final) or {}).get("identity") != move.identity:
+        elif getattr(builds.manifest(final), "identity", None) != move.identity:
             console.warn(f"{final}: the adopted build is gone; left out of {journal.last_good}")
             pointer.pop(move.backend, None)
     atomic.write_json(Path(journal.last_good), pointer)

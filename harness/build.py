@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,8 +46,13 @@ from harness import (
     stack,
     toolchain,
 )
+from harness import manifest as manifest_mod
+from harness import stamp as stamp_mod
+from harness.cache import Transport
+from harness.cache import pull as cache_pull
 from harness.errors import InputError, StepError
 from harness.lock import Lock
+from harness.manifest import CacheKey, Manifest
 from harness.recipe import Recipe
 from harness.rpc import build as rpc_build
 from harness.smoke.decode import DecodeCrash
@@ -63,7 +69,7 @@ class BuildResult:
     root: Path
     identity: str
     noop: bool
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def _digest(data: Any) -> str:
@@ -95,6 +101,23 @@ def identity(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str]
         "flags": flags,
         "isa": plan.identity(),
     })
+
+
+def cache_key(the_lock: Lock, recipe: Recipe, backend: str, tools: dict[str, str], plan: isa.Plan) -> CacheKey:
+    """What makes this build the same build on any machine (harness/manifest.py says what and why)."""
+    flags = cmake.cache_entries(recipe.spec.build, backends.get(backend), cmake.Stamp(0, "-"), Path("/src"),
+                                Path("/build"), ccache=None, isa=plan)
+    options = {k: v for k, v in options_of(recipe, backend).items() if k != "schema"}
+    ident = plan.identity()
+    if plan.variant == "native":  # -march=native: the code depends on every feature of the CPU it was compiled on
+        ident.pop("cpu", None)
+        ident["features"] = sorted(plan.cpu.flags or plan.cpu.extensions)
+    gpu: dict[str, Any] = {}
+    if backend == "cuda":
+        gpu = {"cuda_archs": flags.get("CMAKE_CUDA_ARCHITECTURES", "native"),
+               "cuda_major": manifest_mod.cuda_major(tools.get("nvcc", ""))}
+    return CacheKey(lock=the_lock.digest, backend=backend, options=options,
+                    targets=sorted(recipe.spec.build.targets), cmake=flags, isa=ident, gpu=gpu, toolchain=tools)
 
 
 def work_dir(recipe: Recipe, backend: str) -> Path:
@@ -143,11 +166,15 @@ def build(
     checks: Sequence[str] | None = None,
     smoke_model: Path | None = None,
     strict: bool = False,
+    cache: Transport | None = None,
+    push: bool = False,
 ) -> BuildResult:
     """Build one backend; ``lock_override`` and ``out`` let nightly build a candidate lock elsewhere.
 
     ``checks``: the smoke checks to pass before publishing (default: the recipe's
-    ``build.smoke``); ``smoke_model`` the real model of the quantize/serve checks.
+    ``build.smoke``); ``smoke_model`` the real model of the quantize/serve checks.  With a
+    ``cache``, the build is pulled from it and proven here when it has this key (see
+    harness/cache/pull.py), and ``push`` stores a proven build there.
     """
     started = time.monotonic()
     backend = backends.get(backend_name)
@@ -165,7 +192,19 @@ def build(
     atomic.sweep(atomic.under(out, builds.root_of(builds_dir)))  # what a killed build left beside it
     current = builds.manifest(out)
     if not force and current and _current(current, ident, checks, out):
+        if push and cache is not None:
+            _push(cache, out, backend_name)
         return BuildResult(recipe.name, backend_name, out, ident, True, current)
+    if cache is not None and not force:
+        key = cache_key(the_lock, recipe, backend_name, tools, plan)
+        with atomic.lock(cache_pull.lock_path(out), timeout=3600):
+            current = builds.manifest(out)  # another process may have pulled it meanwhile
+            if current and _current(current, ident, checks, out):
+                return BuildResult(recipe.name, backend_name, out, ident, True, current)
+            pulled = cache_pull.pull(cache, key, recipe=recipe.name, backend=backend_name, out=out,
+                                     root=builds.root_of(builds_dir), ident=ident, checks=checks, smoke_model=smoke_model)
+        if pulled is not None:
+            return BuildResult(recipe.name, backend_name, out, ident, False, pulled)
 
     if published is not None:
         _check_toolchain(backend, recipe)
@@ -176,6 +215,10 @@ def build(
     prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
+    configured = stamp_mod.for_cmake(stamp, prepared.tree)  # stable across patch edits: see harness/stamp.py
+    if configured == stamp and stamp.number and (why := stamp_mod.support(prepared.tree)):
+        console.info(f"{recipe.name}: the stamp goes whole through CMake ({why}): a patch edit recompiles "
+                     "libllama and ggml")
     targets = rpc_build.targets(recipe.spec.build, prepared.tree)
     ninja_cmd = cmake.build_command(bdir, targets, ninja_bin, jobs)
     env = cmake.build_env(backend, git.commit_time(prepared.tree, prepared.base), paths.cache_root(), ccache=launcher)
@@ -186,7 +229,8 @@ def build(
         bdir.mkdir(parents=True, exist_ok=True)
         log.write_text("")
         while True:
-            entries = cmake.cache_entries(recipe.spec.build, backend, stamp, prepared.tree, bdir, ccache=launcher, isa=plan)
+            entries = cmake.cache_entries(recipe.spec.build, backend, configured, prepared.tree, bdir, ccache=launcher,
+                                          isa=plan)
             configure = cmake.configure_command(prepared.tree, bdir, entries, ninja_bin, cmake_bin)
             t0 = time.monotonic()
             state = bdir / "harness-configure.json"
@@ -198,12 +242,12 @@ def build(
             configure_s = time.monotonic() - t0
             console.step(f"{recipe.name}/{backend_name}: building {', '.join(targets)}")
             t1 = time.monotonic()
-            steps = cmake.run_ninja(ninja_cmd, log, env)
+            steps = stamp_mod.ninja(ninja_cmd, log, env, bdir, stamp, configured)
             build_s = time.monotonic() - t1
             try:
                 manifest = _publish(recipe, the_lock, prepared, backend_name, out, builds.root_of(builds_dir), bdir,
                                     targets, stamp, plan, checks, smoke_model, {
-                    "identity": ident, "configure": configure, "build": ninja_cmd, "toolchain": tools,
+                    "identity": ident, "key": cache_key(the_lock, recipe, backend_name, tools, plan), "configure": configure, "build": ninja_cmd, "toolchain": tools,
                     "ninja_steps": steps, "log": str(log), "isa_fallbacks": fallbacks,
                     "timings": {"prepare_s": round(prepare_s, 3), "configure_s": round(configure_s, 3),
                                 "build_s": round(build_s, 3)},
@@ -216,13 +260,23 @@ def build(
                 raise StepError(f"cannot publish {out}: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
                                 hint="nothing was published (the previous build stays)") from None
             break
+    if push and cache is not None:
+        _push(cache, out, backend_name)
     return BuildResult(recipe.name, backend_name, out, ident, False, manifest)
 
 
-def _current(manifest: dict[str, Any], ident: str, checks: Sequence[str], out: Path) -> bool:
+def _push(cache: Transport, out: Path, backend: str) -> None:
+    """Store the published (proven) build at ``out`` in ``cache``: a StepError when that fails
+    (the build stays published)."""
+    console.step(f"{out}: pushing to {cache.url}")
+    key = cache_pull.push(cache, out, bundle_cuda=backend == "cuda")
+    console.info(f"pushed {key[:12]} to {cache.url}")
+
+
+def _current(manifest: Manifest, ident: str, checks: Sequence[str], out: Path) -> bool:
     """The published build is this identity, passed every check asked for, and is all there."""
-    return (manifest.get("identity") == ident and set(checks) <= set(manifest.get("smoke", {}))
-            and all((out / f).exists() for f in manifest.get("files", {})))
+    return (manifest.identity == ident and set(checks) <= set(manifest.smoke)
+            and all((out / f).exists() for f in manifest.files))
 
 
 def _fall_back(crash: DecodeCrash, plan: isa.Plan, tree: Path, strict: bool, fallbacks: list[dict[str, Any]]) -> isa.Plan:
@@ -253,7 +307,7 @@ def _publish(
     recipe: Recipe, the_lock: Lock, prepared: Prepared, backend: str, out: Path, root: Path, bdir: Path,
     targets: list[str], stamp: cmake.Stamp, plan: isa.Plan, checks: Sequence[str], smoke_model: Path | None,
     extra: dict[str, Any], started: float,
-) -> dict[str, Any]:
+) -> Manifest:
     out = atomic.under(out, root)  # the recipe name may not lead out of the builds dir
     with atomic.temp_dir_beside(out) as tmp:
         try:
@@ -271,6 +325,8 @@ def _publish(
         except smoke.SmokeFailure as exc:
             if not isinstance(exc, DecodeCrash):
                 exc.hint = f"nothing was published (the previous build stays); logs in {work}"
+            if exc.check == "version" and (why := stamp_mod.support(prepared.tree)):
+                exc.hint = f"{exc.hint}; the stamp cannot reach --version in this tree: {why}"
             raise
         decode = results.get("decode", {})
         features = decode.get("features", {}).get("CPU")
@@ -279,29 +335,29 @@ def _publish(
             console.warn(f"{recipe.name}/{backend}: ggml's feature line disagrees with the CPU policy: "
                          + "; ".join(f"{k}: {', '.join(v)}" for k, v in disagree.items())
                          + (f" ({plan.notes[-1]})" if plan.notes else ""))
-        manifest = {
-            "schema": SCHEMA,
-            "identity": extra.pop("identity"),
-            "recipe": {"name": recipe.name, "path": str(recipe.path), "sha256": atomic.sha256_file(recipe.path)},
-            "lock": {"path": str(recipe.lock_path), "digest": the_lock.digest, **the_lock.to_json()},
-            "patched_commit": prepared.commit,
-            "stack": [i.to_json() for i in prepared.items],
-            "drift": [d.to_json() for d in prepared.drift],
-            "backend": {"name": backend, **options_of(recipe, backend)},
-            "targets": targets,
-            **({"rpc": rpc} if (rpc := rpc_build.manifest_entry(recipe.spec.build, prepared.tree)) else {}),
-            "stamp": {"number": stamp.number, "commit": stamp.commit},
-            "cmake": {"configure": extra.pop("configure"), "build": extra.pop("build")},
-            "isa": {**plan.to_json(), "dropped_variants": dropped, "fallbacks": extra.pop("isa_fallbacks"),
-                    "ggml_features": features, "mismatch": disagree,
-                    "cpu_variant_loaded": decode.get("cpu_variant")},
-            **extra,
-            "smoke": results,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "files": publish.file_digests(tmp),
-        }
-        manifest["timings"]["total_s"] = round(time.monotonic() - started, 3)
-        atomic.write_json(tmp / publish.MANIFEST, manifest)
+        key = extra.pop("key")
+        timings = extra.pop("timings")
+        timings["total_s"] = round(time.monotonic() - started, 3)
+        manifest = Manifest(
+            identity=extra.pop("identity"), key=key, key_digest=key.digest,
+            recipe=manifest_mod.RecipeRef(name=recipe.name, path=str(recipe.path), sha256=atomic.sha256_file(recipe.path)),
+            lock={"path": str(recipe.lock_path), "digest": the_lock.digest, **the_lock.to_json()},
+            patched_commit=prepared.commit,
+            stack=[i.to_json() for i in prepared.items],
+            drift=[d.to_json() for d in prepared.drift],
+            backend={"name": backend, **options_of(recipe, backend)},
+            targets=targets,
+            rpc=manifest_mod.Rpc(**rpc) if (rpc := rpc_build.manifest_entry(recipe.spec.build, prepared.tree)) else None,
+            stamp=manifest_mod.Stamp(number=stamp.number, commit=stamp.commit),
+            cmake=manifest_mod.Commands(configure=extra.pop("configure"), build=extra.pop("build")),
+            isa={**plan.to_json(), "dropped_variants": dropped, "fallbacks": extra.pop("isa_fallbacks"),
+                 "ggml_features": features, "mismatch": disagree, "cpu_variant_loaded": decode.get("cpu_variant")},
+            toolchain=extra.pop("toolchain"), ninja_steps=extra.pop("ninja_steps"), log=extra.pop("log"),
+            timings=timings, smoke=results, origin=manifest_mod.Origin(how="built", built_on=os.uname().nodename),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            files=publish.file_digests(tmp),
+        )
+        manifest.write(tmp)
         atomic.replace_dir(tmp, out, root=root)
         atomic.remove_tree(work, root=bdir)
     return manifest

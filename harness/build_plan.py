@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import backends, build, builds, cmake, isa, lock, toolchain
+from harness import stamp as stamp_mod
 from harness.errors import InputError
 from harness.recipe import Recipe
 from harness.rpc import build as rpc_build
@@ -53,7 +54,8 @@ def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, check
         stack = [{"item": item.label(recipe.spec.upstream.repo), "pin": None} for item in recipe.spec.stack]
         locked = None
     launcher = cmake.ccache_program() if ccache else None
-    entries = cmake.cache_entries(recipe.spec.build, backend, stamp, tree.src, bdir, ccache=launcher, isa=plan)
+    configured = stamp_mod.for_cmake(stamp, tree.src) if tree.src.exists() else stamp
+    entries = cmake.cache_entries(recipe.spec.build, backend, configured, tree.src, bdir, ccache=launcher, isa=plan)
     ninja = _program("ninja")
     src = tree.src if tree.src.exists() else None  # the tree of an earlier prepare, if any
     targets = rpc_build.targets(recipe.spec.build, src)
@@ -87,7 +89,9 @@ def describe(p: dict[str, Any]) -> list[str]:
     for s in p["stack"]:
         lines.append(f"  stack:     {s['item']}" + (f" @ {s['pin'][:12]}" if s.get("pin") else "")
                      + (" (retired)" if s.get("retired") else "") + (" (skipped)" if s.get("skipped") else ""))
-    lines.append(f"  stamp:     build {p['stamp']['number']}, commit {p['stamp']['commit']}")
+    lines.append(f"  stamp:     build {p['stamp']['number']}, commit {p['stamp']['commit']}"
+                 + (" if every item applies (one git finds already merged at prepare is not counted; none applied: "
+                    f"build 0, commit {p['lock']['base'][:7]})" if p["stamp"]["number"] and p["lock"] else ""))
     lines.append(f"  cpu:       {isa_['variant']} on {isa_['cpu']} ({isa_['arch']}), {isa_['compiler']}")
     lines.append(f"  uses:      {', '.join(isa_['enabled']) or '-'}")
     for ext, why in isa_["disabled"].items():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from harness import readlimits
 from harness.errors import InputError
 
 if TYPE_CHECKING:
+    from harness.manifest import Manifest
     from harness.recipe import Recipe
 
 DEFAULT_BUILDS_DIR = Path("builds")
@@ -28,14 +28,20 @@ def build_root(builds_dir: Path | None, recipe_name: str, backend: str) -> Path:
     return root_of(builds_dir) / recipe_name / backend
 
 
-def manifest(root: Path) -> dict[str, Any] | None:
-    """The published build's manifest; None when there is none or it is not one of ours (it is rebuilt)."""
-    path = root / "manifest.json"
-    try:
-        data = readlimits.load_json(path)
-    except InputError:
-        return None
-    return data if isinstance(data, dict) else None
+def manifest(root: Path) -> Manifest | None:
+    """The published build's manifest; None when there is none or it is not one this harness
+    reads (another schema: a build replaces it).  Readers that cannot rebuild use ``read_manifest``."""
+    from harness import manifest as manifest_mod
+
+    return manifest_mod.read_or_none(root)
+
+
+def read_manifest(root: Path) -> Manifest | None:
+    """The published build's manifest, None when there is none; a ManifestError (a clean message
+    naming the file and the rebuild) when it is of another schema or not ours."""
+    from harness import manifest as manifest_mod
+
+    return manifest_mod.read(root)
 
 
 def find_tool(recipe: Recipe, tool: str, *, backend: str | None = None, builds_dir: Path | None = None) -> Path:

@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "patches": "patches",
     "build": "build",
     "verify": "verify",
+    "pack": "pack",
+    "cache": "cache",
     "doctor": "doctor",
     "nightly": "nightly",
     "gguf": "gguf",

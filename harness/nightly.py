@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import adoption, build, builds, console, git, lock, smoke, sources, stack
+from harness.cache import Transport
 from harness.conflicts import ConflictError
 from harness.errors import CommandFailed, HarnessError, StepError
 from harness.lock import Lock, LockedItem
@@ -65,7 +66,10 @@ def classify_moves(old: Lock | None, candidate: Lock, moves: list[lock.Move]) ->
     return found
 
 
-def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None,
+               cache: Transport | None = None, push: bool = False) -> dict[str, Any]:
+    """``cache``: pull a proven build of the candidate's key instead of compiling it; ``push``: store
+    each build that passed there (harness/cache/)."""
     started = time.monotonic()
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     entry: dict[str, Any] = {"recipe": recipe.name, "path": str(recipe.path), "status": "failed", "failed_step": None,
@@ -111,7 +115,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
             out = builds.build_root(builds_dir, recipe.name, ".candidate") / backend
             try:
                 result = build.build(recipe, backend, builds_dir=builds_dir, lock_override=candidate, out=out,
-                                     checks=recipe.spec.nightly.smoke, smoke_model=smoke_model)
+                                     checks=recipe.spec.nightly.smoke, smoke_model=smoke_model, cache=cache, push=push)
             except smoke.SmokeFailure as exc:
                 step = f"smoke:{exc.check}:{backend}"
                 entry["smoke"][f"{exc.check}:{backend}"] = {"ok": False, "error": str(exc).splitlines()[0],
@@ -119,10 +123,10 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
                 raise
             manifest = result.manifest
             entry["builds"][backend] = {"ok": True, "noop": result.noop, "identity": result.identity,
-                                        "stamp": manifest["stamp"], "timings": manifest["timings"],
-                                        "ninja_steps": manifest.get("ninja_steps"), "log": manifest.get("log"),
-                                        "isa": {k: manifest.get("isa", {}).get(k) for k in ("variant", "disabled", "fallbacks")}}
-            for name, res in manifest["smoke"].items():
+                                        "stamp": manifest.stamp.model_dump(), "timings": manifest.timings,
+                                        "ninja_steps": manifest.ninja_steps, "log": manifest.log,
+                                        "isa": {k: manifest.isa.get(k) for k in ("variant", "disabled", "fallbacks")}}
+            for name, res in manifest.smoke.items():
                 entry["smoke"][f"{name}:{backend}"] = _smoke_summary(name, res)
         step = "gates"
         gate_record = _gates(recipe, entry, backends, builds_dir) if recipe.spec.nightly.gates else None

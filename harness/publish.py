@@ -11,6 +11,7 @@ from harness.errors import StepError
 
 LIB_PATTERNS = ("*.so", "*.so.*", "*.dylib", "*.dll", "*.metallib")
 CONVERTER = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "requirements")
+LICENSES = ("LICENSE",)  # shipped with the binaries (harness pack archives carry it too)
 MANIFEST = "manifest.json"
 
 
@@ -19,7 +20,7 @@ class OutsideTree(StepError):
 
 
 def collect(bdir: Path, src: Path, targets: list[str], dest: Path) -> None:
-    """Targets and shared libraries into dest/bin, the converter of the same tree beside them.
+    """Targets and shared libraries into dest/bin, the converter and LICENSE of the same tree beside them.
 
     Only the tree is published: a target, library or converter file that is a link leading
     out of the build directory or the source tree (a patch can make ``conversion/`` one) is
@@ -46,7 +47,7 @@ def collect(bdir: Path, src: Path, targets: list[str], dest: Path) -> None:
             else:
                 _inside(lib, bdir)
                 shutil.copy2(lib, target_path)
-    for name in CONVERTER:
+    for name in (*CONVERTER, *LICENSES):
         path = src / name
         if not os.path.lexists(path):
             continue

@@ -237,6 +237,7 @@ class Build(_Model):
     build_type: Literal["Release", "RelWithDebInfo", "Debug", "MinSizeRel"] = "Release"
     smoke: list[SmokeTest] = Field(default_factory=lambda: list(BUILD_SMOKE))  # checked before publishing
     rpc: bool = False  # GGML_RPC=ON and the rpc-server target (harness/rpc/)
+    cache: str | None = None  # a binary cache to pull from before compiling (harness/cache/); not in the identity
 
     @field_validator("backends")
     @classmethod

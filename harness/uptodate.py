@@ -30,7 +30,10 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.manifest import Manifest
 
 from harness import readlimits
 from harness.errors import InputError
@@ -95,6 +98,8 @@ def inputs(files: Mapping[str, str | None], *, ccache: bool) -> dict[str, Any]:
 
 def check(record_key: str) -> list[dict[str, Any]] | None:
     """The build results (as ``harness build --json`` prints them) when nothing changed, else None."""
+    from harness.manifest import read_or_none
+
     try:
         record = readlimits.load_json(_record_path(record_key))
         old = record["inputs"]
@@ -104,10 +109,10 @@ def check(record_key: str) -> list[dict[str, Any]] | None:
         results: list[dict[str, Any]] = []
         for entry in record["results"]:
             root = Path(entry["path"])
-            manifest = readlimits.load_json(root / "manifest.json")
-            if manifest.get("identity") != entry["identity"]:
+            manifest = read_or_none(root)
+            if manifest is None or manifest.identity != entry["identity"]:
                 return None
-            if not all((root / f).exists() for f in manifest.get("files", {})):
+            if not all((root / f).exists() for f in manifest.files):
                 return None
             if any(e.name.startswith(f".{root.name}.") for e in os.scandir(root.parent)):
                 return None  # temps or an old copy beside it (a killed build?): the full path sweeps them
@@ -130,12 +135,16 @@ def record(record_key: str, before: dict[str, Any], results: list[dict[str, Any]
     atomic.write_json(path, {"inputs": before, "results": entries})
 
 
-def _result(entry: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    isa = manifest.get("isa", {})
+def _result(entry: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
     return {"recipe": entry["recipe"], "backend": entry["backend"], "path": entry["path"],
-            "identity": entry["identity"], "noop": True, "stamp": manifest.get("stamp"),
-            "timings": manifest.get("timings"), "patched_commit": manifest.get("patched_commit"),
-            "isa": {k: isa.get(k) for k in ("variant", "enabled", "disabled", "fallbacks", "ggml_features")}}
+            "identity": entry["identity"], "noop": True, **summary(manifest)}
+
+
+def summary(manifest: Manifest) -> dict[str, Any]:
+    """What ``harness build --json`` prints of a published build (a build, a no-op or a pull alike)."""
+    return {"stamp": manifest.stamp.model_dump(), "timings": manifest.timings, "patched_commit": manifest.patched_commit,
+            "origin": manifest.origin.model_dump(), "key": manifest.key_digest,
+            "isa": {k: manifest.isa.get(k) for k in ("variant", "enabled", "disabled", "fallbacks", "ggml_features")}}
 
 
 def _record_path(record_key: str) -> Path:

@@ -22,6 +22,9 @@ from harness import (
     stack,
     toolchain,
 )
+from harness import (
+    stamp as stamp_mod,
+)
 from harness.errors import InputError
 from harness.recipe import Recipe
 from harness.tree import Tree
@@ -39,15 +42,15 @@ class Verdict:
 def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None, jobs: int | None = None,
            ccache: bool = False, keep: bool = False) -> Verdict:
     out = builds.build_root(builds_dir, recipe.name, backend_name)
-    published = builds.manifest(out)
+    published = builds.read_manifest(out)  # another schema: a clean message
     if published is None:
         raise InputError(f"no published build at {out}", hint=f"run: harness build {shlex.quote(str(recipe.path))} --backend {backend_name}")
     backend = backends.get(backend_name)
     the_lock = lock.ensure(recipe, frozen=True)
     prepared = stack.prepare(recipe, the_lock, check_remote=False)
-    if prepared.commit != published["patched_commit"]:
-        raise InputError(f"{out} was built from {published['patched_commit'][:12]}, the lock now gives {prepared.commit[:12]}: build it again first")
-    stamp = cmake.Stamp(**published["stamp"])
+    if prepared.commit != published.patched_commit:
+        raise InputError(f"{out} was built from {published.patched_commit[:12]}, the lock now gives {prepared.commit[:12]}: build it again first")
+    stamp = cmake.Stamp(published.stamp.number, published.stamp.commit)
     # a temp name of atomic's: a scratch left by a killed verify is removed by the next one
     beside = paths.cache_dir("verify") / f"{recipe.name}-{backend_name}"
     atomic.sweep(beside)
@@ -60,12 +63,13 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         # (-I dir/.. becomes dir), which shows in __FILE__, so a build made under ccache is
         # compared with one made under ccache.  Unless --ccache, CCACHE_RECACHE makes it
         # compile every object again instead of reading the cache.
-        used_ccache = any(a.startswith("-DCMAKE_C_COMPILER_LAUNCHER=") for a in published["cmake"]["configure"])
+        used_ccache = any(a.startswith("-DCMAKE_C_COMPILER_LAUNCHER=") for a in published.cmake.configure)
         launcher = cmake.ccache_program() if (ccache or used_ccache) else None
         if used_ccache and launcher is None:
             raise InputError(f"{out} was built with ccache, which is not installed here: install it to verify")
-        plan = isa.from_manifest(published["isa"], toolchain.compiler())
-        entries = cmake.cache_entries(recipe.spec.build, backend, stamp, src, bdir, ccache=launcher, isa=plan)
+        plan = isa.from_manifest(published.isa, toolchain.compiler())
+        configured = stamp_mod.for_cmake(stamp, src)
+        entries = cmake.cache_entries(recipe.spec.build, backend, configured, src, bdir, ccache=launcher, isa=plan)
         cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
         env = cmake.build_env(backend, git.commit_time(src, prepared.base), paths.cache_root(), ccache=launcher)
         if launcher and not ccache:
@@ -74,8 +78,8 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         how = "ccache hits allowed" if ccache else ("every object recompiled" + (" (ccache, recache)" if launcher else ""))
         console.step(f"verify: rebuilding {recipe.name}/{backend_name} in {scratch}, {how}")
         runner.stream(cmake.configure_command(src, bdir, entries, ninja_bin, cmake_bin), log_path=log, env=env)
-        targets = list(published["targets"])
-        cmake.run_ninja(cmake.build_command(bdir, targets, ninja_bin, jobs), log, env)
+        targets = list(published.targets)
+        stamp_mod.ninja(cmake.build_command(bdir, targets, ninja_bin, jobs), log, env, bdir, stamp, configured)
         publish.collect(bdir, src, targets, dest)
         publish.drop_cpu_variants(dest / "bin", isa.dropped_variants(plan, src))
         fresh = publish.file_digests(dest)
@@ -83,7 +87,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         git.worktree_remove(Tree.for_recipe(recipe).src, scratch / "src")
         if not keep:
             atomic.remove_tree(scratch, root=paths.cache_root())
-    old: dict[str, str] = published["files"]
+    old = {f: d for f, d in published.files.items() if f not in published.bundled}
     differing = sorted(f for f in old.keys() & fresh.keys() if old[f] != fresh[f])
     missing = sorted(old.keys() - fresh.keys())
     extra = sorted(fresh.keys() - old.keys())

@@ -15,6 +15,7 @@ import pytest
 
 from harness import cli, toolchain, uptodate
 from harness.errors import InputError
+from tests import fake_manifest
 from tests.conftest import REPO, run_harness, write_recipe
 
 DATA = Path(__file__).parent / "data"
@@ -30,6 +31,8 @@ FAILING: dict[str, list[str]] = {
     "patches export": ["patches", "export", str(BAD_RECIPE)],
     "build": ["build", str(BAD_RECIPE)],
     "verify": ["verify", str(BAD_RECIPE)],
+    "pack": ["pack", str(BAD_RECIPE)],
+    "cache ls": ["cache", "ls", str(BAD_RECIPE)],
     "doctor": ["doctor", str(BAD_RECIPE)],
     "nightly": ["nightly", str(BAD_RECIPE)],
     "gguf inspect": ["gguf", "inspect", str(BAD_GGUF)],
@@ -222,8 +225,7 @@ def _published(tmp_path: Path, identity: str) -> Path:
     root = tmp_path / "builds" / "r" / "cpu"
     (root / "bin").mkdir(parents=True)
     (root / "bin" / "llama-server").write_text("binary")
-    manifest = {"identity": identity, "files": {"bin/llama-server": "x"}, "stamp": {"commit": "0c1e570"},
-                "timings": {"total_s": 1.0}, "patched_commit": "p" * 40}  # fmt: skip
+    manifest = fake_manifest.data(identity=identity, files={"bin/llama-server": "x"}, timings={"total_s": 1.0})
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 
@@ -247,7 +249,7 @@ def test_fast_path_answers_only_while_nothing_changed(tmp_path: Path, monkeypatc
     assert uptodate.check(key) is None  # nothing recorded yet
     record()
     (hit,) = uptodate.check(key) or []
-    assert hit["noop"] is True and hit["stamp"] == {"commit": "0c1e570"} and hit["path"] == str(root)
+    assert hit["noop"] is True and hit["stamp"] == {"number": 0, "commit": "0c1e570"} and hit["path"] == str(root)
     assert uptodate.key(recipe, ["cpu"], tmp_path / "builds", ccache=True) != key  # another command line
 
     lock.write_text('{"changed": 1}\n')  # a changed input: the full check runs

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import build, cmake, isa
+from harness import build, cmake, isa, manifest
 from harness.backends import get as get_backend
 from harness.errors import InputError, StepError
 from harness.recipe import Recipe, load_recipe
 from harness.rpc import endpoints, process, protocol
-from tests import session_build
+from tests import fake_manifest, session_build
 from tests.conftest import REPO, run_harness, write_recipe
 
 HEAD = endpoints.BuildId(stamp="0c1e570+stack.61bf57a5", patched_commit="52c8f7d6" + "0" * 32,
@@ -100,7 +100,7 @@ def test_rpc_server_and_serve_need_a_build_with_rpc(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r", "plain", "build: {backends: [cpu]}\n")
     root = tmp_path / "builds" / "plain" / "cpu"
     (root / "bin").mkdir(parents=True)
-    (root / "manifest.json").write_text(json.dumps({"stamp": {"commit": "0c1e570"}, "targets": ["llama-server"]}))
+    (root / "manifest.json").write_text(json.dumps(fake_manifest.data()))
     res = run_harness("rpc-server", recipe, "--builds-dir", tmp_path / "builds")
     assert res.returncode == 2 and "built without the RPC backend" in res.stderr and "build.rpc: true" in res.stderr
     no_rpc = endpoints.BuildId(**{**HEAD.to_json(), "protocol": None})
@@ -115,6 +115,12 @@ def test_nothing_listening_is_refused_at_once() -> None:
         endpoints.check([endpoints.parse(f"127.0.0.1:{port}")], HEAD)
     assert time.monotonic() - t0 < 5
     assert f"127.0.0.1:{port}: Connection refused (is rpc-server running there?)" in str(exc.value)
+
+
+def _published(root: Path) -> manifest.Manifest:
+    found = manifest.read(root)
+    assert found is not None, root
+    return found
 
 
 # --- a real rpc-server --------------------------------------------------------------------------
@@ -152,7 +158,7 @@ def plain_rpc_server(llama_build: Path, tmp_path: Path) -> Iterator[process.RpcS
 
 @pytest.mark.slow
 def test_endpoint_checks_against_a_real_rpc_server(plain_rpc_server: process.RpcServer, llama_build: Path) -> None:
-    head = endpoints.BuildId.from_manifest(llama_build, json.loads((llama_build / "manifest.json").read_text()))
+    head = endpoints.BuildId.from_manifest(llama_build, _published(llama_build))
     ep = plain_rpc_server.endpoint
     said = protocol.hello("127.0.0.1", plain_rpc_server.port)
     assert said.protocol == head.protocol == "7.0.0" and said.devices and said.devices[0].total > 0
@@ -187,7 +193,7 @@ def test_endpoint_checks_against_a_real_rpc_server(plain_rpc_server: process.Rpc
 def test_a_busy_rpc_server_is_refused_and_survives_the_probe(plain_rpc_server: process.RpcServer,
                                                              llama_build: Path) -> None:
     """rpc-server serves one client at a time: llama-server would wait forever on a held one."""
-    head = endpoints.BuildId.from_manifest(llama_build, json.loads((llama_build / "manifest.json").read_text()))
+    head = endpoints.BuildId.from_manifest(llama_build, _published(llama_build))
     holder = socket.create_connection(("127.0.0.1", plain_rpc_server.port), timeout=10)
     holder.sendall(struct.pack("<BQ", protocol.CMD_HELLO, protocol.CONN_CAPS_SIZE) + bytes(protocol.CONN_CAPS_SIZE))
     assert struct.unpack("<Q", holder.recv(8))[0] == 4 + protocol.CONN_CAPS_SIZE

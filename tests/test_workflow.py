@@ -71,11 +71,11 @@ def test_the_workflow_proposes_a_recipes_first_lock(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(REPO)
     # what `harness nightly` leaves behind when everything passed: the adopted lock, a new file
     assert subprocess.run([sys.executable, "-m", "harness", "lock", "recipes/x.yaml"], cwd=work, env=env).returncode == 0
-    script = _step("Propose the new lock").replace("${{ matrix.recipe }}", "recipes/x.yaml")
+    script = _step("Propose the new lock").replace("${{ matrix.recipe }}", "recipes/x.yaml").replace("${{ matrix.backend }}", "cpu")
     run = subprocess.run(["bash", "-e", "-c", script], cwd=work, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     branch = git("for-each-ref", "--format=%(refname:short)", "refs/heads/nightly/*", cwd=tmp_path / "origin.git")
-    assert branch.startswith("nightly/x-")
+    assert branch.startswith("nightly/x-cpu-")  # the recipe's cpu and cuda jobs push distinct branches
     assert git("log", "-1", "--format=%s", branch, cwd=tmp_path / "origin.git") == "nightly: first lock for recipes/x.yaml"
     assert git("show", "--name-only", "--format=", branch, cwd=tmp_path / "origin.git") == "recipes/x.lock"
     assert "pr create" in (tmp_path / "gh.log").read_text()

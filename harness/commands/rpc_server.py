@@ -23,6 +23,7 @@ from harness.errors import InputError, StepError
 from harness.rpc import DEFAULT_PORT
 
 if TYPE_CHECKING:
+    from harness.manifest import Manifest
     from harness.recipe import Recipe
     from harness.rpc import endpoints, process
 
@@ -62,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise InputError(f"--port {args.port} is out of range")
     root, manifest = find_build(recipe, backend=args.backend, builds_dir=args.builds_dir)
-    binary = (root / "bin" / manifest["rpc"]["server"]).resolve()
+    assert manifest.rpc is not None and manifest.rpc.server  # find_build returns only such builds
+    binary = (root / "bin" / manifest.rpc.server).resolve()
     if args.mem is not None and not process.has_mem_flag(binary):
-        raise InputError(f"--mem: this rpc-server ({binary.name}, RPC protocol {manifest['rpc']['protocol']}) has no "
+        raise InputError(f"--mem: this rpc-server ({binary.name}, RPC protocol {manifest.rpc.protocol}) has no "
                          "--mem option; it offers its devices' free memory",
                          hint="limit what the head puts there with llama-server's --tensor-split (harness serve ... -- "
                               "--tensor-split A,B,C), or pick devices with --device")
@@ -86,16 +88,16 @@ def run(args: argparse.Namespace) -> int:
         raise StepError(f"rpc-server exited on its own (code {rs.process.wait()}); log: {rs.log_path}")
 
 
-def find_build(recipe: Recipe, *, backend: str | None, builds_dir: Path | None) -> tuple[Path, dict[str, Any]]:
+def find_build(recipe: Recipe, *, backend: str | None, builds_dir: Path | None) -> tuple[Path, Manifest]:
     """The recipe's published build that has an rpc-server (the first backend built with build.rpc)."""
     seen: list[str] = []
     for b in [backend] if backend else recipe.spec.build.backends:
         root = builds.build_root(builds_dir, recipe.name, b)
-        manifest = builds.manifest(root)
+        manifest = builds.read_manifest(root)  # another schema: a clean message
         if manifest is None:
             continue
         seen.append(str(root))
-        server = (manifest.get("rpc") or {}).get("server")
+        server = manifest.rpc.server if manifest.rpc else None
         if server and (root / "bin" / server).exists():
             return root, manifest
     if seen:

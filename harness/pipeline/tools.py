@@ -77,8 +77,8 @@ def find(recipe: Recipe, *, backend: str | None, builds_dir: Path | None, python
     for b in backends:
         root = builds.build_root(builds_dir, recipe.name, b)
         if (root / "bin" / QUANTIZE).exists():
-            manifest = builds.manifest(root) or {}
-            ident = manifest.get("identity")
+            manifest = builds.manifest(root)  # none, or another schema: named by the tool's digest
+            ident = manifest.identity if manifest else None
             interpreter = python or (recipe.spec.model.python if recipe.spec.model else None)
             return Build(root.absolute(), b, ident if isinstance(ident, str) else None, interpreter)
     raise builds.not_built(recipe, QUANTIZE, backend=backend, builds_dir=builds_dir)

@@ -27,13 +27,16 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import atomic, paths
 from harness.errors import InputError, StepError
 from harness.hosts import is_loopback
 from harness.rpc import protocol
 from harness.rpc.protocol import Device
+
+if TYPE_CHECKING:
+    from harness.manifest import Manifest
 
 _ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})(?:@(?P<stamp>\S+))?$")
 _STAMP = re.compile(r"^(?P<commit>[0-9a-f]{7,40})(?:\+stack\.(?P<stack>[0-9a-f]{8,64}))?$")
@@ -110,11 +113,10 @@ class BuildId:
     root: str
 
     @classmethod
-    def from_manifest(cls, root: Path, manifest: dict[str, Any]) -> BuildId:
-        lock = manifest.get("lock") or {}
-        return cls(stamp=str(manifest.get("stamp", {}).get("commit", "")), patched_commit=manifest.get("patched_commit"),
-                   base=(lock.get("upstream") or {}).get("sha"), lock_digest=lock.get("digest"),
-                   protocol=(manifest.get("rpc") or {}).get("protocol"), root=str(root))
+    def from_manifest(cls, root: Path, manifest: Manifest) -> BuildId:
+        return cls(stamp=manifest.stamp.commit, patched_commit=manifest.patched_commit, base=manifest.base,
+                   lock_digest=manifest.lock_digest or None, protocol=manifest.rpc.protocol if manifest.rpc else None,
+                   root=str(root))
 
     def to_json(self) -> dict[str, Any]:
         return {"stamp": self.stamp, "patched_commit": self.patched_commit, "base": self.base,

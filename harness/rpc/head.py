@@ -35,7 +35,10 @@ def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endp
     if not eps:
         return []
     root = builds.build_root(args.builds_dir, recipe.name, backend)
-    head = endpoints.BuildId.from_manifest(root, builds.manifest(root) or {})
+    manifest = builds.read_manifest(root)
+    if manifest is None:
+        raise builds.not_built(recipe, "llama-server", backend=backend, builds_dir=args.builds_dir)
+    head = endpoints.BuildId.from_manifest(root, manifest)
     passed = endpoints.check(eps, head, unverified=args.rpc_unverified)
     for c in passed:
         mem = ", ".join(f"{d.free >> 20} of {d.total >> 20} MiB free" for d in c.devices) or "no devices listed"
@@ -53,7 +56,13 @@ def planned(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[str]
     if not eps:
         return []
     root = builds.build_root(args.builds_dir, recipe.name, backend)
-    endpoints.check([], endpoints.BuildId.from_manifest(root, builds.manifest(root) or {}))  # the backend check alone
+    manifest = builds.read_manifest(root)
+    if manifest is None:
+        from harness.errors import InputError
+
+        raise InputError(f"no build of {recipe.name} for {backend} at {root}",
+                         hint=f"run `harness build {recipe.path} --backend {backend}` first")
+    endpoints.check([], endpoints.BuildId.from_manifest(root, manifest))  # the backend check alone
     return endpoints.flags(eps)
 
 

@@ -1,0 +1,68 @@
+"""The build stamp (harness/stamp.py) on trees shaped like upstream's and like a fork's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import stamp
+from harness.cmake import Stamp
+
+TEMPLATE = '''int LLAMA_BUILD_NUMBER = @LLAMA_BUILD_NUMBER@;
+char const * LLAMA_COMMIT = "@LLAMA_BUILD_COMMIT@";
+char const * LLAMA_COMPILER = "@BUILD_COMPILER@";
+'''
+TOP = "if (NOT DEFINED LLAMA_BUILD_NUMBER)\n  set(LLAMA_BUILD_NUMBER ${BUILD_NUMBER})\nendif()\n" \
+      "if (NOT DEFINED LLAMA_BUILD_COMMIT)\n  set(LLAMA_BUILD_COMMIT ${BUILD_COMMIT})\nendif()\n"
+FULL = Stamp(1, "0c1e570+stack.61bf57a5")
+
+
+def _tree(tmp_path: Path, template: str = TEMPLATE, top: str = TOP) -> Path:
+    src = tmp_path / "src"
+    (src / "common").mkdir(parents=True)
+    (src / "common" / "build-info.cpp.in").write_text(template)
+    (src / "CMakeLists.txt").write_text(top)
+    return src
+
+
+def _configure(bdir: Path, configured: Stamp) -> Path:
+    """What CMake's configure_file makes of the template."""
+    path = bdir / "common" / "build-info.cpp"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TEMPLATE.replace("@LLAMA_BUILD_NUMBER@", str(configured.number))
+                    .replace("@LLAMA_BUILD_COMMIT@", configured.commit).replace("@BUILD_COMPILER@", "GNU 12.2.0"))
+    return path
+
+
+def test_cmake_gets_a_stamp_patch_edits_do_not_change_and_build_info_the_full_one(tmp_path: Path) -> None:
+    src = _tree(tmp_path)
+    assert stamp.support(src) is None
+    configured = stamp.for_cmake(FULL, src)
+    assert configured == Stamp(1, "0c1e570+stack")
+    assert stamp.for_cmake(Stamp(1, "0c1e570+stack.ffffffff"), src) == configured  # a patch edit: same configure
+    assert stamp.for_cmake(Stamp(0, "0c1e570"), src) == Stamp(0, "0c1e570")  # nothing applied: nothing to split
+
+    bdir = tmp_path / "build"
+    path = _configure(bdir, configured)
+    assert not stamp.applied(bdir, FULL)
+    assert stamp.apply(bdir, FULL, configured)
+    text = path.read_text()
+    assert 'LLAMA_COMMIT = "0c1e570+stack.61bf57a5";' in text and "LLAMA_BUILD_NUMBER = 1;" in text
+    assert 'LLAMA_COMPILER = "GNU 12.2.0";' in text and stamp.applied(bdir, FULL)
+    mtime = path.stat().st_mtime_ns
+    assert stamp.apply(bdir, FULL, configured) and path.stat().st_mtime_ns == mtime  # unchanged: ninja has nothing to do
+    _configure(bdir, configured)  # ninja ran CMake again on its own and wrote the short stamp back
+    assert not stamp.applied(bdir, FULL) and stamp.apply(bdir, FULL, configured) and stamp.applied(bdir, FULL)
+
+
+def test_a_fork_whose_build_info_differs_gets_the_whole_stamp_and_a_reason(tmp_path: Path) -> None:
+    computes = _tree(tmp_path / "a", top="set(LLAMA_BUILD_COMMIT ${BUILD_COMMIT})\n")
+    why = stamp.support(computes)
+    assert why and "does not take LLAMA_BUILD_COMMIT" in why
+    assert stamp.for_cmake(FULL, computes) == FULL  # the old way: everything through CMake
+    other = _tree(tmp_path / "b", template='const char * BUILD = "@BUILD_COMMIT@";\n')
+    assert "@LLAMA_BUILD_COMMIT@" in (stamp.support(other) or "") and stamp.for_cmake(FULL, other) == FULL
+    assert "no common/build-info.cpp.in" in (stamp.support(tmp_path / "empty") or "")
+    bdir = tmp_path / "build"
+    (bdir / "common").mkdir(parents=True)
+    (bdir / "common" / "build-info.cpp").write_text('const char * BUILD = "x";\n')
+    assert not stamp.apply(bdir, FULL, Stamp(1, "0c1e570+stack"))  # not upstream's shape: left alone
