@@ -27,9 +27,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("harness.__main__", "harness.cli", "harness.commands")),
     ("flows", ("harness.nightly", "harness.adoption", "harness.nightly_report", "harness.verify", "harness.build_plan",
-               "harness.serve_plan", "harness.bench", "harness.pipeline", "harness.needs", "harness.offline")),
+               "harness.serve_plan", "harness.bench", "harness.pipeline", "harness.needs", "harness.offline",
+               "harness.gates", "harness.quality", "harness.quality_report", "harness.mtp_acceptance")),
     ("build", ("harness.build", "harness.uptodate", "harness.smoke", "harness.disk", "harness.publish",
-               "harness.cmake", "harness.backends", "harness.isa", "harness.toolchain")),
+               "harness.cmake", "harness.backends", "harness.isa", "harness.toolchain", "harness.cache",
+               "harness.pack", "harness.stamp")),
     ("serve", ("harness.server", "harness.server_help", "harness.rpc", "harness.draft")),
     ("source", ("harness.lock", "harness.sources", "harness.stack", "harness.mirror", "harness.tree",
                 "harness.git", "harness.patchset", "harness.patchfile", "harness.conflicts", "harness.hub",
