@@ -30,26 +30,22 @@ class Refusal:
                 f"+{self.candidate - self.last_good:.6f}, above the allowed +{self.threshold:g}")  # fmt: skip
 
 
-def model_of(recipe: Recipe, gates: NightlyGates) -> Path:
+def _local_file(recipe: Recipe, key: str, value: str) -> Path:
     try:
-        path = recipe.resolve_local(gates.model)
+        path = recipe.resolve_local(value)
     except ValueError as exc:
-        raise InputError(f"{recipe.path}: nightly.gates.model: {exc}") from None
+        raise InputError(f"{recipe.path}: nightly.gates.{key}: {exc}") from None
     if not path.is_file():
-        raise InputError(f"{recipe.path}: nightly.gates.model: no such file: {gates.model}")
+        raise InputError(f"{recipe.path}: nightly.gates.{key}: no such file: {value}")
     return path
+
+
+def model_of(recipe: Recipe, gates: NightlyGates) -> Path:
+    return _local_file(recipe, "model", gates.model)
 
 
 def text_of(recipe: Recipe, gates: NightlyGates) -> Path:
-    if gates.text is None:
-        return quality.default_text()
-    try:
-        path = recipe.resolve_local(gates.text)
-    except ValueError as exc:
-        raise InputError(f"{recipe.path}: nightly.gates.text: {exc}") from None
-    if not path.is_file():
-        raise InputError(f"{recipe.path}: nightly.gates.text: no such file: {gates.text}")
-    return path
+    return quality.default_text() if gates.text is None else _local_file(recipe, "text", gates.text)
 
 
 def measure(recipe: Recipe, gates: NightlyGates, bin_dir: Path, work: Path) -> dict[str, float]:

@@ -26,19 +26,28 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="accept rpc-servers whose llama.cpp commit cannot be checked (protocol check only)")
 
 
-def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endpoints.Checked]:
-    """The endpoints asked for, each checked against the head's build; [] when none."""
+def _head(args: argparse.Namespace, recipe: Recipe, backend: str) -> tuple[list[endpoints.Endpoint], endpoints.BuildId | None]:
+    """The endpoints asked for and the head's build identity (None when none are asked for)."""
     from harness import builds
     from harness.rpc import endpoints
 
     eps = endpoints.parse_list(args.rpc if args.rpc else recipe.spec.serve.rpc)
     if not eps:
-        return []
+        return [], None
     root = builds.build_root(args.builds_dir, recipe.name, backend)
     manifest = builds.read_manifest(root)
     if manifest is None:
         raise builds.not_built(recipe, "llama-server", backend=backend, builds_dir=args.builds_dir)
-    head = endpoints.BuildId.from_manifest(root, manifest)
+    return eps, endpoints.BuildId.from_manifest(root, manifest)
+
+
+def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endpoints.Checked]:
+    """The endpoints asked for, each checked against the head's build; [] when none."""
+    from harness.rpc import endpoints
+
+    eps, head = _head(args, recipe, backend)
+    if head is None:
+        return []
     passed = endpoints.check(eps, head, unverified=args.rpc_unverified)
     for c in passed:
         mem = ", ".join(f"{d.free >> 20} of {d.total >> 20} MiB free" for d in c.devices) or "no devices listed"
@@ -49,20 +58,12 @@ def checked(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[endp
 def planned(args: argparse.Namespace, recipe: Recipe, backend: str) -> list[str]:
     """The dry run's ``--rpc``: the flags a run would pass, after the check that the head's build has
     an RPC backend; no rpc-server is contacted."""
-    from harness import builds
     from harness.rpc import endpoints
 
-    eps = endpoints.parse_list(args.rpc if args.rpc else recipe.spec.serve.rpc)
-    if not eps:
+    eps, head = _head(args, recipe, backend)
+    if head is None:
         return []
-    root = builds.build_root(args.builds_dir, recipe.name, backend)
-    manifest = builds.read_manifest(root)
-    if manifest is None:
-        from harness.errors import InputError
-
-        raise InputError(f"no build of {recipe.name} for {backend} at {root}",
-                         hint=f"run `harness build {recipe.path} --backend {backend}` first")
-    endpoints.check([], endpoints.BuildId.from_manifest(root, manifest))  # the backend check alone
+    endpoints.check([], head)  # the backend check alone
     return endpoints.flags(eps)
 
 

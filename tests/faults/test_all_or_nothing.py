@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness import adoption, atomic, builds, lock
-from tests import models
+from tests import fake_manifest, models
 from tests.conftest import REPO, run_harness
 
 
@@ -89,13 +89,13 @@ def _lock(base: str) -> lock.Lock:
 
 def _build(path: Path, identity: str) -> None:
     path.mkdir(parents=True)
-    (path / "manifest.json").write_text(json.dumps({"identity": identity}))
+    (path / "manifest.json").write_text(json.dumps(fake_manifest.data(identity=identity)))
 
 
 def _state(builds_dir: Path, lock_path: Path) -> tuple[str, list[str], dict[str, str]]:
     the_lock = lock.read(lock_path)
     assert the_lock is not None
-    published = [str((builds.manifest(builds_dir / "r" / b) or {}).get("identity")) for b in ("cpu", "vulkan")]
+    published = [str(getattr(builds.manifest(builds_dir / "r" / b), "identity", None)) for b in ("cpu", "vulkan")]
     pointer = json.loads((builds_dir / "r" / "last-good.json").read_text())
     return the_lock.base_sha, published, {b: p["identity"] for b, p in pointer.items()}
 
