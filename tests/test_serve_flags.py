@@ -20,7 +20,7 @@ import pytest
 from harness import server, server_help
 from harness.recipe import Serve
 from harness.smoke import tiny_model
-from tests import models
+from tests import fake_manifest, models
 from tests.conftest import REPO, run_harness, write_recipe
 from tests.test_decode_smoke import _upstream
 from tests.test_serve import served_recipe
@@ -185,10 +185,10 @@ def test_dry_run_prints_rpc_after_the_rpc_backend_check(tmp_path: Path, llama_bi
     recipe, builds = served_recipe(tmp_path, llama_bin)
     model = _model(tmp_path)
     root = builds / "mini" / "cpu"
-    (root / "manifest.json").write_text(json.dumps({"stamp": {"commit": "0c1e570"}}))  # built without RPC
+    (root / "manifest.json").write_text(json.dumps(fake_manifest.data()))  # built without RPC
     res = _serve(recipe, builds, model, "--dry-run", "--rpc", "127.0.0.1:50052")
     assert res.returncode == 2 and "has no RPC backend" in res.stderr, res.stderr
-    (root / "manifest.json").write_text(json.dumps({"stamp": {"commit": "0c1e570"}, "rpc": {"protocol": "7.0.0"}}))
+    (root / "manifest.json").write_text(json.dumps(fake_manifest.data(rpc={"server": "ggml-rpc-server", "protocol": "7.0.0"})))
     res = _serve(recipe, builds, model, "--dry-run", "--json", "--rpc", "127.0.0.1:50052,10.0.0.2:50052")
     assert res.returncode == 0, res.stderr
     argv = json.loads(res.stdout)["argv"]
