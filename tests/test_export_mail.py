@@ -34,9 +34,9 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def _am(tree: Path, base: str, patches: list[Path], into: Path) -> subprocess.CompletedProcess[str]:
-    """``git am -3`` of ``patches`` onto ``base`` in a fresh clone of the prepared tree (as Ollama and Mesh-LLM apply queues)."""
-    _git(tree.parent, "clone", "-q", "--shared", "--no-checkout", str(tree), str(into))
-    _git(into, "checkout", "-q", "--detach", base)
+    """``git am -3`` of ``patches`` onto ``base`` in a work tree of the prepared repository at ``base`` (as Ollama and
+    Mesh-LLM apply queues; a worktree, since a clone would walk history whose old files the partial mirrors never fetched)."""
+    _git(tree, "worktree", "add", "-q", "--detach", str(into), base)
     return subprocess.run(["git", "-C", str(into), "am", "-3", "--committer-date-is-author-date", *map(str, patches)],
                           capture_output=True, text=True, env=None)
 
