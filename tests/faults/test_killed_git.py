@@ -2,7 +2,7 @@
 
 ``bin/git`` is put first on PATH; for the chosen git command it runs the real git under
 strace, which sends SIGKILL when git renames one of the chosen lock files into place (the
-moment git commits an index, a HEAD, an ORIG_HEAD, a ref or a shallow file).  The first
+moment git commits an index, a HEAD, an ORIG_HEAD, a ref).  The first
 run fails (exit 1, no traceback) and leaves git's lock file behind; the second run, with
 the real git, must give the commit a clean run gives.
 
@@ -112,7 +112,8 @@ KILLS = [
     ("merge", "stack", "ORIG_HEAD.lock"),  # squash-merging the fork's branch in the scratch worktree
     ("commit", "stack", "HEAD.lock"),  # committing an item
     ("apply", "stack", "index.lock"),  # applying the local patch
-    ("fetch", "mirror", "shallow.lock"),  # the shallow update after the pack came
+    # (no "shallow.lock": a mirror is a partial clone with the whole history, and has no shallow update
+    # unless the server is itself shallow)
     ("fetch", "mirror", "./refs/harness/pin/{base}.lock"),  # the pin ref of the base commit
 ]
 
