@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import needs
 from harness.pipeline import converter_env, tools
+
+pytestmark = pytest.mark.network  # the envs install from the package index (pip's cache, else PyPI)
 
 # the layout of llama.cpp's requirements/ at 0c1e570, with small packages in place of torch and transformers
 TOP = """-r ./requirements-convert_legacy_llama.txt
