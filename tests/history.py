@@ -15,11 +15,18 @@ Every answer is compared with git's on a full clone (``oracle``).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.world import git
+from tests.world import _ENV, git
+
+
+def _try(repo: Path, *args: str) -> int:
+    """git with the world's fixed identity, where failing is an answer (a conflicting merge)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **_ENV}
+    return subprocess.run(["git", "-C", str(repo), *args], env=env, capture_output=True).returncode
 
 URL = "https://github.com/example-org/history"
 
@@ -62,12 +69,12 @@ def build(root: Path) -> History:
     git(work, "checkout", "-q", "-b", "b", x)
     b1 = _commit(work, "src/f.txt", "b\n", "b: f says b")
     git(work, "checkout", "-q", "a")
-    subprocess.run(["git", "-C", str(work), "merge", "-q", "--no-ff", b1], capture_output=True)  # conflicts
+    _try(work, "merge", "-q", "--no-ff", b1)  # conflicts
     (work / "src/f.txt").write_text("a\n")
     git(work, "add", "src/f.txt")
     git(work, "commit", "-qm", "a: merge b, keep a")
     git(work, "checkout", "-q", "b")
-    subprocess.run(["git", "-C", str(work), "merge", "-q", "--no-ff", a1], capture_output=True)
+    _try(work, "merge", "-q", "--no-ff", a1)
     (work / "src/f.txt").write_text("a\n")
     git(work, "add", "src/f.txt")
     git(work, "commit", "-qm", "b: merge a, keep a")
@@ -132,11 +139,11 @@ def oracle(bare: Path, scratch: Path, base: str, head: str) -> Answer:
         git(clone, "fetch", "-q", "origin", "+refs/pull/*:refs/pull/*")
     git(clone, "checkout", "-q", "--force", "--detach", base)
     git(clone, "reset", "-q", "--hard")
-    if subprocess.run(["git", "-C", str(clone), "merge-base", "--is-ancestor", head, base]).returncode == 0:
+    if _try(clone, "merge-base", "--is-ancestor", head, base) == 0:
         return Answer("already-merged")
-    res = subprocess.run(["git", "-C", str(clone), "merge", "--squash", "--no-commit", head], capture_output=True)
+    status = _try(clone, "merge", "--squash", "--no-commit", head)
     unmerged = git(clone, "diff", "--name-only", "--diff-filter=U")
-    if res.returncode != 0:
+    if status != 0:
         files = tuple(sorted(set(unmerged.split())))
         git(clone, "reset", "-q", "--hard")
         return Answer("conflict", files)
