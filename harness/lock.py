@@ -364,7 +364,9 @@ def resolve(
                 items.append(old)
                 continue
             if sha is None:
-                raise StepError(f"{item.label()}: {item.fetch_ref} not found at {item.repo}")
+                raise InputError(f"{recipe.path}: {item.label()}: {item.fetch_ref} not found at {item.repo}",
+                                 hint=("check the number, or give the item `repo:` when the PR is another repository's"
+                                       if item.kind == "pr" else _did_you_mean(item.ref, item.repo)))
             new = replace(item, sha=sha, retired=old.retired if old is not None and old.sha == sha else None)
         if old is None or old.pin != new.pin:
             moves.append(Move(new.label(), old.pin if old else None, new.pin))
@@ -517,7 +519,21 @@ def _pick_ref(answers: dict[str, str], ref: str, repo: str) -> str:
     for name in (f"{ref}^{{}}", ref, f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}"):
         if name in answers:
             return answers[name]
-    raise StepError(f"upstream ref {ref!r} not found at {repo} (no branch or tag of that name)")
+    raise InputError(f"upstream ref {ref!r} not found at {repo} (no branch or tag of that name)",
+                     hint=_did_you_mean(ref, repo))
+
+
+def _did_you_mean(ref: str, repo: str) -> str:
+    """A hint naming the branches and tags of ``repo`` closest to ``ref`` (one more ls-remote, on failure only)."""
+    import difflib
+
+    try:
+        names = [n.split("/", 2)[2] for n in git.ls_remote(repo, ["refs/heads/*", "refs/tags/*"], timeout=30)
+                 if n.count("/") >= 2 and not n.endswith("^{}")]
+    except (CommandFailed, StepError):
+        names = []
+    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "check the name in the recipe"
 
 
 def _ls_remote(repo: str, refs: list[str]) -> dict[str, str]:

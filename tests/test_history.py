@@ -124,3 +124,16 @@ def test_a_retired_mark_is_re_verified_against_the_current_base(tmp_path: Path, 
     assert "retired mark no longer holds" in out["items"][0]["detail"]
     assert "does not have it" in res.stderr
     assert (Path(out["tree"]) / "src/pr71.txt").read_text() == "PR 71\n"
+
+
+def test_a_misspelled_ref_or_a_missing_pr_is_bad_input_with_a_suggestion(tmp_path: Path, hist: h.History) -> None:
+    """Found by a fresh-user trial: `ref: mastr` and `pr: 99999` were step failures (exit 1) with no next step."""
+    env = _env(hist, tmp_path / "c")
+    recipe = write_recipe(tmp_path / "a", "typo", f"upstream:\n  repo: {h.URL}\n  ref: mastr\n")
+    res = run_harness("lock", recipe, env=env)
+    assert res.returncode == 2, res.stderr
+    assert "upstream ref 'mastr' not found" in res.stderr and "did you mean 'master'?" in res.stderr
+    recipe = write_recipe(tmp_path / "b", "nopr", f"upstream:\n  repo: {h.URL}\n  ref: master\nstack:\n  - pr: 99999\n")
+    res = run_harness("lock", recipe, env=env)
+    assert res.returncode == 2, res.stderr
+    assert "refs/pull/99999/head not found" in res.stderr and "check the number" in res.stderr
