@@ -57,6 +57,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "harness-cache"))
+    # the converter's venvs (one per tree's requirements: torch, transformers) are made once per machine
+    monkeypatch.setenv("HARNESS_CONVERTER_ENVS", str(Path(os.environ.get("HARNESS_TEST_CACHE") or
+                                                          platformdirs.user_cache_dir("llama-harness-tests")) / "converter-envs"))
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
 
 

@@ -19,6 +19,11 @@ from harness.pipeline import converter_env, tools
 
 pytestmark = pytest.mark.network  # the envs install from the package index (pip's cache, else PyPI)
 
+
+@pytest.fixture(autouse=True)
+def _own_envs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HARNESS_CONVERTER_ENVS", raising=False)  # these tests watch an env being made
+
 # the layout of llama.cpp's requirements/ at 0c1e570, with small packages in place of torch and transformers
 TOP = """-r ./requirements-convert_legacy_llama.txt
 --extra-index-url https://download.pytorch.org/whl/cpu

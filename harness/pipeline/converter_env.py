@@ -132,7 +132,11 @@ class Plan:
 
     @property
     def root(self) -> Path:
-        return paths.cache_dir("converter-envs") / self.digest[:16]
+        # HARNESS_CONVERTER_ENVS: one directory of envs shared by several caches (CI, test sessions)
+        shared = os.environ.get("HARNESS_CONVERTER_ENVS")
+        base = Path(shared).expanduser() if shared else paths.cache_dir("converter-envs")
+        base.mkdir(parents=True, exist_ok=True)
+        return base / self.digest[:16]
 
 
 def plan(tree: Path) -> Plan | None:
