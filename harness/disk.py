@@ -128,6 +128,8 @@ def human(n: int) -> str:
 def _tree_bytes(mirrors: dict[str, Mirror], sha: str) -> int:
     for mirror in mirrors.values():
         if (mirror.path / "HEAD").exists() and git.has_commit(mirror.path, sha):
+            if git.missing_blobs(mirror.path, sha):  # a partial mirror: `ls-tree -l` would fetch each file to size it
+                return TREE
             res = git.git(["ls-tree", "-r", "-l", "--full-tree", sha], repo=mirror.path, check=False)
             sizes = [int(line.split()[3]) for line in res.stdout.splitlines()
                      if len(line.split()) >= 4 and line.split()[3].isdigit()]
