@@ -117,7 +117,7 @@ def check(record_key: str) -> list[dict[str, Any]] | None:
             if any(e.name.startswith(f".{root.name}.") for e in os.scandir(root.parent)):
                 return None  # temps or an old copy beside it (a killed build?): the full path sweeps them
             results.append({"recipe": entry["recipe"], "backend": entry["backend"], "path": entry["path"],
-                            "identity": entry["identity"], "noop": True, **entry["summary"]})
+                            "identity": entry["identity"], "noop": True, **_summary_json(manifest)})
         return results
     except (OSError, ValueError, KeyError, TypeError, AttributeError, InputError):
         return None
@@ -131,12 +131,19 @@ def record(record_key: str, before: dict[str, Any], results: list[dict[str, Any]
     if not results or any(r["backend"] not in FAST_BACKENDS for r in results):
         path.unlink(missing_ok=True)
         return
-    entries = [{"recipe": r["recipe"], "backend": r["backend"], "path": r["path"], "identity": r["identity"],
-                "summary": {k: r[k] for k in SUMMARY_KEYS}} for r in results]  # fmt: skip
+    entries = [{"recipe": r["recipe"], "backend": r["backend"], "path": r["path"], "identity": r["identity"]}
+               for r in results]  # fmt: skip
     atomic.write_json(path, {"inputs": before, "results": entries})
 
 
-SUMMARY_KEYS = ("stamp", "timings", "patched_commit", "origin", "key", "isa")  # what ``summary`` gives
+def _summary_json(m: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` of a manifest read as JSON (the fast path imports no pydantic): the same fields, the
+    model's defaults where the file leaves them out."""
+    isa = m.get("isa") or {}
+    origin = {"how": "built", "cache": None, "built_on": None, **(m.get("origin") or {})}
+    return {"stamp": m["stamp"], "timings": m.get("timings") or {}, "patched_commit": m["patched_commit"],
+            "origin": origin, "key": m["key_digest"],
+            "isa": {k: isa.get(k) for k in ("variant", "enabled", "disabled", "fallbacks", "ggml_features")}}
 
 
 def summary(manifest: Manifest) -> dict[str, Any]:
