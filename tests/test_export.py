@@ -89,7 +89,7 @@ def test_a_failed_export_changes_nothing(tmp_path: Path, world_env: dict[str, st
     recipe.write_text(recipe.read_text() + "  - pr: 999\n")
     recipe_bytes, lock_bytes = recipe.read_bytes(), recipe.with_suffix(".lock").read_bytes()
     res = run_harness("patches", "export", recipe)
-    assert res.returncode == 1 and "refs/pull/999/head not found" in res.stderr
+    assert res.returncode == 2 and "refs/pull/999/head not found" in res.stderr
     assert "Traceback" not in res.stderr
     assert recipe.read_bytes() == recipe_bytes and recipe.with_suffix(".lock").read_bytes() == lock_bytes
     assert not (tmp_path / "r" / "patches").exists()

@@ -80,7 +80,7 @@ def test_check_fails_when_recipe_changes(tmp_path: Path, world_env: dict[str, st
 def test_unknown_pr_is_a_clear_error(tmp_path: Path, world_env: dict[str, str]) -> None:
     recipe = write_recipe(tmp_path, "r", f"upstream:\n  repo: {w.UPSTREAM_URL}\nstack:\n  - pr: 999\n")
     res = run_harness("lock", recipe)
-    assert res.returncode == 1
+    assert res.returncode == 2  # bad input: the recipe names a PR the repository does not have
     assert f"PR #999 of {w.UPSTREAM_URL}: refs/pull/999/head not found" in res.stderr
 
 
