@@ -5,8 +5,9 @@ read, and the drift check (has a PR head or branch moved since it was locked?).
 Mirrors are partial clones holding every commit and tree behind a pin (see ``mirror``), so
 merge bases and ancestry are git's full-history answers; this module only brings the
 blobs an operation will read, in one request per mirror, before it runs: the source tree
-itself is no partial clone (git's lazy fetch during a criss-cross merge asks for objects of
-the virtual merge base that no server has), so what is not fetched first is an error."""
+itself is no partial clone (git's lazy fetch during a criss-cross merge asked the server for
+an object it does not have: the TurboQuant fork's PR 31 after PR 48), so what is not fetched
+first is an error."""
 
 from __future__ import annotations
 
