@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import console, quality, runner
-from harness.errors import InputError, StepError
+from harness.errors import StepError
 from harness.recipe import NightlyGates, Recipe
 
 
@@ -31,13 +31,9 @@ class Refusal:
 
 
 def _local_file(recipe: Recipe, key: str, value: str) -> Path:
-    try:
-        path = recipe.resolve_local(value)
-    except ValueError as exc:
-        raise InputError(f"{recipe.path}: nightly.gates.{key}: {exc}") from None
-    if not path.is_file():
-        raise InputError(f"{recipe.path}: nightly.gates.{key}: no such file: {value}")
-    return path
+    from harness.pipeline.plan import local_file
+
+    return local_file(recipe, value, f"{recipe.path}: nightly.gates.{key}")
 
 
 def model_of(recipe: Recipe, gates: NightlyGates) -> Path:

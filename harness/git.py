@@ -434,12 +434,6 @@ def history_complete(repo: Path, shas: Iterable[str]) -> bool:
     return not shas or _run(["rev-list", "--quiet", *shas], repo=repo, check=False)[0] == 0
 
 
-def shallow_commits(repo: Path) -> set[str]:
-    dot_git = repo / ".git" if (repo / ".git").is_dir() else repo
-    shallow = dot_git / "shallow"
-    return set(shallow.read_text().split()) if shallow.exists() else set()
-
-
 def is_dirty(repo: Path) -> bool:
     with _open(repo) as r:
         return bool(r.is_dirty(untracked_files=True))

@@ -258,8 +258,5 @@ class Mirror:
         """Every file of ``sha``'s tree present (what a checkout of it reads); returns the bytes fetched."""
         return self.fetch_blobs(git.missing_blobs(self.path, sha))
 
-    def shallow_commits(self) -> set[str]:
-        return git.shallow_commits(self.path)
-
     def size(self) -> int:
         return sum(f.stat().st_size for f in (self.path / "objects").rglob("*") if f.is_file())

@@ -41,8 +41,8 @@ def _resolve_readme(work: Path, title: str) -> None:
     (work / "README.md").write_text("".join(text))
 
 
-def _conflict(recipe: Path) -> dict[str, object]:
-    res = run_harness("prepare", recipe, "--json")
+def _conflict(recipe: Path, *args: str) -> dict[str, object]:
+    res = run_harness("prepare", recipe, "--json", *args)
     assert res.returncode == 1, res.stderr
     return dict(json.loads(res.stdout)["error"]["conflict"])
 

@@ -9,24 +9,11 @@ from pathlib import Path
 
 from tests import world as w
 from tests.conftest import run_harness, write_recipe
+from tests.test_export import _conflict, _resolve_readme
 
 CORPUS = Path(__file__).parent / "data" / "patches"
 SERIES = "series-conflict"
 MEMBER = "0002-README-the-series-retitles-too.patch"
-
-
-def _resolve_readme(work: Path, title: str) -> None:
-    text = (work / "README.md").read_text().splitlines(keepends=True)
-    start = next(i for i, t in enumerate(text) if t.startswith("<<<<<<<"))
-    end = next(i for i, t in enumerate(text) if t.startswith(">>>>>>>"))
-    text[start : end + 1] = [f"# llama.cpp ({title})\n"]
-    (work / "README.md").write_text("".join(text))
-
-
-def _conflict(recipe: Path, *args: str) -> dict[str, object]:
-    res = run_harness("prepare", recipe, "--json", *args)
-    assert res.returncode == 1, res.stderr
-    return dict(json.loads(res.stdout)["error"]["conflict"])
 
 
 def _git(repo: Path, *args: str) -> str:

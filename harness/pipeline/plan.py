@@ -175,16 +175,21 @@ def calibration_path(recipe: Recipe, rel: str | None) -> Path:
     return text_path(recipe, rel, DEFAULT_CALIBRATION, "model.imatrix.calibration")
 
 
+def local_file(recipe: Recipe, rel: str, key: str) -> Path:
+    """A file the recipe names under ``key``, relative to the recipe: an InputError naming ``key`` unless it is one."""
+    try:
+        path = recipe.resolve_local(rel)
+    except ValueError as exc:
+        raise InputError(f"{key}: {exc}") from None
+    if not path.is_file():
+        raise InputError(f"{key}: no such file: {rel}")
+    return path
+
+
 def text_path(recipe: Recipe, rel: str | None, default: str, key: str) -> Path:
     """A text the recipe names (``key``), else ``default`` of its repository or of this checkout."""
     if rel is not None:
-        try:
-            path = recipe.resolve_local(rel)
-        except ValueError as exc:
-            raise InputError(f"{key}: {exc}") from None
-        if not path.is_file():
-            raise InputError(f"{key}: no such file: {rel}")
-        return path
+        return local_file(recipe, rel, key)
     for base in (recipe.root, Path(__file__).resolve().parents[2]):
         candidate = base / default
         if candidate.is_file():
