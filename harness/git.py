@@ -288,8 +288,11 @@ def config_get(repo: Path, key: str) -> str | None:
 
 
 def has_commit(repo: Path, sha: str) -> bool:
-    with _open(repo) as r:
-        return bool(r.is_valid_object(sha, "commit"))
+    """Is commit ``sha`` here?  Never fetched to find out: in a partial clone, git's own lazy fetch of a
+    missing commit from a shallow server (the sdist's llama.cpp) recurses without end (git 2.39), so this
+    asks ``rev-list --missing=print``, which turns lazy fetching off."""
+    status, out, _, _ = _run(["rev-list", "--missing=print", "--no-walk", sha], repo=repo, check=False)
+    return status == 0 and not any(line.startswith(b"?") for line in out.splitlines())
 
 
 def missing_objects(repo: Path, names: Iterable[str]) -> list[str]:
@@ -302,16 +305,10 @@ def missing_objects(repo: Path, names: Iterable[str]) -> list[str]:
 
 
 def rev_parse(repo: Path, rev: str) -> str | None:
-    """The commit ``rev`` names, or None."""
-    gp = _gp()
-    with _open(repo) as r:
-        try:
-            obj = r.rev_parse(rev)
-            while obj.type == "tag":
-                obj = obj.object
-        except (gp.exc.BadName, gp.exc.BadObject, ValueError, IndexError):
-            return None
-        return obj.hexsha if obj.type == "commit" else None
+    """The commit ``rev`` names (tags peeled), or None."""
+    status, out, _, _ = _run(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
+                             repo=repo, check=False)
+    return out.decode().strip() if status == 0 else None
 
 
 def head(repo: Path) -> str:
@@ -322,14 +319,9 @@ def head(repo: Path) -> str:
 
 
 def has_ref(repo: Path, ref: str, sha: str) -> bool:
-    """Does ``ref`` exist and point at ``sha``?"""
-    gp = _gp()
-    with _open(repo) as r:
-        reference = gp.Reference(r, ref, check_path=False)
-        try:
-            return bool(reference.is_valid() and reference.commit.hexsha == sha)
-        except (ValueError, gp.exc.BadName, gp.exc.BadObject):
-            return False
+    """Does ``ref`` exist, point at ``sha``, and is that commit here?  (Nothing is fetched to find out.)"""
+    status, out, _, _ = _run(["rev-parse", "--verify", "--quiet", "--end-of-options", ref], repo=repo, check=False)
+    return status == 0 and out.decode().strip() == sha and has_commit(repo, sha)
 
 
 def refs_under(repo: Path, prefix: str) -> dict[str, str]:
@@ -339,15 +331,13 @@ def refs_under(repo: Path, prefix: str) -> dict[str, str]:
 
 
 def update_ref(repo: Path, ref: str, sha: str) -> None:
-    gp = _gp()
-    with _open(repo) as r:
-        gp.Reference.create(r, ref, sha, force=True)
+    """Point ``ref`` at ``sha`` (git checks the object is here; a missing one is an error, never fetched)."""
+    _run(["update-ref", "--no-deref", ref, sha], repo=repo)
 
 
 def delete_ref(repo: Path, ref: str) -> None:
-    gp = _gp()
-    with _open(repo) as r, contextlib.suppress(OSError, ValueError):
-        gp.Reference.delete(r, ref)
+    """Remove ``ref`` if it exists (a broken or dangling ref too)."""
+    _run(["update-ref", "--no-deref", "-d", ref], repo=repo, check=False)
 
 
 def merge_base(repo: Path, a: str, b: str) -> str | None:
@@ -372,19 +362,17 @@ def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
 
 
 def commit_time(repo: Path, sha: str) -> int:
-    with _open(repo) as r:
-        return int(r.commit(sha).committed_date)
+    return int(_text(["show", "-s", "--format=%ct", sha, "--"], repo).strip())
 
 
 def subject(repo: Path, sha: str) -> str:
-    with _open(repo) as r:
-        summary = r.commit(sha).summary
-        return summary if isinstance(summary, str) else summary.decode("utf-8", "replace")
+    """The first line of ``sha``'s message."""
+    message = _text(["show", "-s", "--format=%B", sha, "--"], repo)
+    return message.split("\n", 1)[0].strip()
 
 
 def tree_of(repo: Path, rev: str) -> str:
-    with _open(repo) as r:
-        return str(r.commit(rev).tree.hexsha)
+    return _text(["rev-parse", "--verify", "--end-of-options", f"{rev}^{{tree}}"], repo).strip()
 
 
 def missing_blobs(repo: Path, sha: str) -> list[str]:
@@ -431,7 +419,11 @@ def changed_paths(repo: Path, a: str, b: str) -> list[str]:
 def history_complete(repo: Path, shas: Iterable[str]) -> bool:
     """Can every commit behind ``shas`` be walked (parents present or marked shallow)?"""
     shas = list(shas)
-    return not shas or _run(["rev-list", "--quiet", *shas], repo=repo, check=False)[0] == 0
+    if not shas:
+        return True
+    # --missing=print: no lazy fetch (see has_commit); git 2.39 fails on a missing commit, later gits print it
+    status, out, _, _ = _run(["rev-list", "--missing=print", *shas], repo=repo, check=False)
+    return status == 0 and not any(line.startswith(b"?") for line in out.splitlines())
 
 
 def is_dirty(repo: Path) -> bool:

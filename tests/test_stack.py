@@ -233,3 +233,17 @@ def test_killed_fetch_leaves_a_usable_cache(tmp_path: Path, world_env: dict[str,
     res = _prepare(recipe)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["items"][0]["status"] == "applied"
+
+
+def test_prepare_after_a_kill_that_left_an_empty_mirror(tmp_path: Path, world_env: dict[str, str]) -> None:
+    """A run killed between creating a mirror and its first fetch leaves an empty partial clone.  Asking
+    it for a commit must not start git's lazy fetch: from a shallow server (the sdist's llama.cpp) that
+    fetch recurses without end in git 2.39 (CI saw a prepare hang for 30 minutes, 6,500 gits deep)."""
+    recipe = write_recipe(tmp_path, "empty", UP + "stack:\n  - pr: 1\n")
+    assert run_harness("lock", recipe).returncode == 0
+    make_empty = ("from harness.mirror import Mirror\n"
+                  f"with Mirror.for_url({w.UPSTREAM_URL!r}).locked(): pass\n")
+    subprocess.run([sys.executable, "-c", make_empty], cwd=REPO, check=True)
+    res = run_harness("prepare", recipe, "--json", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["items"][0]["status"] == "applied"
