@@ -256,6 +256,40 @@ def test_two_concurrent_pulls_publish_one_whole_build(pushed: dict[str, Any], tm
     assert pack.verify_files(root, published) == []
 
 
+def test_credentials_from_a_credential_helper(pushed: dict[str, Any], tmp_path: Path, test_cache: Path,
+                                             registry: registry_mod.Registry) -> None:
+    """``credsStore`` / ``credHelpers`` as docker runs them: ``docker-credential-NAME get``, server on stdin,
+    JSON on stdout (the helper here is a script speaking that protocol; the registry checks its answer)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-harness-test"
+    helper.write_text(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n"
+        f"case \"$server\" in {registry.host}|https://{registry.host})\n"
+        f"  printf '{{\"ServerURL\":\"%s\",\"Username\":\"{registry_mod.USER}\",\"Secret\":\"{registry_mod.SECRET}\"}}' \"$server\";;\n"
+        "  *) echo 'credentials not found in native keychain'; exit 1;;\nesac\n")
+    helper.chmod(0o755)
+    config = tmp_path / "docker"
+    config.mkdir()
+    env = _env(test_cache, config, tmp_path / "fresh-cache")
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    key = pushed["manifest"].key_digest
+    for settings in ({"auths": {registry.host: {}}, "credsStore": "harness-test"},
+                     {"credsStore": "absent", "credHelpers": {registry.host: "harness-test"}}):
+        (config / "config.json").write_text(json.dumps(settings))
+        with CmdlineWatch(registry_mod.SECRET) as watch:
+            listed = _harness(env, "cache", "ls", pushed["recipe"], "--cache", registry.url, "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert key in [e["key"] for e in json.loads(listed.stdout)]
+        assert watch.scans > 0 and watch.seen == [] and registry_mod.SECRET not in listed.stdout + listed.stderr
+
+    # a helper that is not installed: said, and the registry is asked without credentials (and refuses)
+    (config / "config.json").write_text(json.dumps({"credHelpers": {registry.host: "absent"}}))
+    refused = _harness(env, "cache", "ls", pushed["recipe"], "--cache", registry.url)
+    assert refused.returncode == 1, refused.stderr
+    assert "docker-credential-absent is not on PATH" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_wrong_credentials_fall_back_and_a_url_with_credentials_is_refused(
         pushed: dict[str, Any], tmp_path: Path, registry: registry_mod.Registry, monkeypatch: pytest.MonkeyPatch,
         capfd: pytest.CaptureFixture[str]) -> None:
