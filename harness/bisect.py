@@ -38,7 +38,8 @@ from harness.tree import Tree
 
 SCHEMA = 1  # Result's schema
 Why = Literal["found", "skipped", "budget"]
-PR_IN_SUBJECT = re.compile(r"\(#(\d+)\)\s*$")  # llama.cpp's squash merges: "llama : fix foo (#22673)"
+# llama.cpp's squash merges ("llama : fix foo (#22673)"), GitHub's merge commits ("Merge pull request #14 from ...")
+PR_IN_SUBJECT = re.compile(r"\(#(\d+)\)\s*$|^Merge pull request #(\d+) ")
 HEX = re.compile(r"^[0-9a-f]{4,40}$")
 
 
@@ -90,7 +91,7 @@ def commit_info(repo: Path, sha: str) -> Commit:
     out = git.git(["log", "-1", "--no-show-signature", "--format=%H%x00%aI%x00%s", sha], repo=repo).stdout.strip()
     full, date, subject = out.split("\0", 2)
     pr = PR_IN_SUBJECT.search(subject)
-    return Commit(sha=full, subject=subject, date=date, pr=int(pr.group(1)) if pr else None)
+    return Commit(sha=full, subject=subject, date=date, pr=int(pr.group(1) or pr.group(2)) if pr else None)
 
 
 def range_commits(repo: Path, good: str, bad: str) -> list[str]:

@@ -230,3 +230,13 @@ def test_nightly_names_the_culprit(bworld: bw.World, env: dict[str, str], tmp_pa
     assert f"Culprit: upstream {bworld.commits[bw.APPLY_BREAK][:12]}" in md and f"PR #{1000 + bw.APPLY_BREAK}" in md
     # the failed night kept the lock and the published build
     assert json.loads(recipe.with_suffix(".lock").read_text())["upstream"]["sha"] == bworld.commits[0]
+
+
+@pytest.mark.parametrize(("subject", "pr"), [
+    ("llama : add MTP support (#22673)", 22673),
+    ("Merge pull request #14 from AtomicBot-ai/b1-mtp-qwen-rebase", 14),
+    ("ggml : fix #123 in the middle", None),
+])
+def test_pr_from_subject(subject: str, pr: int | None) -> None:
+    found = bisect.PR_IN_SUBJECT.search(subject)
+    assert (int(found.group(1) or found.group(2)) if found else None) == pr
