@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "validate": "validate",
     "lock": "lock",
     "prepare": "prepare",
+    "bisect": "bisect",
     "patches": "patches",
     "build": "build",
     "verify": "verify",

@@ -509,6 +509,14 @@ def ensure(recipe: Recipe, *, frozen: bool = False) -> Lock:
     return lock
 
 
+def upstream_tip(recipe: Recipe) -> str:
+    """The commit the recipe's upstream ref names at the remote now (as ``resolve`` finds it)."""
+    spec = recipe.spec.upstream
+    if SHA40.match(spec.ref):
+        return spec.ref
+    return _pick_ref(_ls_remote(spec.repo, _ref_candidates(spec.ref)), spec.ref, spec.repo)
+
+
 def _ref_candidates(ref: str) -> list[str]:
     if ref.startswith("refs/"):
         return [ref, f"{ref}^{{}}"]

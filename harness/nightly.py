@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import adoption, build, builds, console, git, lock, smoke, sources, stack
+from harness import adoption, bisect, build, builds, console, git, lock, smoke, sources, stack
 from harness.cache import Transport
 from harness.conflicts import ConflictError
 from harness.errors import CommandFailed, HarnessError, StepError
@@ -76,12 +76,15 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
                              "error": None, "adopted": False, "items": [], "missing": [], "moves": [], "builds": {},
                              "smoke": {}}  # fmt: skip
     step = "lock"
+    old: Lock | None = None  # what a failed night bisects from (harness/bisect.py: for_night)
+    new_base: str | None = None
     try:
         if adoption.finish(builds_dir, recipe.name):
             console.info(f"{recipe.name}: finished the adoption a killed nightly left half done")
         old = lock.read(recipe.lock_path)
         candidate, moves = lock.resolve(recipe, old, update=True, keep_gone=True)
         entry["old_base"], entry["new_base"] = (old.base_sha if old else None), candidate.base_sha
+        new_base = candidate.base_sha
         entry["moves"] = [{"what": m.what, "old": m.old, "new": m.new, "gone": m.gone} for m in moves]
         for m in moves:
             console.info(f"  {m}")
@@ -159,6 +162,9 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         if step.startswith(("build:", "smoke:")):
             entry["builds"][step.rsplit(":", 1)[1]] = failed_build(step, exc)
         console.error(f"{recipe.name}: {step} failed")
+        culprit = bisect.for_night(recipe, old, new_base, step, builds.build_root(builds_dir, recipe.name, "last-good.json"))
+        if culprit is not None:
+            entry["bisect"] = culprit
     except Exception as exc:  # a nightly reports and goes on to the next recipe, whatever broke
         entry.update(failed_step=step, error=f"internal error: {type(exc).__name__}: {exc}")
         console.error(f"{recipe.name}: {step} failed with an internal error: {type(exc).__name__}: {exc}")

@@ -81,10 +81,33 @@ def markdown(report: dict[str, Any]) -> str:
             for refusal in g.get("refused", []):
                 lines.append(f"- **refused**: {refusal['metric']} {refusal['candidate']:.6f} vs last good "
                              f"{refusal['last_good']:.6f}, allowed increase {refusal['threshold']:g}")
+        if r.get("bisect"):
+            lines += culprit(r["bisect"])
         if r["error"]:
             lines += ["", "```", r["error"], "```"]
         lines.append("")
     return "\n".join(lines)
+
+
+def culprit(b: dict[str, Any]) -> list[str]:
+    """What the night's bisection found (harness/bisect.py: ``Result``), in a few lines."""
+    if "error" in b:
+        return ["", f"- bisection of the upstream range failed: {b['error']}"]
+
+    def name(c: dict[str, Any]) -> str:
+        return f"{c['sha'][:12]} {c['subject']}" + (f" (PR #{c['pr']})" if c.get("pr") else "") + f", {c['date']}"
+
+    steps = f"{len(b['steps'])} bisect step(s) over {b['range_size']} upstream commit(s), check {b['check']}"
+    if b.get("first_bad"):
+        lines = ["", f"**Culprit: upstream {name(b['first_bad'])}** ({steps})"]
+        if b.get("detail"):
+            lines.append(f"- {b['detail'].splitlines()[0]}")
+    else:
+        why = "only skipped commits left" if b["why"] == "skipped" else "the step budget ran out"
+        lines = ["", f"**The culprit is one of {len(b['candidates'])} upstream commits** ({why}; {steps}):"]
+        lines += [f"- {name(c)}" for c in b["candidates"][:20]]
+    lines.append(f"- last good: {name(b['last_good'])}")
+    return [line.replace("|", "/") for line in lines]
 
 
 def chart(history: Path, png: Path) -> None:

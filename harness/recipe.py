@@ -436,6 +436,7 @@ class Nightly(_Model):
     skip_conflicts: bool = False
     smoke: list[SmokeTest] = Field(default_factory=lambda: list(ALL_SMOKE))
     backends: list[BackendName] | None = None
+    bisect_steps: int = Field(default=8, ge=0)  # a failed night bisects upstream for the culprit (0: never)
 
 
 class RecipeModel(_Model):

@@ -106,8 +106,10 @@ class _Ctx:
 
 
 
-def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_conflicts: bool = False) -> Prepared:
-    tree = Tree.for_recipe(recipe)
+def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_conflicts: bool = False,
+            tree: Tree | None = None) -> Prepared:
+    """``tree``: where to stack (default the recipe's own tree; bisect passes a private one)."""
+    tree = tree or Tree.for_recipe(recipe)
     mirrors = sources.mirrors_for(lock)
     drift = sources.check_drift(lock) if check_remote else []
     for d in drift:

@@ -1,0 +1,289 @@
+"""Lock + check over an upstream range -> the first upstream commit where the check turns bad.
+
+``harness bisect RECIPE --check CHECK`` walks the first-parent chain of the recipe's upstream from
+``good`` (default: the locked base) to ``bad`` (default: what the recipe's upstream ref names now),
+as ``git bisect --first-parent`` would: each step applies the whole locked stack to the candidate
+commit with the same code and fixed identity as ``prepare`` (a Lock with only ``base_sha``
+replaced), in a private tree under ``<cache>/bisect/`` (``src``, ``stack``, ``build-<backend>``),
+never the recipe's own tree, ``builds/`` or the lock, and asks the check (harness/bisect_checks.py).
+A step the check cannot judge is skipped as ``git bisect skip`` skips it; when only skipped
+commits are left, or the step budget runs out, the answer is a range of commits, said as such.
+
+Mirrors hold the whole commit graph behind a pin (harness/mirror.py), so the range is listed
+locally; each step fetches only the blobs its candidate's checkout and merges read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness import atomic, console, git, paths, stack
+from harness import lock as lock_mod
+from harness.bisect_checks import Check, Env, Verdict
+from harness.conflicts import ConflictError
+from harness.errors import HarnessError, InputError
+from harness.lock import Lock
+from harness.mirror import Mirror, Want
+from harness.recipe import Recipe
+from harness.tree import Tree
+
+SCHEMA = 1  # Result's schema
+Why = Literal["found", "skipped", "budget"]
+# llama.cpp's squash merges ("llama : fix foo (#22673)"), GitHub's merge commits ("Merge pull request #14 from ...")
+PR_IN_SUBJECT = re.compile(r"\(#(\d+)\)\s*$|^Merge pull request #(\d+) ")
+HEX = re.compile(r"^[0-9a-f]{4,40}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Commit(_Model):
+    sha: str
+    subject: str
+    date: str  # author date, ISO 8601
+    pr: int | None = None  # the upstream PR a squash commit names in its subject
+
+
+class Step(_Model):
+    step: int
+    commit: Commit
+    verdict: Literal["good", "bad", "skip"]
+    detail: str = ""
+    seconds: float
+
+
+class Result(_Model):
+    """What ``harness bisect --json`` prints (and nightly's report holds)."""
+
+    schema_: Literal[1] = Field(default=1, alias="schema")
+    recipe: str
+    check: str
+    good: Commit
+    bad: Commit
+    range_size: int  # commits in good..bad (bad included, good not)
+    first_bad: Commit | None  # None when the answer is a range
+    last_good: Commit
+    candidates: list[Commit]  # the commits that may be the first bad one, oldest first (one when found)
+    is_range: bool
+    why: Why  # budget: the step budget ran out first
+    detail: str = ""  # what the check said at the first bad commit (the item that stops applying...)
+    steps: list[Step]
+
+
+def scratch_tree(recipe: Recipe) -> Tree:
+    """The bisection's own tree (source repo, stack worktree, build dirs), kept between runs and
+    steps so builds are incremental; a sibling of the recipe trees, so ccache sees the same paths."""
+    key = hashlib.sha256(str(recipe.path).encode()).hexdigest()[:8]
+    return Tree(paths.cache_dir("bisect") / f"{recipe.name}-{key}")
+
+
+def commit_info(repo: Path, sha: str) -> Commit:
+    out = git.git(["log", "-1", "--no-show-signature", "--format=%H%x00%aI%x00%s", sha], repo=repo).stdout.strip()
+    full, date, subject = out.split("\0", 2)
+    pr = PR_IN_SUBJECT.search(subject)
+    return Commit(sha=full, subject=subject, date=date, pr=int(pr.group(1) or pr.group(2)) if pr else None)
+
+
+def range_commits(repo: Path, good: str, bad: str) -> list[str]:
+    """The first-parent chain from ``good`` (excluded) to ``bad`` (included), oldest first."""
+    out = git.git(["rev-list", "--first-parent", "--ancestry-path", f"{good}..{bad}"], repo=repo).stdout
+    return list(reversed(out.split()))
+
+
+def _resolve(mirror: Mirror, rev: str, what: str) -> str:
+    """A full SHA for ``rev`` (a full or abbreviated SHA) that the upstream mirror has or can fetch."""
+    rev = rev.strip().lower()
+    if not HEX.match(rev):
+        raise InputError(f"{what} {rev!r}: not a commit SHA (give 4-40 hex digits)", key=what)
+    found = git.git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo=mirror.path, check=False)
+    if found.returncode == 0:
+        return found.stdout.strip()
+    if len(rev) == 40:
+        try:
+            mirror.fetch([Want(rev, label=what, from_recipe=True)])
+            return rev
+        except HarnessError:
+            pass
+    raise InputError(f"{what} {rev}: {mirror.url} has no such commit", key=what,
+                     hint="give a commit of the recipe's upstream (abbreviated SHAs must be in its history already)")
+
+
+def ends(recipe: Recipe, the_lock: Lock, good: str | None, bad: str | None) -> tuple[Mirror, str, str]:
+    """(upstream mirror, good, bad) as full SHAs, bad fetched with its history; InputError when
+    good is not an ancestor of bad."""
+    mirror = Mirror.for_url(the_lock.upstream_repo)
+    tip = bad if bad is not None else lock_mod.upstream_tip(recipe)
+    with mirror.locked():
+        ref = None if len(the_lock.upstream_ref) == 40 else the_lock.upstream_ref
+        wants = [Want(the_lock.base_sha, f"refs/heads/{ref}" if ref and not ref.startswith("refs/") else ref,
+                      f"upstream {the_lock.upstream_ref}")]
+        if bad is None:
+            wants.append(Want(tip, wants[0].ref, f"upstream {the_lock.upstream_ref} (now)"))
+        mirror.fetch(wants)
+        bad_sha = _resolve(mirror, tip, "--bad")
+        good_sha = _resolve(mirror, good, "--good") if good is not None else the_lock.base_sha
+    if good_sha == bad_sha:
+        raise InputError(f"--good and --bad are the same commit ({good_sha[:12]}): nothing to bisect",
+                         hint="the upstream has not moved since the lock; give --bad" if bad is None else None)
+    if not git.is_ancestor(mirror.path, good_sha, bad_sha):
+        raise InputError(f"good {good_sha[:12]} is not an ancestor of bad {bad_sha[:12]}",
+                         hint="bisect looks for where a good commit's descendants turned bad: swap them, or pick "
+                              "a good commit older than the bad one")
+    return mirror, good_sha, bad_sha
+
+
+def about_steps(left: int) -> int:
+    """Steps still needed for ``left`` candidate commits (git bisect's "roughly N steps")."""
+    return math.ceil(math.log2(left)) if left > 1 else 0
+
+
+def search(commits: list[str], judge: Callable[[int], Verdict], max_steps: int | None = None,
+           on_step: Callable[[int, int, str], None] | None = None) -> tuple[int, int, Why]:
+    """Binary search for the first bad of ``commits`` (the last one bad, the one before the first good):
+    (index of the last good, -1 for ``good`` itself; index of the first bad known; why it stopped).
+    A skipped commit is left out of later choices, the one nearest the middle tried instead."""
+    lo, hi, skipped, steps = -1, len(commits) - 1, set[int](), 0
+    while True:
+        untested = [i for i in range(lo + 1, hi) if i not in skipped]
+        if not untested:
+            return lo, hi, "skipped" if hi - lo > 1 else "found"
+        if max_steps is not None and steps >= max_steps:
+            return lo, hi, "budget"
+        middle = (lo + hi) / 2
+        pick = min(untested, key=lambda i: (abs(i - middle), i))
+        steps += 1
+        if on_step is not None:
+            on_step(steps, hi - lo, commits[pick])
+        verdict = judge(pick).verdict
+        if verdict == "good":
+            lo = pick
+        elif verdict == "bad":
+            hi = pick
+        else:
+            skipped.add(pick)
+
+
+def run(recipe: Recipe, the_lock: Lock, check: Check, *, good: str | None = None, bad: str | None = None,
+        max_steps: int | None = None, env: Env | None = None) -> Result:
+    mirror, good_sha, bad_sha = ends(recipe, the_lock, good, bad)
+    commits = range_commits(mirror.path, good_sha, bad_sha)
+    if not commits or commits[-1] != bad_sha:
+        raise InputError(f"bad {bad_sha[:12]} is not on a first-parent chain from good {good_sha[:12]}")
+    tree = scratch_tree(recipe)
+    env = env or Env()
+    env = replace(env, root=tree.root)
+    console.step(f"bisect {recipe.name}: {len(commits)} upstream commit(s) in {good_sha[:12]}..{bad_sha[:12]}, "
+                 f"about {about_steps(len(commits))} step(s) of check {check.text}")
+    steps: list[Step] = []
+    verdicts: dict[int, Verdict] = {}
+
+    def on_step(k: int, left: int, sha: str) -> None:
+        console.step(f"bisect step {k}: {left} commit(s) left, about {about_steps(left)} step(s) remaining; "
+                     f"testing {sha[:12]} {git.subject(mirror.path, sha)}")
+
+    def judge(index: int) -> Verdict:
+        sha, started = commits[index], time.monotonic()
+        stacked = _stacked(recipe, replace(the_lock, base_sha=sha), tree)
+        verdict = check.judge(stacked, env)
+        verdicts[index] = verdict
+        steps.append(Step(step=len(steps) + 1, commit=commit_info(mirror.path, sha), verdict=verdict.verdict,
+                          detail=verdict.detail, seconds=round(time.monotonic() - started, 1)))
+        console.info(f"    {verdict.verdict}" + (f": {verdict.detail.splitlines()[0]}" if verdict.detail else ""))
+        return verdict
+
+    # one bisection per recipe at a time: they share the scratch tree and its build directory
+    with atomic.lock(tree.root.with_name(tree.root.name + ".bisect.lock"), timeout=1):
+        lo, hi, why = search(commits, judge, max_steps, on_step)
+    candidates = [commit_info(mirror.path, commits[i]) for i in range(lo + 1, hi + 1)]
+    found = why == "found"
+    return Result(
+        recipe=recipe.name, check=check.text, good=commit_info(mirror.path, good_sha),
+        bad=commit_info(mirror.path, bad_sha), range_size=len(commits),
+        first_bad=candidates[-1] if found else None,
+        last_good=commit_info(mirror.path, commits[lo] if lo >= 0 else good_sha),
+        candidates=candidates, is_range=not found, why=why,
+        detail=verdicts[hi].detail if hi in verdicts else "", steps=steps,
+    )
+
+
+def _stacked(recipe: Recipe, candidate: Lock, tree: Tree) -> stack.Prepared | ConflictError:
+    """The stack applied to the candidate base in the bisection's tree, or the conflict that stopped it."""
+    try:
+        return stack.prepare(recipe, candidate, check_remote=False, tree=tree)
+    except ConflictError as exc:
+        return exc
+
+
+def text(result: Result) -> list[str]:
+    """The answer as people read it."""
+    def line(c: Commit) -> str:
+        pr = f"  (PR #{c.pr})" if c.pr else ""
+        return f"{c.sha}  {c.date}  {c.subject}{pr}"
+
+    out: list[str] = []
+    if result.first_bad is not None:
+        out += [f"first bad commit: {line(result.first_bad)}"]
+        if result.detail:
+            out += [f"  {result.check}: {result.detail.splitlines()[0]}"]
+    else:
+        because = ("only skipped commits are left" if result.why == "skipped"
+                   else f"the step budget ran out after {len(result.steps)} step(s)")
+        out += [f"the first bad commit is one of these {len(result.candidates)} ({because}):"]
+        out += [f"  {line(c)}" for c in result.candidates]
+    out += [f"last good commit: {line(result.last_good)}",
+            f"{len(result.steps)} step(s) over {result.range_size} commit(s) "
+            f"({result.good.sha[:12]}..{result.bad.sha[:12]}, about {about_steps(result.range_size)} needed):"]
+    for s in result.steps:
+        detail = f"  {s.detail.splitlines()[0]}" if s.detail else ""
+        out.append(f"  {s.step:2}  {s.commit.sha[:12]}  {s.verdict:4}  {s.seconds:6.1f}s  "
+                   f"{s.commit.subject[:60]}{detail}")
+    return out
+
+
+def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_step: str,
+              last_good: Path) -> dict[str, object] | None:
+    """Nightly's culprit hunt: when a night fails at the stack, a build or a smoke check where the
+    previous night passed (``last_good`` was written for the lock ``old``) and upstream moved, bisect
+    ``old``'s stack from its base to the new one within ``nightly.bisect_steps`` steps.  None when
+    there is nothing to bisect; ``{"error": ...}`` when the bisection itself failed."""
+    from harness import bisect_checks
+
+    budget = recipe.spec.nightly.bisect_steps
+    kind = "apply" if failed_step == "stack" else failed_step.split(":")[0]
+    if budget == 0 or kind not in ("apply", "build", "smoke") or old is None or not new_base or new_base == old.base_sha:
+        return None
+    if not _passed_with(last_good, old):
+        return None
+    backend = failed_step.rsplit(":", 1)[1] if kind != "apply" else None
+    env = bisect_checks.Env(recipe=recipe, backend=backend, smoke=tuple(recipe.spec.nightly.smoke))
+    check = bisect_checks.parse(kind)
+    console.step(f"{recipe.name}: bisecting {old.base_sha[:12]}..{new_base[:12]} for the upstream commit "
+                 f"that broke {failed_step} (at most {budget} steps)")
+    try:
+        result = run(recipe, old, check, good=old.base_sha, bad=new_base, max_steps=budget, env=env)
+    except HarnessError as exc:
+        console.warn(f"{recipe.name}: the bisection failed: {str(exc).splitlines()[0]}")
+        return {"error": str(exc).splitlines()[0]}
+    return result.model_dump(by_alias=True)
+
+
+def _passed_with(last_good: Path, old: Lock) -> bool:
+    """Was ``old`` the lock of the last night that passed (what ``last-good.json`` points at)?"""
+    import json
+
+    try:
+        pointer = json.loads(last_good.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(pointer, dict) and any(
+        isinstance(v, dict) and v.get("lock_digest") == old.digest for v in pointer.values())

@@ -1,0 +1,194 @@
+"""The checks ``harness bisect`` asks at each step: a stacked candidate -> good, bad or skip.
+
+- ``apply``: the stack applies (bad names the first item that stops applying);
+- ``run:COMMAND``: a user command in the stacked tree, with ``git bisect run``'s exit codes
+  (0 good, 125 skip, 1-127 bad; anything else stops the bisection);
+- ``build``: the recipe's backend builds (configure + ninja in the bisection's own build
+  directory, kept between steps and under ccache, so a step is an incremental build);
+- ``smoke``: it builds and passes the recipe's smoke checks (a build that fails is skipped).
+
+Where the stack does not apply, every check but ``apply`` skips the commit: it cannot be
+judged.  Nothing is published: binaries for the smoke checks go to a temp dir that is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from harness import (
+    atomic,
+    backends,
+    cmake,
+    console,
+    git,
+    isa,
+    lifetime,
+    paths,
+    publish,
+    runner,
+    smoke,
+    toolchain,
+)
+from harness import stamp as stamp_mod
+from harness.build import stamp_of
+from harness.conflicts import ConflictError
+from harness.errors import CommandFailed, InputError, StepError
+from harness.recipe import Recipe
+from harness.rpc import build as rpc_build
+from harness.stack import Prepared
+
+NAMES = ("apply", "run:COMMAND", "build", "smoke")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: Literal["good", "bad", "skip"]
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Env:
+    """What the checks need besides the stacked tree."""
+
+    recipe: Recipe | None = None
+    backend: str | None = None  # build/smoke: default the recipe's first backend
+    smoke: tuple[str, ...] | None = None  # smoke: default the recipe's build.smoke
+    smoke_model: Path | None = None
+    jobs: int | None = None
+    root: Path | None = None  # the bisection's tree root (its build directories live there)
+
+
+@dataclass(frozen=True)
+class Check:
+    text: str  # as given: apply, build, smoke, run:COMMAND
+    kind: str
+    argv: list[str] = field(default_factory=list)
+
+    def judge(self, stacked: Prepared | ConflictError, env: Env) -> Verdict:
+        if isinstance(stacked, ConflictError):
+            what = f"{stacked.report.item}: conflicts in {', '.join(f.path for f in stacked.report.files)}"
+            if self.kind == "apply":
+                return Verdict("bad", f"{what} (item {stacked.report.index + 1})")
+            return Verdict("skip", f"the stack does not apply: {what}")
+        if self.kind == "apply":
+            return Verdict("good")
+        if self.kind == "run":
+            return _run(self.argv, stacked, env)
+        try:
+            built = _build(stacked, env)
+        except CommandFailed as exc:
+            if self.kind == "build":
+                return Verdict("bad", f"the build failed: {_last_error(exc)}")
+            return Verdict("skip", f"the build failed, so the smoke checks cannot run: {_last_error(exc)}")
+        if self.kind == "build":
+            return Verdict("good")
+        return _smoke(stacked, env, built)
+
+
+def parse(text: str) -> Check:
+    """``--check`` as given -> a Check; InputError (exit 2) for one we do not know."""
+    if text in ("apply", "build", "smoke"):
+        return Check(text, text)
+    if text.startswith("run:"):
+        try:
+            argv = shlex.split(text[4:])
+        except ValueError as exc:
+            raise InputError(f"--check {text!r}: {exc}", key="--check") from None
+        if not argv:
+            raise InputError("--check run: needs a command, e.g. run:./check.sh or 'run:make test'", key="--check")
+        return Check(text, "run", argv)
+    import difflib
+
+    close = difflib.get_close_matches(text.split(":")[0], ["apply", "build", "smoke", "run"], n=1)
+    raise InputError(f"--check {text!r}: not a check (one of {', '.join(NAMES)})", key="--check",
+                     hint=f"did you mean {close[0]!r}?" if close else None)
+
+
+def _run(argv: list[str], prepared: Prepared, env: Env) -> Verdict:
+    """``git bisect run``'s convention, the command run in the stacked tree."""
+    assert env.root is not None
+    log = env.root / "bisect-run.log"
+    command = argv if "/" not in argv[0] or Path(argv[0]).is_absolute() else [str(Path(argv[0]).resolve()), *argv[1:]]
+    code = runner.stream(command, log_path=log, cwd=prepared.tree, check=False,
+                         env={**os.environ, "HARNESS_BISECT_UPSTREAM": prepared.base, "HARNESS_BISECT_TREE": str(prepared.tree)})
+    tail = "; ".join(line for line in log.read_text(errors="replace").splitlines()[-3:] if not line.startswith("+ "))
+    if code == 0:
+        return Verdict("good", tail)
+    if code == 125:
+        return Verdict("skip", f"{argv[0]} exited 125 (cannot be judged){': ' + tail if tail else ''}")
+    if 0 < code < 128:
+        return Verdict("bad", f"{argv[0]} exited {code}{': ' + tail if tail else ''}")
+    raise StepError(f"bisect stopped: {shlex.join(argv)} exited {code} at upstream {prepared.base[:12]} "
+                    "(git bisect run's convention: 0 good, 125 skip, 1-127 bad; anything else stops)",
+                    hint=f"its output is in {log}")
+
+
+@dataclass(frozen=True)
+class _Built:
+    bdir: Path
+    targets: list[str]
+    stamp: cmake.Stamp
+    backend: str
+
+
+def _build(prepared: Prepared, env: Env) -> _Built:
+    """Configure (when its command changed) and ninja in ``<bisect root>/build-<backend>``, beside the
+    bisection's ``src`` as a recipe build directory sits beside its ``src``: ccache sees the same
+    relative paths and hits what the recipe's own builds compiled."""
+    assert env.recipe is not None and env.root is not None
+    recipe = env.recipe
+    name = env.backend or recipe.spec.build.backends[0]
+    backend = backends.get(name)
+    bdir = env.root / f"build-{name}"
+    cmake.check_paths(bdir)
+    launcher = cmake.ccache_program()
+    cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
+    plan = isa.plan(recipe.spec.build, toolchain.compiler())
+    stamp = stamp_of(prepared)  # the stamp `harness build` gives the same tree
+    configured = stamp_mod.for_cmake(stamp, prepared.tree)
+    targets = rpc_build.targets(recipe.spec.build, prepared.tree)
+    entries = cmake.cache_entries(recipe.spec.build, backend, configured, prepared.tree, bdir, ccache=launcher, isa=plan)
+    configure = cmake.configure_command(prepared.tree, bdir, entries, ninja_bin, cmake_bin)
+    build_env = cmake.build_env(backend, git.commit_time(prepared.tree, prepared.base), paths.cache_root(),
+                                ccache=launcher)
+    log = bdir / "harness-build.log"
+    with atomic.lock(bdir.with_name(bdir.name + ".lock"), timeout=7200):
+        lifetime.wait_for_writers(bdir, what=f"bisect {recipe.name}/{name}")  # a killed step's compiles
+        bdir.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+        state = bdir / "harness-configure.json"
+        if not (bdir / "CMakeCache.txt").exists() or not state.exists() or state.read_text() != shlex.join(configure):
+            console.step(f"bisect: configuring {name} at {prepared.base[:12]}")
+            state.unlink(missing_ok=True)
+            runner.stream(configure, log_path=log, env=build_env, append=True)
+            atomic.write_text(state, shlex.join(configure))
+        console.step(f"bisect: building {', '.join(targets)} at {prepared.base[:12]}")
+        stamp_mod.ninja(cmake.build_command(bdir, targets, ninja_bin, env.jobs), log, build_env, bdir, stamp, configured)
+    return _Built(bdir, targets, stamp, name)
+
+
+def _smoke(prepared: Prepared, env: Env, built: _Built) -> Verdict:
+    """The smoke checks on the binaries collected as a publish would, in a temp dir removed afterwards."""
+    assert env.recipe is not None and env.root is not None
+    checks = rpc_build.smoke_checks(env.recipe.spec.build, list(env.smoke or env.recipe.spec.build.smoke))
+    with atomic.temp_dir_beside(env.root / f"smoke-{built.backend}") as tmp:
+        publish.collect(built.bdir, prepared.tree, built.targets, tmp)
+        ctx = smoke.Context(bin_dir=tmp / "bin", backend=built.backend, targets=built.targets,
+                            stamp=built.stamp.commit, work=tmp / "work", model=env.smoke_model)
+        try:
+            smoke.run(checks, ctx)
+        except smoke.SmokeFailure as exc:
+            return Verdict("bad", str(exc).splitlines()[0])
+    return Verdict("good", f"smoke checks passed: {', '.join(checks)}")
+
+
+def _last_error(exc: CommandFailed) -> str:
+    """The compiler's first error line of a failed build (else the last line git/ninja said)."""
+    lines = exc.output_tail.splitlines()
+    errors = [line.strip() for line in lines if "error" in line.lower() and "FAILED" not in line]
+    return (errors or [line.strip() for line in lines if line.strip()] or ["(no output)"])[0][:300]
+

@@ -1,0 +1,242 @@
+"""``harness bisect`` on a small upstream of 40 real commits (tests/bisect_world.py), with real
+``git bisect run`` on a full clone of the same range as the oracle, and a failed nightly that
+names the culprit."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import bisect
+from tests import bisect_world as bw
+from tests.conftest import run_harness, write_recipe
+
+pytestmark = pytest.mark.git_world  # local git repositories only: no network
+
+
+@pytest.fixture(scope="module")
+def bworld(tmp_path_factory: pytest.TempPathFactory) -> bw.World:
+    return bw.build(tmp_path_factory.mktemp("bisect-world"))
+
+
+@pytest.fixture
+def env(bworld: bw.World, tmp_path: Path) -> dict[str, str]:
+    bworld.set_master(bworld.commits[bw.N])
+    return {**os.environ, **{k: v for k, v in bworld.env.items() if k.startswith("GIT_CONFIG")}}
+
+
+def _recipe(tmp_path: Path, env: dict[str, str], stack: list[int], *, lock_at: str | None = None,
+            world: bw.World | None = None) -> Path:
+    recipe = write_recipe(tmp_path / "recipes", "tiny", bw.recipe_text(stack))
+    if lock_at is not None:
+        assert world is not None
+        world.set_master(lock_at)
+    res = run_harness("lock", recipe, env=env)
+    assert res.returncode == 0, res.stderr
+    if world is not None:
+        world.set_master(world.commits[bw.N])
+    return recipe
+
+
+def _bisect(recipe: Path, env: dict[str, str], *args: str, code: int = 0) -> dict:  # type: ignore[type-arg]
+    res = run_harness("bisect", recipe, *args, "--json", env=env, cwd=recipe.parent)
+    assert res.returncode == code, res.stderr[-3000:]
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def _oracle(world: bw.World, tmp_path: Path, good: str, bad: str, script: str) -> tuple[list[str], int]:
+    """Real ``git bisect run`` on a full clone: (the commit(s) it names as first bad, steps it ran)."""
+    clone = tmp_path / "oracle"
+    bw.git(tmp_path, "clone", "-q", str(world.upstream), str(clone))
+    bw.git(clone, "fetch", "-q", "origin", "+refs/pull/*:refs/pull/*")
+    runs = tmp_path / "runs"
+    checker = tmp_path / "oracle.sh"
+    checker.write_text(f"#!/bin/sh\necho x >> {runs}\n{script}")
+    checker.chmod(0o755)
+    bw.git(clone, "bisect", "start", "--first-parent", bad, good)
+    out = subprocess.run(["git", "-C", str(clone), "bisect", "run", str(checker)], capture_output=True, text=True,
+                         env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "o",
+                              "GIT_AUTHOR_EMAIL": "o@example.invalid", "GIT_COMMITTER_NAME": "o",
+                              "GIT_COMMITTER_EMAIL": "o@example.invalid"}).stdout
+    steps = len(runs.read_text().splitlines())
+    if "is the first bad commit" in out:
+        return [out.split(" is the first bad commit")[0].split()[-1]], steps
+    assert "could be any of" in out, out
+    listed = out.split("could be any of:", 1)[1].split()
+    return [s for s in listed if len(s) == 40], steps
+
+
+def test_apply_names_the_commit_git_bisect_names(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """Default ends (the lock's base, the upstream ref now): PR 1 stops applying at c23, found in
+    about log2(40) steps, as git bisect run finds it with a squash merge of the PR as the check."""
+    recipe = _recipe(tmp_path, env, [2, 1], lock_at=bworld.commits[0], world=bworld)
+    result = _bisect(recipe, env, "--check", "apply")
+    culprit = bworld.commits[bw.APPLY_BREAK]
+    assert result["schema"] == 1 and not result["is_range"] and result["why"] == "found"
+    assert result["first_bad"]["sha"] == culprit
+    assert result["first_bad"]["pr"] == 1000 + bw.APPLY_BREAK
+    assert result["first_bad"]["subject"] == bworld.subject(bw.APPLY_BREAK)
+    assert result["first_bad"]["date"].startswith("2026-")
+    assert result["last_good"]["sha"] == bworld.commits[bw.APPLY_BREAK - 1]
+    assert "PR #1 of" in result["detail"] and "feature.txt" in result["detail"] and "item 2" in result["detail"]
+    assert result["range_size"] == bw.N and result["good"]["sha"] == bworld.commits[0]
+    assert len(result["steps"]) <= math.ceil(math.log2(bw.N))
+
+    oracle, git_steps = _oracle(bworld, tmp_path, bworld.commits[0], bworld.commits[bw.N],
+                                f"git merge -q --squash --no-commit {bworld.prs[1]} >/dev/null 2>&1; rc=$?\n"
+                                "git reset -q --hard; [ $rc -eq 0 ]\n")
+    assert oracle == [culprit]
+    assert abs(len(result["steps"]) - git_steps) <= 1
+    # nothing of the bisection reached the recipe's tree, a builds/ directory or the lock
+    cache = Path(env.get("HARNESS_CACHE") or os.environ["HARNESS_CACHE"])
+    assert not (cache / "trees").exists() and not (recipe.parent / "builds").exists()
+    assert json.loads(recipe.with_suffix(".lock").read_text())["upstream"]["sha"] == bworld.commits[0]
+
+
+def test_text_output_and_progress(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, env, [1])
+    res = run_harness("bisect", recipe, "--check", "apply", "--good", bworld.commits[20][:10], "--bad",
+                      bworld.commits[26], env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"first bad commit: {bworld.commits[bw.APPLY_BREAK]}" in res.stdout
+    assert f"(PR #{1000 + bw.APPLY_BREAK})" in res.stdout
+    assert "bisect step 1: 6 commit(s) left, about 3 step(s) remaining" in res.stderr
+
+
+def test_run_check_skips_give_a_range(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """A run: script exiting 125 on c5 and c6 next to the culprit c7: the answer is the range git gives."""
+    recipe = _recipe(tmp_path, env, [2])
+    script = "[ -f skipme.txt ] && exit 125\ngrep -q broken state.txt && exit 1\nexit 0\n"
+    check = tmp_path / "check.sh"
+    check.write_text("#!/bin/sh\n" + script)
+    check.chmod(0o755)
+    good, bad = bworld.commits[0], bworld.commits[10]
+    result = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad)
+    expected = bworld.commits[bw.SKIP_FROM:bw.RUN_BREAK + 1]
+    assert result["is_range"] and result["why"] == "skipped" and result["first_bad"] is None
+    assert [c["sha"] for c in result["candidates"]] == expected
+    assert {s["verdict"] for s in result["steps"]} == {"good", "bad", "skip"}
+    assert result["last_good"]["sha"] == bworld.commits[bw.SKIP_FROM - 1]
+    oracle, _ = _oracle(bworld, tmp_path, good, bad, script)
+    assert sorted(oracle) == sorted(expected)
+
+
+def test_run_check_skips_where_the_stack_does_not_apply(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """From c23 PR 1 conflicts: a run: check cannot judge those commits, so they are skipped, not bad."""
+    recipe = _recipe(tmp_path, env, [1])
+    check = tmp_path / "check.sh"
+    check.write_text("#!/bin/sh\ngrep -q 'change 25' other.txt && exit 1\nexit 0\n")
+    check.chmod(0o755)
+    result = _bisect(recipe, env, "--check", f"run:{check}", "--good", bworld.commits[20], "--bad", bworld.commits[28])
+    assert result["is_range"] and result["why"] == "skipped"
+    assert [c["sha"] for c in result["candidates"]] == bworld.commits[bw.APPLY_BREAK:29]
+    skipped = [s for s in result["steps"] if s["verdict"] == "skip"]
+    assert skipped and all("the stack does not apply" in s["detail"] for s in skipped)
+
+
+def test_run_check_finds_a_commit_and_budget_gives_a_range(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, env, [2])
+    check = tmp_path / "check.sh"
+    check.write_text("#!/bin/sh\ntest -f notes.txt || exit 2\ngrep -q 'change 33' other.txt && exit 1\nexit 0\n")
+    check.chmod(0o755)
+    good, bad = bworld.commits[0], bworld.commits[bw.N]
+    found = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad)
+    assert found["first_bad"]["sha"] == bworld.commits[33]
+    assert len(found["steps"]) <= math.ceil(math.log2(bw.N))
+    short = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad, "--max-steps", "2")
+    assert short["is_range"] and short["why"] == "budget" and len(short["steps"]) == 2
+    assert bworld.commits[33] in [c["sha"] for c in short["candidates"]]
+
+
+def test_build_check_in_a_private_build_dir(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """The recipe's cpu backend builds the tiny CMake project; c31 breaks its build."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    recipe = _recipe(tmp_path, env, [2])
+    result = _bisect(recipe, env, "--check", "build", "--good", bworld.commits[24], "--bad", bworld.commits[bw.N])
+    assert result["first_bad"]["sha"] == bworld.commits[bw.BUILD_BREAK]
+    assert "the build failed" in result["detail"] and "main.c" in result["detail"]
+    assert len(result["steps"]) <= math.ceil(math.log2(bw.N - 24))
+    cache = Path(os.environ["HARNESS_CACHE"])
+    bdirs = list((cache / "bisect").glob("tiny-*/build-cpu"))
+    assert len(bdirs) == 1 and (bdirs[0] / "CMakeCache.txt").exists()  # one directory, reused by every step
+    assert not (cache / "trees").exists() and not (recipe.parent / "builds").exists()
+
+
+def test_smoke_check(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """c12's llama-cli stops printing the stamp: the version smoke check turns bad there."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    recipe = _recipe(tmp_path, env, [2])
+    result = _bisect(recipe, env, "--check", "smoke", "--good", bworld.commits[0], "--bad", bworld.commits[bw.SMOKE_FIX - 1])
+    assert result["first_bad"]["sha"] == bworld.commits[bw.SMOKE_BREAK]
+    assert "smoke check 'version' failed" in result["detail"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--check", "bogus"], "not a check"),
+    (["--check", "run:"], "needs a command"),
+    (["--check", "apply", "--good", "c10", "--bad", "c5"], "is not an ancestor of"),
+    (["--check", "apply", "--good", "deadbeef" * 5], "has no such commit"),
+    (["--check", "apply", "--good", "not-a-sha"], "not a commit SHA"),
+    (["--check", "apply", "--max-steps", "0"], "give 1 or more"),
+])
+def test_bad_input_is_exit_2(bworld: bw.World, env: dict[str, str], tmp_path: Path, args: list[str], message: str) -> None:
+    recipe = _recipe(tmp_path, env, [1], lock_at=bworld.commits[0], world=bworld)
+    args = [bworld.commits[int(a[1:])] if a in ("c5", "c10") else a for a in args]
+    res = run_harness("bisect", recipe, *args, env=env)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_search_matches_git_step_counts() -> None:
+    """The midpoint choice needs ceil(log2(n)) steps at most on n commits, whatever the first bad one."""
+    for n in (2, 3, 7, 16, 40, 100):
+        for culprit in range(n):
+            calls: list[int] = []
+
+            def judge(i: int, culprit: int = culprit, calls: list[int] = calls) -> bisect.Verdict:
+                calls.append(i)
+                return bisect.Verdict("bad" if i >= culprit else "good")
+
+            lo, hi, why = bisect.search([str(i) for i in range(n)], judge)
+            assert (hi, why) == (culprit, "found") and lo == culprit - 1
+            assert len(calls) <= math.ceil(math.log2(n))
+
+
+def test_nightly_names_the_culprit(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """A night passes at c0; upstream moves to c40 where PR 1 conflicts: the failed night's report names c23."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    recipe = _recipe(tmp_path, env, [2, 1])
+    bworld.set_master(bworld.commits[0])
+    report, builds = tmp_path / "report", tmp_path / "builds"
+    first = run_harness("nightly", recipe, "--report", report, "--builds-dir", builds, "--json", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    bworld.set_master(bworld.commits[bw.N])
+    second = run_harness("nightly", recipe, "--report", report, "--builds-dir", builds, "--json", env=env)
+    assert second.returncode == 1, second.stderr[-3000:]
+    entry = json.loads(second.stdout)["recipes"][0]
+    assert entry["failed_step"] == "stack"
+    assert entry["bisect"]["first_bad"]["sha"] == bworld.commits[bw.APPLY_BREAK]
+    assert len(entry["bisect"]["steps"]) <= 8
+    md = (report / "report.md").read_text()
+    assert f"Culprit: upstream {bworld.commits[bw.APPLY_BREAK][:12]}" in md and f"PR #{1000 + bw.APPLY_BREAK}" in md
+    # the failed night kept the lock and the published build
+    assert json.loads(recipe.with_suffix(".lock").read_text())["upstream"]["sha"] == bworld.commits[0]
+
+
+@pytest.mark.parametrize(("subject", "pr"), [
+    ("llama : add MTP support (#22673)", 22673),
+    ("Merge pull request #14 from AtomicBot-ai/b1-mtp-qwen-rebase", 14),
+    ("ggml : fix #123 in the middle", None),
+])
+def test_pr_from_subject(subject: str, pr: int | None) -> None:
+    found = bisect.PR_IN_SUBJECT.search(subject)
+    assert (int(found.group(1) or found.group(2)) if found else None) == pr
