@@ -1,71 +1,47 @@
-"""The one git module: small named functions on GitPython.
+"""The one git module: small named functions on the git command line.
 
-``git.Repo`` answers questions about refs, commits, ancestry, merge bases and blobs;
-``repo.git.execute`` runs the git commands GitPython only wraps as strings (fetch, apply,
-merge, cherry-pick, commit, worktree, checkout, patch-id, mailsplit/mailinfo).  Every
-command goes through ``_run``: echoed like the runner's, and a failure raises the runner's
-:class:`~harness.errors.CommandFailed` (command, exit code, output tail).
+Every command goes through ``_run``, which runs the ``git`` program through the runner
+(``runner.run_bytes``: argv lists, bytes in and out, git stopped when the harness dies): echoed
+like the runner's commands, and a failure raises :class:`~harness.errors.CommandFailed`
+(command, exit code, git's own reason first).
 
-Two environments: the network one keeps the user's git config (credentials,
-``url.<base>.insteadOf`` rewrites, also given as GIT_CONFIG_COUNT/KEY/VALUE) for talking to
-remotes; the local one ignores global and system config and fixes the identity (and, when
-committing, the date) so merges, applies and commits come out the same on every machine.
-GIT_* variables that would point git at another repository (a harness started from a git
-hook) are removed from the process environment before git runs.
-
-GitPython is imported on first use, so commands that never touch git (a no-op build) do not
-pay for it.
+Two environments, each built as a fresh dict from an allow-list (``os.environ`` is never
+changed): every ``GIT_*`` variable is dropped unless it says how to reach a remote or how to
+trace (``runner.GIT_ALLOWED``, which every child gets), so a harness started from a git hook (``GIT_DIR``, ``GIT_INDEX_FILE``,
+``GIT_SHALLOW_FILE``...) cannot point git at another repository.  The network one keeps the
+user's git config (credentials, ``url.<base>.insteadOf`` rewrites, also given as
+GIT_CONFIG_COUNT/KEY/VALUE) for talking to remotes; the local one ignores global and system
+config but the settings for reaching remotes, and fixes the identity (and, when committing, the
+date) so merges, applies and commits come out the same on every machine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import signal
-import tempfile
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from harness import console, lifetime, runner
-from harness.errors import CommandFailed, InputError, StepError
+from harness import console, runner
+from harness.errors import CommandFailed, InputError
 from harness.runner import Result
-
-if TYPE_CHECKING:
-    import git as gitpython
 
 IDENTITY_NAME = "llama-harness"
 IDENTITY_EMAIL = "harness@llama-harness.invalid"
 
-_LEAKY = (
-    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE",
-    "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE", "GIT_QUARANTINE_PATH", "GIT_SHALLOW_FILE",
-    "GIT_REPLACE_REF_BASE", "GIT_GRAFT_FILE", "GIT_NO_REPLACE_OBJECTS",
-)
+_USER_CONFIG = re.compile(r"^GIT_CONFIG_(COUNT|KEY_\d+|VALUE_\d+|GLOBAL|SYSTEM|NOSYSTEM|PARAMETERS)$")
 # the user's settings a git process needs to reach a remote: also given to local commands, because a
 # partial clone fetches missing blobs lazily (from the remote's real URL) while merging or diffing
 _REMOTE_KEYS = r"^(url\..*|http\..*|credential\..*|core\.sshcommand|protocol\..*|core\.askpass)$"
 
 
-@functools.cache
-def _gp() -> ModuleType:
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # a missing git is reported when used, not at import
-    import git as gitpython
-
-    return gitpython
-
-
-def _scrub() -> None:
-    for key in _LEAKY:
-        os.environ.pop(key, None)
-
-
-def _network_overrides() -> dict[str, str]:
-    # secrets blanked but git's credentials (a private remote may need them): see harness/runner.py
-    return {**runner.blank_secrets(git_credentials=True), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+def network_env() -> dict[str, str]:
+    """The environment for git commands that talk to remotes: the user's config and git's
+    credential variables kept (a private remote may need them), other secrets left out."""
+    env = {k: v for k, v in os.environ.items() if runner.git_variable_allowed(k)}
+    return {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
 def remote_settings() -> tuple[tuple[str, str], ...]:
@@ -78,8 +54,7 @@ def remote_settings() -> tuple[tuple[str, str], ...]:
 
 @functools.lru_cache(maxsize=8)
 def _remote_settings(_key: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    env = network_env()
-    status, out, _, _ = _run_raw(["config", "--null", "--get-regexp", _REMOTE_KEYS], env=env)
+    status, out, _, _ = _run_raw(["config", "--null", "--get-regexp", _REMOTE_KEYS], env=network_env())
     if status != 0:
         return ()
     pairs = []
@@ -90,73 +65,38 @@ def _remote_settings(_key: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str]
     return tuple(pairs)
 
 
-def _local_overrides(date: int | None = None) -> dict[str, str]:
+def local_env(date: int | None = None) -> dict[str, str]:
+    """The environment for local git commands: no user config but the settings for reaching remotes
+    (a partial clone's lazy fetch needs them; nothing that changes a merge, a diff or a commit), no
+    secrets at all, a fixed identity (and date)."""
     remote = remote_settings()
-    env = {
-        **runner.blank_secrets(),  # local commands need no credentials at all
+    env = {k: v for k, v in os.environ.items() if runner.git_variable_allowed(k) and not _USER_CONFIG.match(k) and not runner.is_secret(k)}
+    env.update({
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
-        # only the user's settings for remotes (URL rewrites, credentials): a partial clone's lazy
-        # fetch needs them; nothing that changes a merge, a diff or a commit
         "GIT_CONFIG_COUNT": str(len(remote)),
         **{f"GIT_CONFIG_KEY_{n}": k for n, (k, _) in enumerate(remote)},
         **{f"GIT_CONFIG_VALUE_{n}": v for n, (_, v) in enumerate(remote)},
-        "GIT_CONFIG_PARAMETERS": "",
         "GIT_TERMINAL_PROMPT": "0",
         "LC_ALL": "C",
         "GIT_AUTHOR_NAME": IDENTITY_NAME,
         "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,
         "GIT_COMMITTER_NAME": IDENTITY_NAME,
         "GIT_COMMITTER_EMAIL": IDENTITY_EMAIL,
-    }
+    })
     if date is not None:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{date} +0000"
     return env
 
 
-def network_env() -> dict[str, str]:
-    """The environment for git commands that talk to remotes (user config kept)."""
-    env = {k: v for k, v in os.environ.items() if k not in _LEAKY}
-    return {**env, **_network_overrides()}
-
-
 def _run_raw(args: list[str], *, env: dict[str, str], repo: Path | None = None) -> tuple[int, bytes, str, list[str]]:
-    """git with exactly ``env`` (no GitPython): for reading config before our environments exist."""
-    import subprocess
-
+    """git with exactly ``env``: for reading config before our environments exist."""
     argv = ["git", *(["-C", str(repo)] if repo else []), *args]
     try:
-        res = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL, check=False)
-    except FileNotFoundError:
+        status, out, err = runner.run_bytes(argv, env=env)
+    except InputError:
         raise InputError("git not found on PATH (needed for every source operation)") from None
-    return res.returncode, res.stdout, res.stderr.decode("utf-8", "replace"), argv
-
-
-def local_env(date: int | None = None) -> dict[str, str]:
-    """The environment for local git commands run outside this module (fixed identity, no user config)."""
-    env = {k: v for k, v in os.environ.items() if k not in _LEAKY and not k.startswith("GIT_CONFIG")}
-    return {**env, **_local_overrides(date)}
-
-
-@contextlib.contextmanager
-def _open(path: Path, *, network: bool = False) -> Iterator[gitpython.Repo]:
-    """A ``git.Repo`` whose commands run in the scrubbed environment; closed (cat-file processes too) after use."""
-    gp = _gp()
-    _scrub()
-    try:
-        repo = gp.Repo(path)
-    except (gp.exc.NoSuchPathError, gp.exc.InvalidGitRepositoryError):
-        raise InputError(f"{path}: not a git repository") from None
-    repo.git.update_environment(**(_network_overrides() if network else _local_overrides()))
-    try:
-        yield repo
-    except gp.exc.GitCommandError as exc:
-        raise CommandFailed([str(a) for a in exc.command], int(exc.status) if isinstance(exc.status, int) else 1,
-                            failure_tail(str(exc.stderr), str(exc.stdout))) from None
-    except (gp.exc.GitError, ValueError) as exc:  # a name or object GitPython could not find or read
-        raise StepError(f"git: {exc} (in {path})") from None
-    finally:
-        repo.close()
+    return status, out, err, argv
 
 
 def _run(
@@ -169,34 +109,18 @@ def _run(
     check: bool = True,
     timeout: float | None = None,
 ) -> tuple[int, bytes, str, list[str]]:
-    """Run ``git ARGS`` through GitPython: (exit code, stdout bytes, stderr, argv).  Raises CommandFailed if ``check``."""
-    gp = _gp()
-    _scrub()
-    argv = ["git", *(os.fspath(a) for a in args)]
+    """Run ``git ARGS`` (in ``repo``): (exit code, stdout bytes, stderr, argv).  Raises CommandFailed if ``check``."""
+    argv = ["git", *(["-C", str(repo)] if repo is not None else []), *(os.fspath(a) for a in args)]
     if console.verbose():
-        console.echo_command(argv if repo is None else ["git", "-C", str(repo), *argv[1:]])
-    cmd = gp.Git(str(repo) if repo is not None else None)
-    cmd.update_environment(**(_network_overrides() if network else _local_overrides(date)))
-    with contextlib.ExitStack() as stack:
-        stdin = None
-        if input is not None:
-            stdin = stack.enter_context(tempfile.TemporaryFile())
-            stdin.write(input)
-            stdin.seek(0)
-        try:
-            status, out, err = cmd.execute(
-                argv, istream=stdin, with_extended_output=True, with_exceptions=False, stdout_as_string=False,
-                strip_newline_in_stdout=False, kill_after_timeout=timeout,
-                # a harness that dies (even by kill -9) stops git with SIGTERM, so git removes its own lock files
-                preexec_fn=lifetime.preexec(signal.SIGTERM),
-            )
-        except gp.exc.GitCommandNotFound:
-            raise InputError("git not found on PATH (needed for every source operation)") from None
-    out_bytes = out if isinstance(out, bytes) else str(out).encode()
+        console.echo_command(argv)
+    try:
+        status, out, err = runner.run_bytes(argv, env=network_env() if network else local_env(date),
+                                            input=input, timeout=timeout)
+    except InputError:
+        raise InputError("git not found on PATH (needed for every source operation)") from None
     if status < 0 or (check and status != 0):  # killed by a signal: never an answer, even where failing is one
-        raise CommandFailed(argv if repo is None else ["git", "-C", str(repo), *argv[1:]], status,
-                            failure_tail(err, out_bytes))
-    return status, out_bytes, err, argv
+        raise CommandFailed(argv, status, failure_tail(err, out))
+    return status, out, err, argv
 
 
 TAIL_LINES = 20
@@ -264,22 +188,18 @@ def fetch(repo: Path, refspecs: list[str], options: Iterable[str] = (), *, check
 
 
 def init_bare(path: Path) -> None:
-    _scrub()
-    _gp().Repo.init(path, bare=True, mkdir=True).close()
+    path.mkdir(parents=True, exist_ok=True)
+    _run(["init", "--quiet", "--bare", str(path)])
 
 
 def init(path: Path) -> None:
-    _scrub()
-    _gp().Repo.init(path, mkdir=True).close()
+    path.mkdir(parents=True, exist_ok=True)
+    _run(["init", "--quiet", str(path)])
 
 
 def config_set(repo: Path, key: str, value: str) -> None:
-    section, _, option = key.rpartition(".")
-    if "." in section:  # remote.origin.url -> [remote "origin"]
-        head, _, sub = section.partition(".")
-        section = f'{head} "{sub}"'
-    with _open(repo) as r, r.config_writer("repository") as cw:
-        cw.set_value(section, option, value)
+    """Set ``key`` in the repository's own config (``.git/config``)."""
+    _run(["config", "--local", "--replace-all", key, value], repo=repo)
 
 
 def config_get(repo: Path, key: str) -> str | None:
@@ -427,8 +347,8 @@ def history_complete(repo: Path, shas: Iterable[str]) -> bool:
 
 
 def is_dirty(repo: Path) -> bool:
-    with _open(repo) as r:
-        return bool(r.is_dirty(untracked_files=True))
+    """Changes staged, unstaged or untracked (ignored files aside)?"""
+    return bool(_run(["status", "--porcelain", "-z", "--untracked-files=all"], repo=repo)[1])
 
 
 # ---- diffs and patches ----------------------------------------------------------------------

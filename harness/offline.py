@@ -57,8 +57,7 @@ def upstream_repo(cache: Path) -> Path:
             root = _extract(tarball, tmp / "x")
             work = root / "vendor" / "llama.cpp"
             gitdir = root / ".git" / "modules" / "vendor" / "llama.cpp"
-            env = {**git.local_env(), "GIT_DIR": str(gitdir), "GIT_WORK_TREE": str(work)}
-            head = runner.run(["git", "rev-parse", "HEAD"], env=env).stdout.strip()
+            head = git.git(["--git-dir", gitdir, "--work-tree", work, "rev-parse", "HEAD"]).stdout.strip()
             git.git(["clone", "--quiet", "--bare", "--no-local", f"file://{gitdir}", tmp / "bare.git"])
             git.config_set(tmp / "bare.git", "uploadpack.allowAnySHA1InWant", "true")
             git.config_set(tmp / "bare.git", "uploadpack.allowFilter", "true")  # partial clones, as GitHub serves them

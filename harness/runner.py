@@ -16,7 +16,7 @@ fetching a private repository may need the user's credentials, so git's network 
 keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*``,
 ``GCM_*``: gh's helper reads ``GH_TOKEN``/``GITHUB_TOKEN``; ``SSH_AUTH_SOCK`` and
 ``GIT_ASKPASS`` are not secrets by name and always pass); its local commands get none
-(harness/git.py runs git through GitPython, which copies our environment: ``blank_secrets``).
+(harness/git.py builds git's environment from an allow-list and runs it through ``run_bytes``).
 
 Long-running children (``stream``: ninja, cmake) run in a process group of their own; they are
 stopped with SIGTERM to that group when we unwind (Ctrl-C, SIGTERM) and get SIGTERM when the
@@ -47,25 +47,34 @@ SECRET_PATTERNS = ("*TOKEN", "*_TOKEN_*", "*SECRET*", "*PASSWORD*", "*PASSWD*", 
                    "*_PAT", "*_KEY", "*_KEY_*", "*APIKEY*", "*CREDENTIAL*")
 _SECRET = re.compile("|".join(fnmatch.translate(p) for p in SECRET_PATTERNS))
 _GIT_CREDENTIALS = ("GIT_", "GH_", "GITHUB_", "GCM_")
+# the GIT_* variables any child may see: how to reach a remote (ssh, proxies, TLS, http, askpass, the
+# user's config given as GIT_CONFIG_*) and how to trace; never one that names a repository, an index,
+# an object store, a shallow file, refs to replace, an identity or a date (a harness started from a
+# git hook has GIT_DIR and GIT_INDEX_FILE: git, and llama.cpp's CMake asking git for build-info,
+# would read the hook's repository)
+GIT_ALLOWED = re.compile(
+    r"^GIT_(EXEC_PATH|TRACE\w*|CURL_VERBOSE|REDACT_COOKIES|SSH|SSH_COMMAND|SSH_VARIANT|ASKPASS|PROXY_\w+|"
+    r"SSL_\w+|HTTP_\w+|ALLOW_PROTOCOL|PROTOCOL_FROM_USER|TERMINAL_PROMPT|"
+    r"CONFIG_COUNT|CONFIG_KEY_\d+|CONFIG_VALUE_\d+|CONFIG_GLOBAL|CONFIG_SYSTEM|CONFIG_NOSYSTEM|CONFIG_PARAMETERS)$")
 
 
 def is_secret(name: str) -> bool:
     return bool(_SECRET.match(name.upper()))
 
 
-def blank_secrets(*, git_credentials: bool = False) -> dict[str, str]:
-    """Every secret of our environment set to "" (for GitPython, whose commands start from a copy
-    of ``os.environ`` and can only override it); ``git_credentials`` keeps git's own."""
-    return {k: "" for k in os.environ
-            if is_secret(k) and not (git_credentials and k.upper().startswith(_GIT_CREDENTIALS))}
+def git_variable_allowed(name: str) -> bool:
+    """Not a GIT_* variable, or one of ``GIT_ALLOWED``."""
+    return not name.startswith("GIT_") or bool(GIT_ALLOWED.match(name))
 
 
-def child_env(env: Mapping[str, str] | None, argv0: str | os.PathLike[str] = "") -> dict[str, str]:
-    """``env`` (default: ours) without secrets; git keeps what its credential helpers read."""
+def child_env(env: Mapping[str, str] | None, argv0: str | os.PathLike[str] = "", *, exact: bool = False) -> dict[str, str]:
+    """``env`` (default: ours) without secrets and without the GIT_* variables that would point git at
+    another repository (``GIT_ALLOWED``; ``exact``: the caller built ``env`` from that list itself and
+    set the rest on purpose, git.py's identity and date); git keeps what its credential helpers read."""
     source = os.environ if env is None else env
     is_git = Path(argv0).name in ("git", "git.exe")
-    return {k: v for k, v in source.items()
-            if not is_secret(k) or (is_git and k.upper().startswith(_GIT_CREDENTIALS))}
+    return {k: v for k, v in source.items() if (exact or git_variable_allowed(k))
+            and (not is_secret(k) or (is_git and k.upper().startswith(_GIT_CREDENTIALS)))}
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,33 @@ def run(
         tail = _tail_text((proc.stderr or "") + (proc.stdout or ""))
         raise CommandFailed(args, proc.returncode, tail)
     return Result(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_bytes(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None = None,
+    input: bytes | None = None,
+    timeout: float | None = None,
+) -> tuple[int, bytes, str]:
+    """A short command with bytes in and out (git plumbing): (exit code, stdout, stderr text).
+
+    ``env`` is the whole environment, taken as it is but for its secrets (``child_env(exact=True)``):
+    nothing of ours leaks in that the caller left out.  The child gets SIGTERM when the harness dies, even by SIGKILL, so a
+    git stops and removes its own lock files.  Running past ``timeout`` is exit code -9.
+    """
+    args = [os.fspath(a) for a in argv]
+    try:
+        proc = subprocess.run(args, cwd=cwd, env=child_env(env, args[0], exact=True), input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False, preexec_fn=lifetime.preexec(signal.SIGTERM))
+    except FileNotFoundError as exc:
+        raise InputError(f"{args[0]} not found: {exc.strerror}") from None
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else ""
+        return -9, b"", f"{err}\n(stopped after {timeout:.0f} s)".strip()
+    return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
 
 
 def stream(
