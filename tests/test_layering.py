@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("recipe", ("harness.recipe", "harness.builds", "harness.yamlpos")),
     ("gguf files", ("harness.gguf_files",)),
     ("base", ("harness", "harness.errors", "harness.console", "harness.faults", "harness.paths", "harness.atomic",
-              "harness.flock", "harness.lifetime", "harness.runner", "harness.hosts")),
+              "harness.flock", "harness.journal", "harness.lifetime", "harness.runner", "harness.hosts")),
 ]  # fmt: skip
 
 # (importer, imported): why it is still allowed
