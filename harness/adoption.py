@@ -6,7 +6,7 @@ leave them disagreeing.  Now a journal, ``builds/<recipe>/.adopting.json``, is w
 (atomically): it holds everything the adoption writes.  Each step is idempotent, the journal is
 removed last, and the next nightly (or anything calling ``finish``) rolls a journal it finds
 forward before it starts: by then every candidate had passed, so forward is the way to the
-consistent state.  A build the journal names whose candidate is gone and whose published copy
+consistent state (harness/journal.py does the same for plain files: ``patches export``).  A build the journal names whose candidate is gone and whose published copy
 is not the journal's identity cannot be rolled forward; ``last-good.json`` then leaves it out.
 """
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from harness import atomic, builds, console, faults, lock, readlimits
-from harness.errors import InputError
+from harness import atomic, builds, console, faults, lock
+from harness import journal as journals
 from harness.lock import Lock
 
 JOURNAL = ".adopting.json"
@@ -60,13 +60,8 @@ def adopt(builds_dir: Path | None, recipe: str, lock_path: Path, candidate: Lock
 def finish(builds_dir: Path | None, recipe: str) -> bool:
     """Roll forward an adoption a killed run left (see the module docstring); whether there was one."""
     path = journal_path(builds_dir, recipe)
-    if not path.exists():
-        return False
-    try:
-        journal = Journal.model_validate(readlimits.load_json(path))
-    except (InputError, ValidationError) as exc:  # not ours, another version's, cut short
-        console.warn(f"{path}: unreadable adoption journal, ignored and removed ({str(exc).splitlines()[0]})")
-        path.unlink(missing_ok=True)
+    journal = journals.load(path, Journal, "adoption")  # None when absent, or not ours (warned, removed)
+    if journal is None:
         return False
     root = builds.root_of(builds_dir)
     lock.write(Path(journal.lock_path), Lock.from_json(journal.lock, Path(journal.lock_path)))

@@ -24,12 +24,12 @@ with exit 2 before anything starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from harness import console, hub
+from harness import console, hub, lock_models
 from harness.errors import InputError, StepError
 from harness.gguf_files import audit as audit_mod
 from harness.gguf_files.split import open_model
+from harness.lock_models import DraftPin
 from harness.recipe import Recipe
 
 
@@ -45,13 +45,14 @@ def path(recipe: Recipe, *, download: bool = True) -> Path | None:
             raise InputError(f"{recipe.path}: draft.source {spec.source}: no such file ({local})")
         return local
     pinned = pin(recipe)
-    repo, revision = str(pinned["source"]), str(pinned["revision"])
-    files = [_cached_or_fetched(repo, revision, str(name), download=download) for name in pinned["files"]]
+    files = [_cached_or_fetched(pinned.source, pinned.revision, name, download=download) for name in pinned.files]
     return files[0]
 
 
-def pin(recipe: Recipe) -> dict[str, Any]:
-    """The lock's pin of the recipe's Hub draft (``{source, file, revision, files}``), locking it first if need be."""
+def pin(recipe: Recipe) -> DraftPin:
+    """The lock's pin of the recipe's Hub draft (``{source, file, revision, files}``), locking it first if
+    need be; a hand-edited one that is not a pin (wrong types, missing keys, not a full SHA, a file
+    name outside the repository) is an InputError (exit 2) naming the lock file and the key."""
     from harness import lock
 
     spec = recipe.spec.draft
@@ -63,7 +64,7 @@ def pin(recipe: Recipe) -> dict[str, Any]:
             hint="run `harness lock` with the Hugging Face Hub reachable, or pin draft.revision to a commit SHA "
             "and name one file",
         )
-    return pinned
+    return lock_models.draft_pin(pinned, recipe.lock_path)
 
 
 def _cached_or_fetched(repo: str, revision: str, filename: str, *, download: bool) -> Path:

@@ -8,7 +8,9 @@ not yet renamed), ``gguf:written`` (a GGUF written and checked in its temp direc
 yet moved into place), ``gguf:shard-moved`` (one shard of a split set moved into place, the
 others not yet), ``replace_dir:exchanged`` (a directory swapped in, the old copy not
 yet retired), ``build:collected`` (a build assembled beside the published one, smoke
-checks not yet run).
+checks not yet run), ``journal:prepared`` / ``journal:tentative`` / ``journal:committed`` /
+``journal:wrote`` (a multi-file write of harness/journal.py: old contents journaled, a file
+written for a check, new contents journaled, one file of the set switched).
 """
 
 from __future__ import annotations

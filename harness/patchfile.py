@@ -1,10 +1,13 @@
 """``harness patches export``: a resolved conflict becomes a patch file, in recipe and lock.
 
-Transactional: the patch, the new recipe and the new lock are all made and checked first
-(the recipe is re-parsed and validated, the lock resolved from it); only then are they
-written, each atomically, and only after all three are written is the conflicted worktree
-and its state removed.  A failure at any step puts back what was written and leaves the
-conflict as it was, so the export can be run again.
+All or nothing, for any reader: the patch, the new recipe and the new lock are written as one
+switch (harness/journal.py, the pattern of nightly's adoption).  A journal beside the recipe
+keeps the old contents; the patch is written first (the lock reads it), the recipe is re-parsed
+and validated, the lock resolved from it; then the journal takes the new contents and the three
+are written.  A failure puts back what was written and leaves the conflict as it was, so the
+export can be run again; a kill is finished by the next command that loads the recipe (rolled
+back before the journal took the new contents, forward after).  Only after the switch is the
+conflicted worktree and its state removed.
 
 The recipe is edited with ruamel.yaml's round-trip mode, which keeps comments, anchors,
 quoting and flow style: the stack item is swapped for ``- patch: ...`` and the rest of the
@@ -18,21 +21,19 @@ directory (same file name); the recipe stays as it is.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import re
 import shlex
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, git, lock, patchset, sources
+from harness import git, journal, lock, patchset, sources
 from harness.errors import InputError
-from harness.recipe import Recipe, load_recipe
+from harness.recipe import Recipe, files_root, journal_path, load_recipe
 from harness.tree import Tree
 
 
@@ -72,34 +73,32 @@ def _export(recipe: Recipe, tree: Tree) -> Exported:
     item = recipe.spec.stack[index] if index < len(recipe.spec.stack) else None
     if item is None or item.label(recipe.spec.upstream.repo) != label:
         raise InputError(f"{recipe.path}: stack[{index}] is no longer {label}; run `harness prepare` again")
-    undo: list[Callable[[], None]] = []
+    if item.kind == "patches":
+        target = _series_member(recipe, item.ref, part)
+        if patchset.is_mail(original := target.read_bytes()):
+            content = patchset.remail(original, diff)
+        new_text = None
+    elif part is not None:
+        raise InputError(
+            f"{label} holds several commits; the resolution of {part} cannot be written back into one file",
+            hint="split it into a directory (`git mailsplit -o DIR FILE`, one .patch per mail) and use `patches: DIR/`",
+        )
+    else:
+        if item.kind == "patch" and patchset.is_mail(original := sources.patch_bytes(recipe, made_on.items[index])):
+            content = patchset.remail(original, diff)
+        target, rel = _patch_path(recipe, label, index)
+        new_text = replace_item(recipe.path, index, rel.as_posix(), f"was {label} (conflict resolved)")
+    switch = journal.Switch(journal_path(recipe.path), files_root(recipe.path), [target, recipe.path, recipe.lock_path])
     try:
-        if item.kind == "patches":
-            target = _series_member(recipe, item.ref, part)
-            if patchset.is_mail(original := target.read_bytes()):
-                content = patchset.remail(original, diff)
-            new_text = None
-            undo.append(_write_undoable(target, content))
-        elif part is not None:
-            raise InputError(
-                f"{label} holds several commits; the resolution of {part} cannot be written back into one file",
-                hint="split it into a directory (`git mailsplit -o DIR FILE`, one .patch per mail) and use `patches: DIR/`",
-            )
-        else:
-            if item.kind == "patch" and patchset.is_mail(original := sources.patch_bytes(recipe, made_on.items[index])):
-                content = patchset.remail(original, diff)
-            target, rel = _patch_path(recipe, label, index)
-            new_text = replace_item(recipe.path, index, rel.as_posix(), f"was {label} (conflict resolved)")
-            undo.append(_write_undoable(target, content))
+        switch.tentative(target, content)  # the lock reads the patch from disk
         updated = _validated(recipe, new_text)
         new_lock, _ = lock.resolve(updated, made_on)
         _same_pins(recipe, made_on, new_lock, index)
-        if new_text is not None:
-            undo.append(_write_undoable(recipe.path, new_text.encode()))
-        undo.append(_write_undoable(recipe.lock_path, (json.dumps(new_lock.to_json(), indent=2, sort_keys=False) + "\n").encode()))
+        lock_bytes = (json.dumps(new_lock.to_json(), indent=2, sort_keys=False) + "\n").encode()
+        switch.commit({target: content, recipe.path: new_text.encode() if new_text is not None else None,
+                       recipe.lock_path: lock_bytes})  # fmt: skip
     except BaseException:
-        for step in reversed(undo):
-            step()
+        switch.abort()
         raise
     git.worktree_remove(tree.src, work)
     state_file.unlink(missing_ok=True)
@@ -142,26 +141,6 @@ def _lock_moves(before: lock.Lock | None, after: lock.Lock) -> list[str]:
     if before is None or before.base_sha == after.base_sha:
         return []
     return [f"upstream {before.base_sha[:12]} -> {after.base_sha[:12]} (the base the conflict was resolved onto)"]
-
-
-def _write_undoable(path: Path, data: bytes) -> Callable[[], None]:
-    """Write ``data`` to ``path`` atomically; returns what puts the old content (or absence) back."""
-    old = path.read_bytes() if path.exists() else None
-    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # directories this write creates
-    with atomic.temp_file_beside(path) as tmp:
-        tmp.write_bytes(data)
-
-    def undo() -> None:
-        if old is None:
-            path.unlink(missing_ok=True)
-            for directory in made:  # innermost first
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-        else:
-            with atomic.temp_file_beside(path) as tmp:
-                tmp.write_bytes(old)
-
-    return undo
 
 
 def _validated(recipe: Recipe, new_text: str | None) -> Recipe:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -117,7 +118,7 @@ def n_vocab(model: Path) -> int:
     with open_model(model) as gf:
         tokens = gf.value("tokenizer.ggml.tokens")
         size = gf.size
-    if not isinstance(tokens, list) or not tokens or len(tokens) > size:
+    if not isinstance(tokens, Sequence) or isinstance(tokens, str) or not tokens or len(tokens) > size:
         raise InputError(f"{model}: no tokenizer.ggml.tokens: cannot measure KL divergence without a vocabulary")
     return len(tokens)
 

@@ -9,6 +9,7 @@ unknown keys.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness import yamlpos
+from harness import console, journal, yamlpos
 from harness.errors import InputError, Problem
 from harness.yamlpos import KeyPath
 
@@ -557,9 +558,27 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
+def journal_path(path: Path) -> Path:
+    """Where a multi-file write of the recipe and its lock (``patches export``) keeps its journal."""
+    return path.parent / f".{path.name}.journal.json"
+
+
+def files_root(path: Path) -> Path:
+    """The directory that holds everything a write of the recipe at ``path`` touches (recipe, lock,
+    ``patches/``): its repository, else its directory (the parent of a ``recipes/`` directory)."""
+    directory = path.resolve().parent
+    root = _repo_root(directory)
+    return directory.parent if root == directory and directory.name == "recipes" else root
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Load and validate a recipe; raise InputError listing every problem."""
+    """Load and validate a recipe; raise InputError listing every problem.  A multi-file write of
+    recipe and lock that a kill left half done is finished first (rolled back or forward)."""
     path = Path(path)
+    if os.path.lexists(journaled := journal_path(path)):
+        done = journal.recover(journaled, files_root(path))
+        if done is not None:
+            console.info(f"{path}: {done} the write of recipe and lock that a killed run left half done")
     pos = yamlpos.load(path, what="recipe")
     problems: list[tuple[int, str, str]] = []  # (line, key path, message)
     for dup_path, line in pos.duplicates:

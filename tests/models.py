@@ -33,7 +33,7 @@ tests (fine for the GGUF tools, not meant for llama.cpp).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -83,11 +83,13 @@ def write_qwen35(
     spec: Qwen35Spec = SPEC,
     omit: Collection[str] = (),
     n_vocab: int | None = None,
+    extra: Sequence[tuple[str, GGUFValueType, Any, GGUFValueType | None]] = (),
 ) -> Path:
     """Write the model to ``path`` and return it.
 
     ``mtp_type`` types the MTP block's matrices, ``omit`` names tensors to leave out, and
-    ``n_vocab`` pads the small built-in vocabulary with extra tokens.
+    ``n_vocab`` pads the small built-in vocabulary with extra tokens; ``extra`` adds metadata
+    entries (key, type, value, element type).
     """
     tokenizer = _tokenizer(vocab, n_vocab)
     tokens = tokenizer["tokenizer.ggml.tokens"][2]
@@ -127,7 +129,7 @@ def write_qwen35(
     ]
     if mtp != "none":
         kvs.append((f"{a}.nextn_predict_layers", u32, spec.nextn, None))
-    for key, vtype, value, sub in [*kvs, *tokenizer.values()]:
+    for key, vtype, value, sub in [*kvs, *tokenizer.values(), *extra]:
         writer.add_key_value(key, value, vtype, sub)
 
     for name, array in tensors.items():

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import TensorInfo, bits_per_weight, type_name
+from harness.gguf_files.reader import Array, TensorInfo, bits_per_weight, type_name
 from harness.gguf_files.split import GGUFModel, open_model
 
 PASSING = frozenset({"ok", "draft", "not-applicable"})
@@ -242,7 +242,7 @@ def vocab_problems(draft: GGUFModel, target: GGUFModel) -> list[str]:
         if a != b:
             problems.append(f"vocabulary: {key} is {a!r} in {d}, {b!r} in the target {t}")
     dt, tt = draft.value("tokenizer.ggml.tokens"), target.value("tokenizer.ggml.tokens")
-    if isinstance(dt, list) and isinstance(tt, list):
+    if isinstance(dt, (list, Array)) and isinstance(tt, (list, Array)):
         if abs(len(dt) - len(tt)) > SPEC_VOCAB_MAX_SIZE_DIFFERENCE:
             problems.append(
                 f"vocabulary size: {d} has {len(dt)} tokens, the target {t} {len(tt)} "

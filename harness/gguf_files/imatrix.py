@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.gguf_files.reader import MAGIC, open_gguf, type_name
+from harness.gguf_files.reader import MAGIC, Array, open_gguf, type_name
 
 SUM_SUFFIX, COUNT_SUFFIX = ".in_sum2", ".counts"
 METADATA = ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")
@@ -69,7 +69,7 @@ def _gguf(path: Path) -> Imatrix:
         chunks = gf.value("imatrix.chunk_count")
         return Imatrix(
             str(path), "gguf", len(sums), chunks if isinstance(chunks, int) else None,
-            [d for d in datasets if isinstance(d, str)] if isinstance(datasets, list) else [],
+            [d for d in datasets if isinstance(d, str)] if isinstance(datasets, (list, Array)) else [],
         )  # fmt: skip
 
 

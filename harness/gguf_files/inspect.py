@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import TensorInfo
+from harness.gguf_files.reader import Array, TensorInfo
 from harness.gguf_files.split import GGUFModel
 
 
@@ -118,7 +118,7 @@ def vocab_size(gf: GGUFModel) -> int | None:
     if embd is not None and len(embd.shape) >= 2:
         return embd.shape[1]
     tokens = gf.value("tokenizer.ggml.tokens")
-    return len(tokens) if isinstance(tokens, list) else None
+    return len(tokens) if isinstance(tokens, (list, Array)) else None
 
 
 def _int_or_none(value: Any) -> int | None:

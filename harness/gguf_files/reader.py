@@ -25,15 +25,17 @@ One file is one shard; :mod:`harness.gguf_files.split` reads a split model as a 
 
 from __future__ import annotations
 
+import array
 import errno
 import mmap
 import os
 import stat
 import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
@@ -131,7 +133,7 @@ class KV:
 
     key: str
     type: GGUFValueType
-    value: Any  # int | float | bool | str, or a list of those for arrays
+    value: Any  # int | float | bool | str, or an Array (a sequence) of those for arrays
     sub_type: GGUFValueType | None = None
 
     @property
@@ -414,37 +416,103 @@ def _read_value(cur: _Cursor, key: str) -> KV:
         return KV(key, vtype, _string_array(cur, key, n), sub)
     width = _SCALARS[sub][1]
     cur.need(n * width, f"the {n} elements of {key!r}")
-    values = np.frombuffer(cur.buf, dtype=_NUMPY[sub], count=n, offset=cur.pos)
+    values = np.frombuffer(cur.buf, dtype=_NUMPY[sub], count=n, offset=cur.pos).copy()  # the map closes after parsing
     cur.pos += n * width
-    items = [bool(v) for v in values] if sub == GGUFValueType.BOOL else values.tolist()
-    del values  # release the buffer export so the map can close
-    return KV(key, vtype, items, sub)
+    return KV(key, vtype, Array(sub, values=values), sub)
 
 
 _U64 = struct.Struct("<Q")
 
 
-def _string_array(cur: _Cursor, key: str, n: int) -> list[str]:
-    """``n`` strings (a tokenizer's vocabulary): the checks of :meth:`_Cursor.string` in one tight loop."""
+def _string_array(cur: _Cursor, key: str, n: int) -> Array:
+    """``n`` strings (a tokenizer's vocabulary): the checks of :meth:`_Cursor.string` in one tight loop.
+    Each is decoded once to check it is UTF-8 and dropped; the array keeps the bytes and where each starts."""
     buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
-    out: list[str] = []
-    append = out.append
+    first = pos
+    starts = array.array("q")
+    append = starts.append
     try:
-        for _ in range(n):
+        for i in range(n):
             if pos + 8 > size:
-                raise _Malformed(f"truncated at offset {pos}: element {len(out)} of {key!r}")
+                raise _Malformed(f"truncated at offset {pos}: element {i} of {key!r}")
             (length,) = unpack(buf, pos)
             pos += 8
             if length > MAX_STRING_LENGTH or pos + length > size:
-                raise _Malformed(
-                    f"element {len(out)} of {key!r} claims a length of {length} bytes, {size - pos} are left"
-                )
-            append(buf[pos : pos + length].decode("utf-8"))
+                raise _Malformed(f"element {i} of {key!r} claims a length of {length} bytes, {size - pos} are left")
+            buf[pos : pos + length].decode("utf-8")
+            append(pos - first)
             pos += length
     except UnicodeDecodeError:
-        raise _Malformed(f"element {len(out)} of {key!r} is not valid UTF-8") from None
+        raise _Malformed(f"element {len(starts)} of {key!r} is not valid UTF-8") from None
     cur.pos = pos
-    return out
+    return Array(GGUFValueType.STRING, raw=buf[first:pos], starts=starts)
+
+
+class Array(Sequence[Any]):
+    """A metadata array, kept as the file holds it and read on access.
+
+    A tokenizer's arrays hold millions of items; as Python lists they cost 20 to 40 times their
+    bytes (a 19 MiB vocabulary took 442 MiB).  Numbers stay one numpy array (their size in the
+    file); strings stay their bytes in the file's layout plus one 8-byte offset each.  Items come
+    out as the plain Python values a list held (int, float, bool, str); it compares equal to a
+    list or another array of the same items, and slices are lists.
+    """
+
+    __slots__ = ("_raw", "_starts", "_values", "sub_type")
+    __hash__ = None  # type: ignore[assignment]  # mutable in spirit, like the list it stands for
+
+    def __init__(self, sub_type: GGUFValueType, *, values: np.ndarray[Any, Any] | None = None, raw: bytes = b"",
+                 starts: array.array[int] | None = None) -> None:
+        self.sub_type = sub_type
+        self._values = values
+        self._raw = raw
+        self._starts = starts if starts is not None else array.array("q")
+
+    def __len__(self) -> int:
+        return len(self._values) if self._values is not None else len(self._starts)
+
+    def _item(self, i: int) -> Any:
+        if self._values is not None:
+            value = self._values[i].item()
+            return bool(value) if self.sub_type == GGUFValueType.BOOL else value
+        start = self._starts[i]
+        (length,) = _U64.unpack_from(self._raw, start - 8)
+        return self._raw[start : start + length].decode("utf-8")
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError("GGUF array index out of range")
+        return self._item(index % n)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._values is None:
+            yield from (self._item(i) for i in range(len(self)))
+            return
+        for at in range(0, len(self._values), 1 << 16):  # a chunk at a time: never the whole list
+            chunk = self._values[at : at + (1 << 16)].tolist()
+            yield from (bool(v) for v in chunk) if self.sub_type == GGUFValueType.BOOL else chunk
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Array):
+            if len(self) != len(other) or (self._values is None) != (other._values is None):
+                return False
+            if self._values is not None and other._values is not None:
+                return bool(np.array_equal(self._values, other._values))
+            return self._raw == other._raw  # the same strings, length-prefixed, are the same bytes
+        if isinstance(other, (list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        n = len(self)
+        return repr(self[:]) if n <= 8 else f"[{', '.join(map(repr, self[:3]))}, ... ({n} items)]"
 
 
 def _value_type(raw: int, key: str) -> GGUFValueType:

@@ -131,3 +131,53 @@ def test_a_journal_from_elsewhere_is_ignored_with_a_warning(tmp_path: Path, caps
     assert not adoption.finish(tmp_path, "r")
     assert "unreadable adoption journal" in capsys.readouterr().err
     assert not journal.exists()
+
+
+# --- patches export: patch, recipe and lock --------------------------------------------------
+
+EXPORT_FAULTS = {  # where the export is killed -> what the next reader makes of it
+    "journal:prepared": "rolled back",  # journal with the old contents written, nothing else
+    "journal:tentative": "rolled back",  # the new patch written for the lock to read
+    "journal:committed": "rolled forward",  # the journal holds the new contents, no file switched yet
+    "journal:wrote": "rolled forward",  # the recipe switched, the lock not yet: the two disagree
+}
+
+
+@pytest.mark.parametrize("fault", sorted(EXPORT_FAULTS))
+def test_a_killed_export_is_old_or_new_after_the_next_read(tmp_path: Path, world_env: dict[str, str],
+                                                           fault: str) -> None:
+    from tests import world as w
+    from tests.conftest import write_recipe
+    from tests.test_export import _conflict, _resolve_readme
+
+    recipe = write_recipe(tmp_path / "r", "conf", f"upstream:\n  repo: {w.UPSTREAM_URL}\nstack:\n  - pr: 1\n  - pr: 2\n")
+    lock_path, patch = recipe.with_suffix(".lock"), tmp_path / "r" / "patches" / "conf-02-pr-2.patch"
+    assert run_harness("lock", recipe).returncode == 0
+    work = Path(str(_conflict(recipe)["worktree"]))
+    _resolve_readme(work, "resolved")
+    old = (recipe.read_bytes(), lock_path.read_bytes())
+
+    killed = run_harness("patches", "export", recipe, env={**os.environ, "HARNESS_FAULT": fault})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    journal = tmp_path / "r" / ".conf.yaml.journal.json"
+    assert journal.exists()
+    if fault == "journal:wrote":  # left as it is, a reader would see the two disagree
+        assert b"conf-02-pr-2.patch" in recipe.read_bytes() and lock_path.read_bytes() == old[1]
+
+    check = run_harness("lock", recipe, "--check")  # the next command that reads the recipe
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert EXPORT_FAULTS[fault] in check.stderr
+    assert not journal.exists()
+    left = [p.name for d in (recipe.parent, patch.parent) if d.exists() for p in d.iterdir() if p.name.startswith(".")]
+    assert left == [".git"]  # no journal, no temp file left
+    if EXPORT_FAULTS[fault] == "rolled back":
+        assert (recipe.read_bytes(), lock_path.read_bytes()) == old and not patch.exists()
+        assert not patch.parent.exists()
+        assert (res := run_harness("patches", "export", recipe)).returncode == 0, res.stderr  # the conflict is kept
+    else:
+        assert "patch: patches/conf-02-pr-2.patch" in recipe.read_text() and "(resolved)" in patch.read_text()
+        assert json.loads(lock_path.read_text())["stack"][1]["kind"] == "patch"
+    assert run_harness("lock", recipe, "--check").returncode == 0
+    res = run_harness("prepare", recipe, "--json")
+    assert res.returncode == 0, res.stderr
+    assert "(resolved)" in (Path(json.loads(res.stdout)["tree"]) / "README.md").read_text()
