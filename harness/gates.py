@@ -79,6 +79,8 @@ def measure(recipe: Recipe, gates: NightlyGates, bin_dir: Path, work: Path) -> d
         if not tool.is_file():
             raise StepError(f"nightly.gates: the candidate build has no {tool.name}",
                             hint="add llama-quantize and llama-perplexity to build.targets")  # fmt: skip
+    if gates.max_mtp_acceptance_drop is not None:
+        mtp_heads(model)  # before anything runs
     work.mkdir(parents=True, exist_ok=True)
     quants = []
     for qtype in gates.types:
@@ -108,11 +110,7 @@ def _mtp(model: Path, quants: dict[str, Path], bin_dir: Path, work: Path) -> dic
     from harness.gguf_files import mtp
     from harness.gguf_files.split import open_model
 
-    with open_model(model) as gf:
-        heads = mtp.layout(gf).nextn
-    if not heads:
-        raise InputError(f"nightly.gates.max_mtp_acceptance_drop: the gate model {model.name} has no MTP layers "
-                         "(nextn_predict_layers is 0)", hint="name a gate model with MTP heads, or drop the key")
+    heads = mtp_heads(model)
     server = bin_dir / "llama-server"
     if not server.is_file():
         raise StepError("nightly.gates: the candidate build has no llama-server (the MTP gate drafts with it)",
@@ -129,6 +127,19 @@ def _mtp(model: Path, quants: dict[str, Path], bin_dir: Path, work: Path) -> dic
         console.info(f"gate {qtype}: MTP acceptance " + ", ".join(f"depth {d} {v if v is not None else 0:.2%}"
                                                                   for d, v in accepted.items()))  # fmt: skip
     return found
+
+
+def mtp_heads(model: Path) -> int:
+    """The gate model's MTP layers; InputError when it has none (the MTP gate has nothing to measure)."""
+    from harness.gguf_files import mtp
+    from harness.gguf_files.split import open_model
+
+    with open_model(model) as gf:
+        heads = mtp.layout(gf).nextn
+    if not heads:
+        raise InputError(f"nightly.gates.max_mtp_acceptance_drop: the gate model {model.name} has no MTP layers "
+                         "(nextn_predict_layers is 0)", hint="name a gate model with MTP heads, or drop the key")
+    return heads
 
 
 def speed(recipe: Recipe, gates: NightlyGates, bin_dir: Path, last_good_bin: Path | None, work: Path) -> dict[str, Any] | None:

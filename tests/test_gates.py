@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from harness import gates, nightly_report
+from harness.errors import InputError
 from harness.recipe import NightlyGates, load_recipe
 from tests.conftest import write_recipe
+from tests.test_gguf_server import qwen35_vocab  # noqa: F401  (a fixture)
 
 
 def gate_recipe(tmp_path: Path, model: Path) -> Path:
@@ -38,6 +40,40 @@ def test_a_gate_refuses_a_worse_candidate_and_names_the_figures(tmp_path: Path, 
     assert (refusal.metric, refusal.last_good, refusal.candidate, refusal.threshold) == (
         "Q2_K.mean_kld", better["Q2_K.mean_kld"], metrics["Q2_K.mean_kld"], 0.002)
     assert f"{metrics['Q2_K.mean_kld']:.6f}" in str(refusal) and "0.002" in str(refusal)
+
+
+@pytest.mark.slow
+def test_the_mtp_gate_measures_the_candidates_heads_and_refuses_a_drop(tmp_path: Path, llama_bin: Path,
+                                                                       qwen35_vocab: Path) -> None:  # noqa: F811
+    """The tiny Qwen3.5 with MTP layers (tests/models.py, the real Qwen3.5 vocabulary), quantized by the
+    build's llama-quantize, drafting with its own heads in the build's llama-server.  Rigged, its next
+    token (and so its heads' draft) is always the same token: every draft is accepted."""
+    from tests import models
+
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    models.write_qwen35(repo / "models" / "gate.gguf", vocab=qwen35_vocab, mtp="full", rigged=True)
+    recipe = load_recipe(write_recipe(repo, "mtpgate", """name: mtpgate
+nightly:
+  gates: {model: models/gate.gguf, types: [Q8_0], ctx: 128, chunks: 2, max_mtp_acceptance_drop: 0.05}
+"""))
+    spec = recipe.spec.nightly.gates
+    assert spec is not None
+    metrics = gates.measure(recipe, spec, llama_bin, tmp_path / "work")
+    accepted = {k: v for k, v in metrics.items() if ".mtp_acceptance@" in k}
+    print("tiny qwen35 Q8_0 MTP acceptance:", accepted, "mean KLD:", metrics["Q8_0.mean_kld"])
+    assert set(accepted) == {"Q8_0.mtp_acceptance@1", "Q8_0.mtp_acceptance@3"}
+    assert accepted == {"Q8_0.mtp_acceptance@1": 1.0, "Q8_0.mtp_acceptance@3": 1.0}  # rigged: every draft holds
+    assert gates.compare(metrics, dict(metrics), spec) == []
+    (refusal,) = gates.compare({**metrics, "Q8_0.mtp_acceptance@3": 0.9}, metrics, spec)
+    assert refusal.metric == "Q8_0.mtp_acceptance@3" and refusal.kind == gates.DROP
+
+    no_heads = repo / "models" / "plain.gguf"
+    models.write_qwen35(no_heads, vocab=qwen35_vocab, mtp="none")
+    plain = NightlyGates(model="models/plain.gguf", max_mtp_acceptance_drop=0.05)
+    with pytest.raises(InputError, match="has no MTP layers"):  # said before anything is quantized
+        gates.measure(recipe, plain, llama_bin, tmp_path / "plain")
+    assert not (tmp_path / "plain").exists()
 
 
 def test_the_report_keeps_each_gate_metric_and_draws_its_history(tmp_path: Path) -> None:
