@@ -78,6 +78,7 @@ def markdown(report: dict[str, Any]) -> str:
             for metric, value in g["metrics"].items():
                 before = (g.get("last_good") or {}).get(metric)
                 lines.append(f"| {metric} | {'-' if before is None else f'{before:.6f}'} | {value:.6f} |")
+            lines.append("")
             speed = g.get("tokens_per_s")
             if speed and speed.get("ratio") is not None:
                 lines.append(f"- tokens/s against the last good build: {speed['candidate_tokens_per_s']:.1f} vs "
