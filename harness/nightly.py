@@ -196,12 +196,19 @@ def _gates(recipe: Recipe, entry: dict[str, Any], backends: list[str], builds_di
     work = builds.build_root(builds_dir, recipe.name, ".gates")
     metrics = gate_checks.measure(recipe, spec, candidate_bin, work)
     before = gate_checks.last_good(builds.build_root(builds_dir, recipe.name, "last-good.json"))
-    refused = gate_checks.compare(metrics, before, spec)
+    published = builds.build_root(builds_dir, recipe.name, backends[0]) / "bin"  # the last good build, raced
+    speed = gate_checks.speed(recipe, spec, candidate_bin, published if before is not None else None, work)
+    if speed is not None and speed["ratio"] is not None:
+        metrics.update({"tokens_per_s": speed["candidate_tokens_per_s"], gate_checks.SPEED_METRIC: speed["ratio"]})
+    refused = gate_checks.compare(metrics, before, spec, speed)
     entry["gates"] = {"metrics": metrics, "last_good": before, "max_kld_increase": spec.max_kld_increase,
-                      "refused": [vars(r) for r in refused]}  # fmt: skip
+                      "max_mtp_acceptance_drop": spec.max_mtp_acceptance_drop,
+                      "min_tokens_per_s_ratio": spec.min_tokens_per_s_ratio, "tokens_per_s": speed,
+                      "refused": [r.record() for r in refused]}  # fmt: skip
     if refused:
         raise GateRefused("; ".join(str(r) for r in refused))
-    return {"metrics": metrics, "model": spec.model, "types": spec.types, "ctx": spec.ctx, "chunks": spec.chunks}
+    return {"metrics": metrics, "model": gate_checks.describe_model(spec), "types": spec.types, "ctx": spec.ctx,
+            "chunks": spec.chunks}
 
 
 def _smoke_summary(name: str, result: dict[str, Any]) -> dict[str, Any]:

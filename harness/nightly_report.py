@@ -78,8 +78,17 @@ def markdown(report: dict[str, Any]) -> str:
             for metric, value in g["metrics"].items():
                 before = (g.get("last_good") or {}).get(metric)
                 lines.append(f"| {metric} | {'-' if before is None else f'{before:.6f}'} | {value:.6f} |")
+            lines.append("")
+            speed = g.get("tokens_per_s")
+            if speed and speed.get("ratio") is not None:
+                lines.append(f"- tokens/s against the last good build: {speed['candidate_tokens_per_s']:.1f} vs "
+                             f"{speed['last_good_tokens_per_s']:.1f}, ratio {speed['ratio']:.3f} "
+                             f"(95% interval {speed['low']:.3f}-{speed['high']:.3f}, {speed['pairs']} pairs over "
+                             f"{speed['rounds']} rounds, spread {_pct(speed.get('spread'))}): **{speed['verdict']}**"
+                             + (" (noisy machine)" if speed.get("noisy") else ""))
             for refusal in g.get("refused", []):
-                lines.append(f"- **refused**: {refusal['metric']} {refusal['candidate']:.6f} vs last good "
+                lines.append(f"- **refused**: {refusal['text']}" if "text" in refusal else
+                             f"- **refused**: {refusal['metric']} {refusal['candidate']:.6f} vs last good "
                              f"{refusal['last_good']:.6f}, allowed increase {refusal['threshold']:g}")
         if r.get("bisect"):
             lines += culprit(r["bisect"])
@@ -108,6 +117,10 @@ def culprit(b: dict[str, Any]) -> list[str]:
         lines += [f"- {name(c)}" for c in b["candidates"][:20]]
     lines.append(f"- last good: {name(b['last_good'])}")
     return [line.replace("|", "/") for line in lines]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def chart(history: Path, png: Path) -> None:
@@ -143,19 +156,30 @@ def gates_chart(history: Path, recipe: str, png: Path) -> None:
 
     rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
     mine = [r for r in rows if r.get("recipe") == recipe and isinstance(r.get("gates"), dict)]
-    metrics = sorted({m for r in mine for m in r["gates"] if m.endswith("_kld")})
-    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
-    for metric in metrics:
-        pts = [(i, r["gates"][metric]) for i, r in enumerate(mine) if metric in r["gates"]]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=metric)
-    for i, r in enumerate(mine):
-        if r["status"] == "failed":
-            ax.axvline(i, color="tab:red", alpha=0.3)
-    ax.set_xticks(range(len(mine)), [r["date"] for r in mine], fontsize=6, rotation=30)
-    ax.set_ylabel("KL divergence (nats)")
-    ax.set_title(f"{recipe}: gate model quality per night (red: refused or failed)", fontsize=9)
-    ax.legend(fontsize=7)
+    panels = [(label, sorted({m for r in mine for m in r["gates"] if pick(m)})) for label, pick in GATE_PANELS]
+    panels = [p for p in panels if p[1]] or [(GATE_PANELS[0][0], [])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), dpi=100, sharex=True, squeeze=False)
+    for ax, (label, metrics) in zip(axes[:, 0], panels, strict=True):
+        for metric in metrics:
+            pts = [(i, r["gates"][metric]) for i, r in enumerate(mine) if metric in r["gates"]]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=metric)
+        for i, r in enumerate(mine):
+            if r["status"] == "failed":
+                ax.axvline(i, color="tab:red", alpha=0.3)
+        ax.set_ylabel(label, fontsize=8)
+        if metrics:
+            ax.legend(fontsize=7)
+    axes[-1, 0].set_xticks(range(len(mine)), [r["date"] for r in mine], fontsize=6, rotation=30)
+    axes[0, 0].set_title(f"{recipe}: gate model quality per night (red: refused or failed)", fontsize=9)
     fig.tight_layout()
     with atomic.temp_file_beside(png) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+# the gates chart's panels, one per scale: (y label, which metrics)
+GATE_PANELS: list[tuple[str, Any]] = [
+    ("KL divergence (nats)", lambda m: m.endswith("_kld")),
+    ("MTP acceptance", lambda m: ".mtp_acceptance@" in m),
+    ("tokens/s vs last good", lambda m: m == "tokens_per_s.ratio"),
+]

@@ -416,15 +416,39 @@ def is_local_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.endswith(".gguf")
 
 
+class GateHubModel(_Model):
+    """A gate model on the Hugging Face Hub, pinned: a commit of the repository and the file's sha256."""
+
+    source: str  # owner/name
+    file: str  # the GGUF's name in the repository
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$")  # a commit SHA, never a branch: the gates compare nights
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _where(self) -> GateHubModel:
+        if not _REPO_ID.match(self.source):
+            raise ValueError(f"source {self.source!r}: not a Hugging Face repo id (owner/name)")
+        if not self.file.endswith(".gguf") or self.file.startswith("/") or ".." in self.file.split("/"):
+            raise ValueError(f"file {self.file!r}: a .gguf file name inside the repository")
+        return self
+
+
 class NightlyGates(_Model):
     """Quality a bump must keep (harness.gates): the gate model quantized and measured with the candidate build."""
 
-    model: str  # a local GGUF (relative to the recipe's repository), the reference the quants are measured against
+    # a local GGUF (relative to the recipe's repository) or a pinned Hub file: the reference the quants are measured against
+    model: str | GateHubModel
     types: list[str] = Field(default_factory=lambda: ["Q4_K_M"], min_length=1)
     ctx: int = Field(default=128, ge=16)
     chunks: int = Field(default=2, gt=0)
     text: str | None = None  # default: data/evaluation.txt
     max_kld_increase: float = Field(default=0.005, ge=0)  # nats of mean KLD over the last good night's, per type
+    # MTP draft acceptance (depth 1 and 3) may fall by at most this much from the last good night's, per type
+    max_mtp_acceptance_drop: float | None = Field(default=None, ge=0, le=1)
+    # tokens/s of the candidate over the last good build's (paired rounds): refused only when the whole
+    # interval lies below this ratio
+    min_tokens_per_s_ratio: float | None = Field(default=None, gt=0, le=1)
+    speed_rounds: int = Field(default=3, ge=2, le=20)  # rounds of the tokens/s comparison, old and new build alternating
 
     @model_validator(mode="after")
     def _enough_tokens(self) -> NightlyGates:

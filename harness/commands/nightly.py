@@ -30,11 +30,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from harness import cache, nightly, nightly_report
+    from harness import cache, gate_model, nightly, nightly_report
     from harness.errors import InputError
     from harness.recipe import load_recipe
 
     recipes = [load_recipe(p) for p in args.recipes]  # all bad input before any work
+    for r in recipes:  # a gate model that is not the one pinned is bad input too (downloaded here if need be)
+        if r.spec.nightly.gates is not None:
+            gate_model.path(r, r.spec.nightly.gates)
     urls = {r.name: cache.configured(args.cache, r.spec.build.cache) for r in recipes}
     if args.push and not all(urls.values()):
         raise InputError("--push: no cache to push to", key="--push",
