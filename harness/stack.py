@@ -178,7 +178,7 @@ def _keep_conflict(ctx: _Ctx, report: ConflictReport, index: int) -> ConflictRep
     git.worktree_remove(tree.src, tree.conflict)
     atomic.remove_tree(tree.conflict, root=tree.root)
     git.worktree_move(tree.src, ctx.work, tree.conflict)  # the next run makes a new scratch tree
-    report = ConflictReport(report.item, report.index, report.onto, report.files, str(tree.conflict), report.part)
+    report = replace(report, worktree=str(tree.conflict))
     atomic.write_json(
         tree.state_dir / "conflict.json",
         {"recipe": str(ctx.recipe.path), "index": index, "onto": report.onto, "report": report.to_json(),
@@ -239,7 +239,7 @@ def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[Ite
     else:
         git.squash_merge(work, head)
     files = [FileConflict(path, hunks_from_markers(work / path)) for path in git.unmerged_files(work)]
-    report = ConflictReport(item.label(), index, onto, files)
+    report = ConflictReport(item.label(), index, onto, files, spec=item.spec())
     return _result(item, CONFLICT, "conflicts in " + ", ".join(f.path for f in files)), report
 
 
@@ -278,7 +278,7 @@ def _apply_patch_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tup
         status, detail, files = _apply_part(ctx, item, part, _what(item, part, len(parts)))
         if files is not None:
             multi = len(parts) > 1
-            report = ConflictReport(item.label(), index, part_onto, files, part=part.name if multi else None)
+            report = ConflictReport(item.label(), index, part_onto, files, part=part.name if multi else None, spec=item.spec())
             where = f"{part.name}: " if multi else ""
             return _result(item, CONFLICT, f"{where}conflicts in " + ", ".join(f.path for f in files)), report
         commit = None
