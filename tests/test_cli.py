@@ -363,3 +363,12 @@ def test_every_json_result_says_ok() -> None:
     assert res.returncode == 0 and data["ok"] is True and data["shell"] == "bash"
     res = run_harness("gguf", "audit", DATA / "bad_gguf" / "bad_magic.gguf", "--json")
     assert res.returncode == 2 and json.loads(res.stdout)["ok"] is False
+
+
+@pytest.mark.parametrize("verb", ["prepare", "lock"])
+def test_help_describes_the_command_with_an_example(verb: str) -> None:
+    res = run_harness(verb, "--help")
+    assert res.returncode == 0
+    usage, description, *_ = res.stdout.split("\n\n")
+    assert usage.startswith(f"usage: harness {verb}") and len(description.split()) > 30
+    assert f"example:\n  harness {verb} recipes/demo.yaml" in res.stdout

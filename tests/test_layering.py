@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "harness.cmake", "harness.backends", "harness.isa", "harness.toolchain", "harness.cache",
                "harness.pack", "harness.stamp")),
     ("serve", ("harness.server", "harness.server_help", "harness.rpc", "harness.draft")),
-    ("source", ("harness.lock", "harness.sources", "harness.stack", "harness.mirror", "harness.tree",
+    ("source", ("harness.lock", "harness.lock_models", "harness.sources", "harness.stack", "harness.mirror", "harness.tree",
                 "harness.git", "harness.patchset", "harness.patchfile", "harness.conflicts", "harness.hub",
                 "harness.download")),
     ("recipe", ("harness.recipe", "harness.builds", "harness.yamlpos")),
