@@ -181,7 +181,7 @@ def build(
     published = builds.manifest(out or builds.build_root(builds_dir, recipe.name, backend_name))
     if published is None:  # nothing to be up to date with: refuse before locking or fetching
         _check_toolchain(backend, recipe)
-    the_lock = lock_override or lock.ensure(recipe, frozen=frozen)
+    the_lock = lock_override or lock.ensure(recipe, frozen=frozen, fetch=True)
     cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
     tools = {**toolchain.versions(cmake_bin, ninja_bin), **backend.toolchain()}
     launcher = cmake.ccache_program() if ccache else None
@@ -212,7 +212,7 @@ def build(
     cmake.check_paths(bdir)  # the source tree is its sibling
     disk.check(disk.for_build(recipe, the_lock, backend_name, out, bdir))
     console.step(f"{recipe.name}: preparing the source tree")
-    prepared = stack.prepare(recipe, the_lock)  # warns when a PR head moved since locking
+    prepared = stack.prepare(recipe, the_lock, frozen=frozen)  # warns when a PR head moved since locking
     prepare_s = time.monotonic() - started
     stamp = stamp_of(prepared)
     configured = stamp_mod.for_cmake(stamp, prepared.tree)  # stable across patch edits: see harness/stamp.py

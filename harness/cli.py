@@ -127,7 +127,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="harness",
         description="Declarative, reproducible llama.cpp builds with unmerged PRs, patches and MTP-aware model work.",
         epilog="-v, -q and --debug work after the command too; --json on any command prints its result as JSON "
-        "on stdout (an object, or a list of them: one per backend or file), {\"ok\": false, \"error\": {...}} when it fails.",
+        "on stdout (an object, or a list of them: one per backend or file), each with \"ok\": true or false; "
+        "{\"ok\": false, \"error\": {...}} when it fails.",
     )
     parser.add_argument("--version", action="version", version=f"llama-harness {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

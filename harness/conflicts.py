@@ -10,7 +10,8 @@ from typing import Any
 
 from harness.errors import StepError
 
-MAX_SHOWN = 4  # lines of each side shown per hunk
+MAX_SHOWN = 4  # lines of each side shown per hunk (text)
+MAX_JSON = 40  # lines of each side kept per hunk (JSON); the rest are counted
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,15 @@ class Hunk:
     ours: list[str] = field(default_factory=list)
     theirs: list[str] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, Any]:
+        """The hunk with each side cut at ``MAX_JSON`` lines; ``*_lines`` count them all, ``*_more`` what was cut."""
+        return {
+            "start": self.start, "end": self.end,
+            "ours": self.ours[:MAX_JSON], "theirs": self.theirs[:MAX_JSON],
+            "ours_lines": len(self.ours), "theirs_lines": len(self.theirs),
+            "ours_more": max(0, len(self.ours) - MAX_JSON), "theirs_more": max(0, len(self.theirs) - MAX_JSON),
+        }  # fmt: skip
+
 
 @dataclass(frozen=True)
 class FileConflict:
@@ -27,22 +37,43 @@ class FileConflict:
     hunks: list[Hunk]
     message: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "hunks": [h.to_json() for h in self.hunks], "message": self.message}
+
 
 @dataclass(frozen=True)
 class ConflictReport:
     item: str  # label: PR #N of repo / branch B of repo / patch FILE
-    index: int
+    index: int  # 0-based, as in the recipe's key path stack[index]; people and `position` count from 1
     onto: str  # commit the item failed to apply on
     files: list[FileConflict]
     worktree: str | None = None
     part: str | None = None  # the file (of a series) or mail (of an mbox) that failed, for multi-part items
+    spec: str = ""  # the item as the recipe writes it: "pr: 31", "patch: patches/x.patch"
+
+    @property
+    def position(self) -> int:
+        """The item's number in the stack, counted from 1: "stack item 3" in text and JSON alike."""
+        return self.index + 1
+
+    @property
+    def named(self) -> str:
+        """"stack item 3 (pr: 31)": the number and the item as the recipe writes it."""
+        return f"stack item {self.position}" + (f" ({self.spec})" if self.spec else "")
+
+    def counts(self) -> dict[str, int]:
+        return {"files": len(self.files), "hunks": sum(len(f.hunks) for f in self.files)}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["files"] = [f.to_json() for f in self.files]
+        return {**data, "position": self.position, "stack_item": self.named, "counts": self.counts()}
 
     def format(self, recipe_path: str | None = None) -> str:
         what = f"{self.item}, {self.part}," if self.part else self.item
-        lines = [f"{what} does not apply (stack item {self.index + 1}, onto {self.onto[:12]}):"]
+        counts = self.counts()
+        lines = [f"{what} does not apply ({self.named}, onto {self.onto[:12]}): "
+                 f"{counts['files']} file(s) in conflict, {counts['hunks']} hunk(s)"]
         for f in self.files:
             lines.append(f"  {f.path}" + (f": {f.message}" if f.message else ""))
             for h in f.hunks:
@@ -51,10 +82,8 @@ class ConflictReport:
                     continue
                 lines.append(f"    lines {h.start}-{h.end}: {self._ours()} {len(h.ours)} line(s), "
                              f"{self.item.split(' of ')[0]} {len(h.theirs)} line(s)")
-                for text in h.ours[:MAX_SHOWN]:
-                    lines.append(f"      - {text}")
-                for text in h.theirs[:MAX_SHOWN]:
-                    lines.append(f"      + {text}")
+                lines += _excerpt("-", h.ours)
+                lines += _excerpt("+", h.theirs)
         if self.worktree:
             marked = [f.path for f in self.files if any(h.ours or h.theirs for h in f.hunks)]
             unplaced = [f.path for f in self.files if f.path not in marked]
@@ -77,6 +106,13 @@ class ConflictReport:
         if self.index == 0:
             return "upstream"
         return "upstream + item 1" if self.index == 1 else f"upstream + items 1-{self.index}"
+
+
+def _excerpt(sign: str, side: list[str]) -> list[str]:
+    """The first ``MAX_SHOWN`` lines of one side of a hunk, and how many more there are."""
+    shown = [f"      {sign} {text}" for text in side[:MAX_SHOWN]]
+    more = len(side) - MAX_SHOWN
+    return [*shown, f"      {sign} … {more} more line{'s' if more > 1 else ''}"] if more > 0 else shown
 
 
 class ConflictError(StepError):

@@ -75,8 +75,20 @@ def literal(text: str) -> str:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """A command's ``--json`` result on stdout.  Every result says ``ok``: an object that does not set it
+    (or each object of a list) gets ``"ok": true`` first, as a result printed on success; a command whose
+    result can fail sets it itself, and a failure is the CLI's ``{"ok": false, "error": ...}``."""
+    sys.stdout.write(json.dumps(with_ok(data), indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def with_ok(data: Any) -> Any:
+    """``data`` with ``"ok": true`` where an object (or an object of a list) does not say ``ok``."""
+    if isinstance(data, dict):
+        return data if "ok" in data else {"ok": True, **data}
+    if isinstance(data, list):
+        return [with_ok(d) if isinstance(d, dict) else d for d in data]
+    return data
 
 
 def out(message: str = "") -> None:

@@ -3,9 +3,12 @@
 The lock lives next to the recipe (same stem, ``.lock``), is JSON, and is meant to be
 committed.  ``resolve`` keeps existing pins unless asked to update; every move is
 returned as old -> new.  Resolution only asks remotes for ref names (``git ls-remote``);
-no objects are fetched.  URL patches are downloaded once to check them against the
-recipe's sha256.  A lock file is validated against a schema before it is used: a bad one
-is exit 2 naming the key, never a traceback.
+when the caller fetches the sources next (``ensure(fetch=True)``: prepare, build), the full
+SHAs the recipe names itself are fetched first, so one the repository lacks is refused before
+the lock is written (``verify_pins``).
+URL patches are downloaded once to check them against the recipe's sha256.  A lock file is
+validated against a schema before it is used (its ``model`` and ``draft`` pins too): a bad
+one is exit 2 naming the file and key, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness import atomic, console, download, git, hub, patchset, readlimits, yamlpos
+from harness import atomic, console, download, git, hub, lock_models, mirror, patchset, readlimits, yamlpos
 from harness.errors import CommandFailed, HarnessError, InputError, StepError
 from harness.recipe import SHA40, SHA256, Recipe, StackItem, is_url, normalize_repo_url
 
@@ -102,8 +105,8 @@ class _LockFile(_Schema):
     recipe: str
     upstream: _UpstreamPin
     stack: list[_ItemPin] = Field(default_factory=list)
-    model: dict[str, str] = Field(default_factory=dict)
-    draft: dict[str, Any] = Field(default_factory=dict)  # {source, file, revision, files}: a Hub draft model
+    model: lock_models.ModelPin | None = None  # a hand edit is refused on reading, naming the key
+    draft: lock_models.DraftPin | None = None
 
 
 # ---- the lock as the rest of the harness sees it --------------------------------------------
@@ -132,6 +135,10 @@ class LockedItem:
         if self.kind == "patches":
             return f"patch series {self.ref}"
         return f"{self.kind} {self.ref} of {self.repo}"
+
+    def spec(self) -> str:
+        """The item as the recipe writes it: ``pr: 31``, ``patch: patches/x.patch``."""
+        return f"{self.kind}: {self.ref}"
 
     @property
     def pin(self) -> str:
@@ -199,7 +206,9 @@ class Lock:
             for i in parsed.stack
         )
         up = parsed.upstream
-        return cls(parsed.recipe, up.repo, up.ref, up.sha, items, dict(parsed.model), dict(parsed.draft))
+        model = parsed.model.model_dump() if parsed.model is not None else {}
+        draft = parsed.draft.model_dump() if parsed.draft is not None else {}
+        return cls(parsed.recipe, up.repo, up.ref, up.sha, items, model, draft)
 
     @property
     def digest(self) -> str:
@@ -234,6 +243,31 @@ def read(path: Path) -> Lock | None:
 
 def write(path: Path, lock: Lock) -> None:
     atomic.write_json(path, lock.to_json())
+
+
+def verify_pins(lock: Lock, existing: Lock | None, recipe: Path) -> None:
+    """Before ``lock`` is written: every full SHA the recipe names itself (``upstream.ref``, ``commit:``
+    items) that ``existing`` did not pin already is fetched into its mirror (with its history, as
+    ``prepare`` needs it next), so a SHA the repository lacks is ``mirror.PinnedShaMissing`` (exit 2)
+    and never reaches the lock.  The refs ``resolve`` asked for exist: the remote named their SHAs.
+    An unreachable repository is one screen naming the recipe items that need it, git's reason under it."""
+    wanted: dict[str, list[mirror.Want]] = defaultdict(list)
+    same_base = existing is not None and (existing.upstream_repo, existing.base_sha) == (lock.upstream_repo, lock.base_sha)
+    if SHA40.match(lock.upstream_ref) and not same_base:
+        wanted[lock.upstream_repo].append(mirror.Want(lock.base_sha, None, f"upstream (ref: {lock.upstream_ref})", from_recipe=True))
+    old = {(i.repo, i.sha) for i in existing.items} if existing is not None else set()
+    for n, item in enumerate(lock.items, start=1):
+        if item.kind == "commit" and item.repo and item.sha and (item.repo, item.sha) not in old:
+            wanted[item.repo].append(mirror.Want(item.sha, None, f"stack item {n} ({item.spec()})", from_recipe=True))
+    for repo, wants in wanted.items():
+        try:
+            with mirror.Mirror.for_url(repo).locked() as m:
+                m.fetch(wants)
+        except InputError:
+            raise  # PinnedShaMissing names its item already
+        except StepError as exc:
+            users = ", ".join(w.label for w in wants)
+            raise StepError(f"{recipe}: {users}: {exc.message}", hint=exc.hint) from None
 
 
 def locked_item_for(recipe: Recipe, item: StackItem) -> LockedItem:
@@ -320,6 +354,7 @@ def resolve(
 
     # which remote refs we must ask about, batched per repository
     queries: dict[str, set[str]] = defaultdict(set)
+    users: dict[str, list[str]] = defaultdict(list)  # repository -> the recipe items that need it, for errors
     keep_base = (
         existing is not None
         and not update
@@ -328,10 +363,12 @@ def resolve(
     )
     if not keep_base and not SHA40.match(spec.upstream.ref):
         queries[spec.upstream.repo].update(_ref_candidates(spec.upstream.ref))
-    for item in wanted:
+        users[spec.upstream.repo].append(f"upstream (ref: {spec.upstream.ref})")
+    for n, item in enumerate(wanted, start=1):
         if item.fetch_ref and (update or item.identity() not in old_items):
             queries[item.repo or spec.upstream.repo].add(item.fetch_ref)
-    answers = {repo: _ls_remote(repo, sorted(refs)) for repo, refs in queries.items()}
+            users[item.repo or spec.upstream.repo].append(f"stack item {n} ({item.spec()})")
+    answers = {repo: _ls_remote(repo, sorted(refs), users[repo], recipe.path) for repo, refs in queries.items()}
 
     if keep_base:
         assert existing is not None
@@ -493,8 +530,12 @@ def frozen_error(recipe: Recipe, problems: list[str] | None) -> InputError:
     return InputError(f"{recipe.lock_path}: lock disagrees with the recipe (and --frozen):\n  " + "\n  ".join(problems))
 
 
-def ensure(recipe: Recipe, *, frozen: bool = False) -> Lock:
-    """The lock every command uses: read it, or create/extend it (keeping pins) on first use."""
+def ensure(recipe: Recipe, *, frozen: bool = False, fetch: bool = False) -> Lock:
+    """The lock every command uses: read it, or create/extend it (keeping pins) on first use.
+
+    ``fetch``: the caller fetches the sources next (prepare, build), so the SHAs the recipe names
+    itself are fetched before a new lock is written (:func:`verify_pins`): one the repository lacks
+    is exit 2 and the lock is left as it was.  Without it (serve, a draft's pin) no git object is fetched."""
     existing = read(recipe.lock_path)
     problems = check(recipe, existing) if existing is not None else []
     if existing is not None and not problems:
@@ -502,6 +543,8 @@ def ensure(recipe: Recipe, *, frozen: bool = False) -> Lock:
     if frozen:
         raise frozen_error(recipe, problems if existing is not None else None)
     lock, moves = resolve(recipe, existing)
+    if fetch:
+        verify_pins(lock, existing, recipe.path)
     write(recipe.lock_path, lock)
     console.info(f"{'updated' if existing else 'wrote'} {recipe.lock_path}")
     for move in moves:
@@ -544,8 +587,17 @@ def _did_you_mean(ref: str, repo: str) -> str:
     return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "check the name in the recipe"
 
 
-def _ls_remote(repo: str, refs: list[str]) -> dict[str, str]:
+def _ls_remote(repo: str, refs: list[str], users: list[str], recipe: Path) -> dict[str, str]:
+    """``git ls-remote``; a failure is one screen naming the recipe items that need ``repo``, git's reason under it."""
+    # (mirror._UNREACHABLE and mirror._indent: how a fetch failure is told apart and shown; the lead owns mirror.py)
     try:
         return git.ls_remote(repo, refs)
     except CommandFailed as exc:
-        raise StepError(f"cannot reach {repo} to resolve refs: {exc.output_tail.strip() or exc}") from None
+        why = git.failure_tail(exc.output_tail) or "no reason given"
+        unreachable = any(s in exc.output_tail for s in mirror._UNREACHABLE)
+        raise StepError(
+            f"{recipe}: {', '.join(users)}: cannot {'reach' if unreachable else 'list the refs of'} {repo}:\n"
+            + mirror._indent(why),
+            hint="check the network, the URL and your credentials for it" if unreachable
+            else f"`git ls-remote {shlex.quote(repo)}` shows what git says",
+        ) from None

@@ -17,6 +17,7 @@ patch (a binary change without data, a corrupt hunk, a zero-context diff) is bad
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,10 @@ class _Ctx:
 
 
 def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_conflicts: bool = False,
-            tree: Tree | None = None) -> Prepared:
-    """``tree``: where to stack (default the recipe's own tree; bisect passes a private one)."""
+            frozen: bool = False, tree: Tree | None = None) -> Prepared:
+    """The patched tree for ``lock``.  ``frozen``: a ``retired`` mark that no longer holds against the
+    base (the item is not merged there) is an error (exit 1) instead of a warning, as with ``lock --check``.
+    ``tree``: where to stack (default the recipe's own tree; bisect passes a private one)."""
     tree = tree or Tree.for_recipe(recipe)
     mirrors = sources.mirrors_for(lock)
     drift = sources.check_drift(lock) if check_remote else []
@@ -123,6 +126,8 @@ def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_confl
             items = [ItemResult(**i) for i in json.loads(state_file.read_text())["items"]]
             if git.rev_parse(repo, "HEAD") != cached or git.is_dirty(repo):
                 git.checkout_detached(repo, cached)
+            if frozen and (stale := _stale(lock, items)):
+                raise stale_retired_error(recipe, lock, stale)
             return Prepared(recipe.name, repo, cached, lock.base_sha, lock.digest, items, drift, 0, cached=True)
         try:
             fetched = sources.fetch(lock)
@@ -134,7 +139,37 @@ def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_confl
         git.update_ref(repo, f"refs/harness/patched/{key}", commit)
         atomic.write_json(state_file, {"commit": commit, "items": [i.to_json() for i in items]})
         git.checkout_detached(repo, commit)
+    if frozen and (stale := _stale(lock, items)):
+        raise stale_retired_error(recipe, lock, stale)
     return Prepared(recipe.name, repo, commit, lock.base_sha, lock.digest, items, drift, ctx.fetched)
+
+
+def stale_retired(recipe: Recipe, lock: Lock) -> list[tuple[int, LockedItem, ItemResult]]:
+    """(position, item, result) of each item marked ``retired`` in ``lock`` whose mark no longer holds
+    against the lock's base: the stack is prepared (conflicts skipped), which re-verifies every mark the
+    way ``_apply_item`` does (ancestor, patch-id, reverse apply).  Nothing is prepared without a mark."""
+    if not any(item.retired for item in lock.items):
+        return []
+    return _stale(lock, prepare(recipe, lock, check_remote=False, skip_conflicts=True).items)
+
+
+def _stale(lock: Lock, results: list[ItemResult]) -> list[tuple[int, LockedItem, ItemResult]]:
+    return [(n, item, result) for n, (item, result) in enumerate(zip(lock.items, results, strict=True), start=1)
+            if item.retired and result.status != MERGED]
+
+
+def stale_problem(lock: Lock, n: int, item: LockedItem, result: ItemResult) -> str:
+    """One line: the item, as the recipe names it, whose retired mark the base no longer bears out."""
+    return (f"stack item {n} ({item.spec()}) is marked retired ({item.retired}), but the base "
+            f"{lock.base_sha[:12]} does not have it ({result.status})")
+
+
+def stale_retired_error(recipe: Recipe, lock: Lock, stale: list[tuple[int, LockedItem, ItemResult]]) -> StepError:
+    return StepError(
+        f"{recipe.lock_path}: " + "\n  ".join(stale_problem(lock, *s) for s in stale),
+        hint=f"run `harness lock {shlex.quote(str(recipe.path))}`: it re-verifies every retired mark and drops "
+        "those that no longer hold, so the item is built again",
+    )
 
 
 def _scratch_at_base(ctx: _Ctx) -> None:
@@ -180,7 +215,7 @@ def _keep_conflict(ctx: _Ctx, report: ConflictReport, index: int) -> ConflictRep
     git.worktree_remove(tree.src, tree.conflict)
     atomic.remove_tree(tree.conflict, root=tree.root)
     git.worktree_move(tree.src, ctx.work, tree.conflict)  # the next run makes a new scratch tree
-    report = ConflictReport(report.item, report.index, report.onto, report.files, str(tree.conflict), report.part)
+    report = replace(report, worktree=str(tree.conflict))
     atomic.write_json(
         tree.state_dir / "conflict.json",
         {"recipe": str(ctx.recipe.path), "index": index, "onto": report.onto, "report": report.to_json(),
@@ -241,7 +276,7 @@ def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[Ite
     else:
         git.squash_merge(work, head)
     files = [FileConflict(path, hunks_from_markers(work / path)) for path in git.unmerged_files(work)]
-    report = ConflictReport(item.label(), index, onto, files)
+    report = ConflictReport(item.label(), index, onto, files, spec=item.spec())
     return _result(item, CONFLICT, "conflicts in " + ", ".join(f.path for f in files)), report
 
 
@@ -280,7 +315,7 @@ def _apply_patch_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tup
         status, detail, files = _apply_part(ctx, item, part, _what(item, part, len(parts)))
         if files is not None:
             multi = len(parts) > 1
-            report = ConflictReport(item.label(), index, part_onto, files, part=part.name if multi else None)
+            report = ConflictReport(item.label(), index, part_onto, files, part=part.name if multi else None, spec=item.spec())
             where = f"{part.name}: " if multi else ""
             return _result(item, CONFLICT, f"{where}conflicts in " + ", ".join(f.path for f in files)), report
         commit = None

@@ -349,3 +349,26 @@ def test_a_bad_gguf_is_named_in_the_json_error_too(case: str, capsys: pytest.Cap
     cli.main([*FAILING[case], "--json"])
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["file"] == str(BAD_GGUF) and error["exit_code"] == 2, error
+
+
+def test_every_json_result_says_ok() -> None:
+    """A success says ``"ok": true`` (an object, or each object of a list), a failure ``"ok": false``;
+    a result that sets ``ok`` itself keeps its own answer."""
+    good = REPO / "recipes" / "demo.yaml"
+    res = run_harness("validate", good, "--json")
+    assert res.returncode == 0, res.stderr
+    assert [(r["ok"], r["recipe"]) for r in json.loads(res.stdout)] == [(True, str(good))]
+    res = run_harness("completion", "bash", "--json")
+    data = json.loads(res.stdout)
+    assert res.returncode == 0 and data["ok"] is True and data["shell"] == "bash"
+    res = run_harness("gguf", "audit", DATA / "bad_gguf" / "bad_magic.gguf", "--json")
+    assert res.returncode == 2 and json.loads(res.stdout)["ok"] is False
+
+
+@pytest.mark.parametrize("verb", ["prepare", "lock"])
+def test_help_describes_the_command_with_an_example(verb: str) -> None:
+    res = run_harness(verb, "--help")
+    assert res.returncode == 0
+    usage, description, *_ = res.stdout.split("\n\n")
+    assert usage.startswith(f"usage: harness {verb}") and len(description.split()) > 30
+    assert f"example:\n  harness {verb} recipes/demo.yaml" in res.stdout

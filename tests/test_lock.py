@@ -39,6 +39,7 @@ def test_lock_pins_everything(tmp_path: Path, world: w.World, world_env: dict[st
     recipe = _recipe(tmp_path)
     res = run_harness("lock", recipe, "--json")
     assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["ok"] is True and json.loads(res.stdout)["changed"] is True
     lock = json.loads(recipe.with_suffix(".lock").read_text())
     assert lock["schema"] == 1
     assert lock["upstream"] == {"repo": w.UPSTREAM_URL, "ref": "master", "sha": world.shas["master"]}
@@ -71,10 +72,15 @@ def test_check_fails_when_recipe_changes(tmp_path: Path, world_env: dict[str, st
     res = run_harness("lock", recipe, "--check")
     assert res.returncode == 1
     assert "patch patches/local.patch: sha256 is" in res.stderr
+    assert f"next: run `harness lock {recipe}` to bring the lock in line with the recipe" in res.stderr
     recipe.write_text(recipe.read_text().replace("  - pr: 1\n", ""))
     res = run_harness("lock", recipe, "--check", "--json")
     assert res.returncode == 1
-    assert json.loads(res.stdout)["problems"][0].startswith("stack: recipe has")
+    out = json.loads(res.stdout)
+    assert out["ok"] is False and out["problems"][0].startswith("stack: recipe has")
+    assert out["next"].startswith(f"run `harness lock {recipe}`")
+    assert run_harness("lock", recipe).returncode == 0  # the step it names brings them in line
+    assert run_harness("lock", recipe, "--check").returncode == 0
 
 
 def test_unknown_pr_is_a_clear_error(tmp_path: Path, world_env: dict[str, str]) -> None:
@@ -88,8 +94,61 @@ def test_unreachable_remote_is_a_clear_error(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, "r", "upstream:\n  repo: file:///nonexistent/llama.cpp\n")
     res = run_harness("lock", recipe)
     assert res.returncode == 1
-    assert "cannot reach file:///nonexistent/llama.cpp" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert f"{recipe}: upstream (ref: master): cannot reach file:///nonexistent/llama.cpp:\n" in res.stderr
+    assert "\n  git: fatal: '/nonexistent/llama.cpp' does not appear to be a git repository\n" in res.stderr
+    assert not [line for line in res.stderr.splitlines() if line.startswith("fatal:")]  # git's reason, indented
+    assert "check the network, the URL" in res.stderr and "Traceback" not in res.stderr
+    # a pinned base is fetched before its lock is written (prepare): the same screen, naming the item
+    recipe.write_text(f"upstream:\n  repo: file:///nonexistent/llama.cpp\n  ref: {w.BASE}\n")
+    res = run_harness("prepare", recipe)
+    assert res.returncode == 1, res.stderr
+    assert f"{recipe}: upstream (ref: {w.BASE}): cannot fetch from file:///nonexistent/llama.cpp:\n  git: " in res.stderr
+    assert not [line for line in res.stderr.splitlines() if line.startswith("fatal:")]
+    assert not recipe.with_suffix(".lock").exists()
+
+
+@pytest.mark.parametrize("where", ["commit", "upstream"])
+def test_a_sha_the_repository_lacks_is_refused_before_the_lock_is_written(
+    tmp_path: Path, world_env: dict[str, str], where: str
+) -> None:
+    missing = "deadbeef" * 5
+    body = (f"upstream:\n  repo: {w.UPSTREAM_URL}\n  ref: master\nstack:\n  - commit: {missing}\n" if where == "commit"
+            else f"upstream:\n  repo: {w.UPSTREAM_URL}\n  ref: {missing}\n")
+    recipe = write_recipe(tmp_path, "r", body)
+    res = run_harness("prepare", recipe)
+    assert res.returncode == 2, res.stderr
+    named = f"stack item 1 (commit: {missing})" if where == "commit" else f"upstream (ref: {missing})"
+    assert f"{named}: the recipe pins {missing}, which {w.UPSTREAM_URL} does not have" in res.stderr
+    assert not recipe.with_suffix(".lock").exists()
+
+
+def test_a_retired_mark_is_re_verified_against_the_base(tmp_path: Path, world_env: dict[str, str]) -> None:
+    """A hand-set ``retired`` on PR 1 (not in the base) fails --check and --frozen naming the item and the
+    next step; `harness lock` drops it.  The mark on PR 3 (merged by the base) holds and stays."""
+    recipe = write_recipe(tmp_path, "r", f"upstream:\n  repo: {w.UPSTREAM_URL}\n  ref: master\nstack:\n  - pr: 3\n  - pr: 1\n")
+    assert run_harness("lock", recipe).returncode == 0
+    path = recipe.with_suffix(".lock")
+    data = json.loads(path.read_text())
+    data["stack"][0]["retired"] = "already merged upstream (nightly)"
+    path.write_text(json.dumps(data))
+    assert run_harness("lock", recipe, "--check").returncode == 0  # PR 3's mark holds
+    data["stack"][1]["retired"] = "set by hand"
+    path.write_text(json.dumps(data))
+    res = run_harness("lock", recipe, "--check")
+    assert res.returncode == 1
+    assert "stack item 2 (pr: 1) is marked retired (set by hand), but the base" in res.stderr
+    assert "stack item 1 (pr: 3)" not in res.stderr and f"next: run `harness lock {recipe}`" in res.stderr
+    res = run_harness("prepare", recipe, "--frozen")
+    assert res.returncode == 1
+    assert f"{path}: stack item 2 (pr: 1) is marked retired (set by hand)" in res.stderr
+    assert f"run `harness lock {recipe}`: it re-verifies every retired mark" in res.stderr
+    res = run_harness("lock", recipe)
+    assert res.returncode == 0, res.stderr
+    assert "stack item 2 (pr: 1) is marked retired (set by hand)" in res.stdout and "mark dropped" in res.stdout
+    pins = json.loads(path.read_text())["stack"]
+    assert "retired" not in pins[1] and pins[0]["retired"] == "already merged upstream (nightly)"
+    assert run_harness("lock", recipe, "--check").returncode == 0
+    assert run_harness("prepare", recipe, "--frozen").returncode == 0
 
 
 def test_model_revision_is_locked(tmp_path: Path, world_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

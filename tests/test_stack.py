@@ -110,7 +110,8 @@ def test_conflict_report_then_export(tmp_path: Path, world: w.World, world_env: 
     res = run_harness("prepare", recipe)
     assert res.returncode == 1
     err = res.stderr
-    assert f"PR #2 of {w.UPSTREAM_URL} does not apply (stack item 2" in err
+    assert f"PR #2 of {w.UPSTREAM_URL} does not apply (stack item 2 (pr: 2), onto " in err
+    assert "1 file(s) in conflict, 1 hunk(s)" in err
     assert "  README.md" in err
     assert "lines 1-5: upstream + item 1 1 line(s), PR #2 1 line(s)" in err  # the tree PR #2 met
     assert "- # llama.cpp (upstream title)" in err and "+ # llama.cpp (PR 2 title)" in err
@@ -247,3 +248,24 @@ def test_prepare_after_a_kill_that_left_an_empty_mirror(tmp_path: Path, world_en
     res = run_harness("prepare", recipe, "--json", timeout=300)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["items"][0]["status"] == "applied"
+
+
+def test_a_long_conflict_is_cut_with_a_count(tmp_path: Path, world: w.World, world_env: dict[str, str]) -> None:
+    """Text shows 4 lines of each side and how many more; text and JSON number the item alike, as the recipe names it."""
+    world.branch_from(w.BASE)
+    readme = world.work / "README.md"
+    rest = readme.read_text().splitlines(keepends=True)[7:]
+    readme.write_text("".join(f"(PR 31 line {n})\n" for n in range(7)) + "".join(rest))
+    world.push(world.upstream, world.commit("README: PR 31 rewrites the top"), "refs/pull/31/head")
+    recipe = write_recipe(tmp_path, "long", UP + "stack:\n  - pr: 1\n  - pr: 31\n")
+    res = run_harness("prepare", recipe)
+    assert res.returncode == 1, res.stderr
+    assert f"PR #31 of {w.UPSTREAM_URL} does not apply (stack item 2 (pr: 31), onto " in res.stderr
+    assert "1 file(s) in conflict, 1 hunk(s)" in res.stderr
+    assert "      - … 3 more lines" in res.stderr and "      + … 3 more lines" in res.stderr
+    assert "(PR 31 line 3)" in res.stderr and "(PR 31 line 4)" not in res.stderr
+    conflict = json.loads(_prepare(recipe).stdout)["error"]["conflict"]
+    assert (conflict["position"], conflict["stack_item"]) == (2, "stack item 2 (pr: 31)")
+    assert conflict["counts"] == {"files": 1, "hunks": 1}
+    [hunk] = conflict["files"][0]["hunks"]
+    assert (hunk["theirs_lines"], hunk["theirs_more"], hunk["theirs"][-1]) == (7, 0, "(PR 31 line 6)")

@@ -134,7 +134,7 @@ def _announce(rs: process.RpcServer, recipe: Recipe, build: endpoints.BuildId, d
     where = "<this machine's address>" if rs.host == "0.0.0.0" else rs.host
     rpc_arg = f"{where}:{rs.port}@{build.stamp}"
     if as_json:
-        sys.stdout.write(json.dumps({"endpoint": rs.endpoint, "host": rs.host, "port": rs.port, "pid": rs.pid,
+        sys.stdout.write(json.dumps({"ok": True, "endpoint": rs.endpoint, "host": rs.host, "port": rs.port, "pid": rs.pid,
                                      "protocol": rs.hello.protocol, "devices": devs, "build": build.to_json(),
                                      "rpc": rpc_arg, "argv": rs.argv, "log": str(rs.log_path)}) + "\n")
     else:

@@ -133,7 +133,7 @@ def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, se
         if args.prompt is not None:
             return _ask(srv, args.prompt, args.n_predict, as_json=args.json)
         if args.json:
-            sys.stdout.write(json.dumps({**srv.to_json(), "backend": backend,
+            sys.stdout.write(json.dumps({"ok": True, **srv.to_json(), "backend": backend,
                                          **({"rpc": [c.to_json() for c in rpc]} if rpc else {})}) + "\n")
         else:
             console.info(f"llama-server ready (pid {srv.pid}); log: {srv.log_path}; Ctrl-C stops it")
