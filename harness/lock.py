@@ -557,7 +557,8 @@ def upstream_tip(recipe: Recipe) -> str:
     spec = recipe.spec.upstream
     if SHA40.match(spec.ref):
         return spec.ref
-    return _pick_ref(_ls_remote(spec.repo, _ref_candidates(spec.ref)), spec.ref, spec.repo)
+    answers = _ls_remote(spec.repo, _ref_candidates(spec.ref), [f"upstream (ref: {spec.ref})"], recipe.path)
+    return _pick_ref(answers, spec.ref, spec.repo)
 
 
 def _ref_candidates(ref: str) -> list[str]:
