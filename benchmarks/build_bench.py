@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Build benchmarks on the real llama.cpp tree; prints ratios (medians of alternating runs).
+"""Build benchmarks on the real llama.cpp tree, harness against raw CMake + Ninja on the same tree.
 
-  .venv/bin/python benchmarks/build_bench.py [--cold [--pairs 3]] [--targets llama-server llama-quantize ...]
+  .venv/bin/python benchmarks/build_bench.py [--runs 5] [--smoke version] [--cold [--pairs 3]] [--targets ...]
+
+The raw side is a copy of the harness's patched tree (git metadata included, as a user's clone
+has), configured with the harness's own configure command (from the published manifest; only
+the build directory differs) and built with the same ninja command.  Each measurement
+alternates the two sides, --runs rounds, and reports medians, min-max and ninja's step counts:
 
 1. no-op: the whole `harness build` process when nothing changed, against `ninja` saying
-   "no work to do" in the same build directory (alternating, --runs each)
-2. patch change: harness rebuild after editing a local patch that touches tools/quantize/quantize.cpp,
-   against plain ninja's incremental rebuild after touching the same file (goal <= 1.5x)
-3. --cold: harness cold build (its build directory removed first) against plain `cmake -G Ninja` +
-   `ninja <same targets>` in a fresh directory on the same tree, both without ccache, in --pairs
-   alternating pairs (harness first, then plain first, ...); the ratio of the medians
-   (goal <= 1.03x; ~10 minutes each on 2 cores)
+   "no work to do" in the raw build directory
+2. one-file patch edit: the harness rebuild after editing the local patch (it changes
+   tools/quantize/quantize.cpp; `harness lock` first, not timed), against raw ninja after the
+   same edit to that file in the raw tree.  Each round's edit is new text, so neither side gets
+   its compile from ccache.  The harness side includes its smoke checks (--smoke, default the
+   recipe's: version,decode) and publishing; steps are the manifest's `ninja_steps`
+3. --cold: harness cold build (its build directory removed first) against the raw configure +
+   `ninja <same targets>` in a fresh directory, both without ccache, in --pairs alternating pairs;
+   the ratio of the medians (~10 minutes each on 2 cores)
 
 Runs offline: GitHub's llama.cpp is redirected to the llama-cpp-python sdist's tree.
 """
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -44,20 +51,36 @@ def timed(argv: list[str], **kw: Any) -> float:
     return time.perf_counter() - t0
 
 
-def alternate(runs: int, **commands: Callable[[], float]) -> dict[str, float]:
-    """Each command ``runs`` times, interleaved (a b a b ...); the median of each."""
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(runs):
-        for name, run in commands.items():
-            times[name].append(run())
-    return {name: statistics.median(t) for name, t in times.items()}
+def ninja_steps(argv: list[str], **kw: Any) -> tuple[float, int]:
+    """Wall time and steps run (ninja's last ``[n/N]``) of one ninja command."""
+    t0 = time.perf_counter()
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
+    wall = time.perf_counter() - t0
+    steps = [int(m.group(1)) for m in re.finditer(r"^\[(\d+)/\d+\]", out, re.M)]
+    return wall, (steps[-1] if steps else 0)
+
+
+def alternate(runs: int, **sides: Callable[[int], tuple[float, int]]) -> dict[str, dict[str, Any]]:
+    """Each side ``runs`` times, interleaved (a b a b ...), with the round number; medians, min-max, steps."""
+    got: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
+    for i in range(runs):
+        for name, run in sides.items():
+            got[name].append(run(i))
+    return {name: {"median_s": statistics.median(w for w, _ in r), "min_s": min(w for w, _ in r),
+                   "max_s": max(w for w, _ in r), "steps": sorted({n for _, n in r})} for name, r in got.items()}
+
+
+def raw_configure(configure: list[str], bdir: Path, src: Path, raw_src: Path, raw_bdir: Path) -> list[str]:
+    """The harness's configure command for another source and build directory (nothing else changed)."""
+    return [a.replace(str(bdir), str(raw_bdir)).replace(str(src), str(raw_src)) for a in configure]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--pairs", type=int, default=3, help="alternating cold-build pairs (default 3)")
-    ap.add_argument("--runs", type=int, default=5, help="runs of each no-op (default 5)")
+    ap.add_argument("--runs", type=int, default=5, help="alternating rounds of each measurement (default 5)")
+    ap.add_argument("--smoke", help="the harness's smoke checks (default: the recipe's, version,decode)")
     ap.add_argument("--targets", nargs="+", default=["llama-server", "llama-quantize", "llama-imatrix"])
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "harness-build-bench")
     args = ap.parse_args()
@@ -79,79 +102,88 @@ def main() -> int:
     script = Path(sys.executable).parent / "harness"
     harness = [str(script)] if script.exists() else [sys.executable, "-m", "harness"]
     builds = work / "builds"
-    build = [*harness, "build", str(recipe), "--builds-dir", str(builds)]
-    cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
-    results: dict[str, float] = {}
-
-    subprocess.run(build, check=True, env=env, cwd=REPO)
-    # the build directory the harness used, from the published manifest: ninja -C <dir> <targets>
-    manifest = json.loads((builds / "bench" / "cpu" / "manifest.json").read_text())
-    bdir = Path(manifest["cmake"]["build"][2])
-    tree = bdir.parent / "src"
-
-    noop = alternate(
-        args.runs,
-        harness=lambda: timed(build, env=env, cwd=REPO),
-        ninja=lambda: timed([ninja_bin, "-C", str(bdir), *args.targets]),
-    )
-    results["harness_noop_s"], results["ninja_noop_s"] = noop["harness"], noop["ninja"]
-
-    # one local patch changes one .cpp file
+    build = [*harness, "build", str(recipe), "--builds-dir", str(builds), *(["--smoke", args.smoke] if args.smoke else [])]
+    lock = [*harness, "lock", str(recipe)]
+    ninja_bin = cmake.program("ninja")
     patch = repo / "patches" / PATCH.name
     original = patch.read_text()
-    patch.write_text(original.replace("from a patched tree", "from a patched tree (bench edit)"))
-    subprocess.run([*harness, "lock", str(recipe)], check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-    results["harness_patch_rebuild_s"] = timed(build, env=env, cwd=REPO)
-    patch.write_text(original)
-    subprocess.run([*harness, "lock", str(recipe)], check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    marker = "from a patched tree"
+
+    subprocess.run(build, check=True, env=env, cwd=REPO)
+    # the harness's build directory and configure command, from the published manifest
+    manifest_path = builds / "bench" / "cpu" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    bdir = Path(manifest["cmake"]["build"][2])
+    tree = bdir.parent / "src"
+    # the raw side: a copy of the same patched tree (with its .git), the same configure command
+    raw_src, raw_bdir = work / "raw" / "src", work / "raw" / "build"
+    shutil.rmtree(work / "raw", ignore_errors=True)
+    shutil.copytree(tree, raw_src, symlinks=True)
+    subprocess.run(raw_configure(manifest["cmake"]["configure"], bdir, tree, raw_src, raw_bdir), check=True,
+                   stdout=subprocess.DEVNULL, env=env)  # fmt: skip
+    raw_ninja = [ninja_bin, "-C", str(raw_bdir), *args.targets]
+    # ccache's base dir as the harness sets it (the raw build dir also sits beside its src): the first
+    # raw build replays the harness's compiles; the edits below miss on both sides
+    raw_env = {**env, **cmake.ccache_env(raw_src.parent)}
+    subprocess.run(raw_ninja, check=True, stdout=subprocess.DEVNULL, env=raw_env)
+
+    def harness_noop(_: int) -> tuple[float, int]:
+        return timed(build, env=env, cwd=REPO), 0
+
+    def raw_noop(_: int) -> tuple[float, int]:
+        return ninja_steps(raw_ninja, env=raw_env)
+
+    results: dict[str, Any] = {"noop": alternate(args.runs, harness=harness_noop, raw=raw_noop)}
+
+    quantize_cpp = raw_src / "tools" / "quantize" / "quantize.cpp"
+    raw_text = quantize_cpp.read_text()
+
+    def harness_edit(i: int) -> tuple[float, int]:
+        patch.write_text(original.replace(marker, f"{marker} (bench edit {i} {time.time_ns()})"))
+        subprocess.run(lock, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = timed(build, env=env, cwd=REPO)
+        return wall, json.loads(manifest_path.read_text())["ninja_steps"]
+
+    def raw_edit(i: int) -> tuple[float, int]:
+        quantize_cpp.write_text(raw_text.replace(marker, f"{marker} (bench edit {i} {time.time_ns()})"))
+        return ninja_steps(raw_ninja, env=raw_env)
+
+    try:
+        results["patch_edit"] = alternate(args.runs, harness=harness_edit, raw=raw_edit)
+    finally:
+        patch.write_text(original)
+        quantize_cpp.write_text(raw_text)
+    subprocess.run(lock, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
     subprocess.run(build, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # plain ninja, same change: touch the file and rebuild the same targets (ccache off to compare compiles)
-    quantize_cpp = tree / "tools" / "quantize" / "quantize.cpp"
-    text = quantize_cpp.read_text()
-    quantize_cpp.write_text(text.replace("from a patched tree", "from a patched tree (bench edit)"))
-    results["ninja_touch_rebuild_s"] = timed([ninja_bin, "-C", str(bdir), *args.targets],
-                                             env={**os.environ, "CCACHE_DISABLE": "1"})  # fmt: skip
-    quantize_cpp.write_text(text)
-    subprocess.run([ninja_bin, "-C", str(bdir), *args.targets], check=True, stdout=subprocess.DEVNULL)
 
     if args.cold:
         env_cold = {**env, "CCACHE_DISABLE": "1"}
         plain = work / "plain-build"
 
-        def harness_cold() -> float:
+        def harness_cold(_: int) -> tuple[float, int]:
             shutil.rmtree(bdir, ignore_errors=True)  # the harness's own build directory: every object compiled
-            return timed([*build, "--force", "--no-ccache"], env=env_cold, cwd=REPO)
+            return timed([*build, "--force", "--no-ccache"], env=env_cold, cwd=REPO), 0
 
-        def plain_cold() -> float:
+        def plain_cold(_: int) -> tuple[float, int]:
             shutil.rmtree(plain, ignore_errors=True)
             t0 = time.perf_counter()
-            subprocess.run([cmake_bin, "-S", str(tree), "-B", str(plain), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja_bin}",
-                            "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                            "-DGGML_CCACHE=OFF"], check=True, stdout=subprocess.DEVNULL, env=env_cold)  # fmt: skip
-            subprocess.run([ninja_bin, "-C", str(plain), *args.targets], check=True, stdout=subprocess.DEVNULL, env=env_cold)
-            return time.perf_counter() - t0
+            configure = [a for a in raw_configure(manifest["cmake"]["configure"], bdir, tree, raw_src, plain)
+                         if "_COMPILER_LAUNCHER=" not in a]  # fmt: skip
+            subprocess.run(configure, check=True, stdout=subprocess.DEVNULL, env=env_cold)
+            _, steps = ninja_steps([ninja_bin, "-C", str(plain), *args.targets], env=env_cold)
+            return time.perf_counter() - t0, steps
 
-        cold: dict[str, list[float]] = {"harness": [], "plain": []}
-        for i in range(args.pairs):
-            order = [("harness", harness_cold), ("plain", plain_cold)]
-            for name, run in order if i % 2 == 0 else reversed(order):
-                print(f"cold pair {i + 1}/{args.pairs}: {name} build starts", file=sys.stderr, flush=True)
-                cold[name].append(run())
-                print(f"cold pair {i + 1}/{args.pairs}: {name} {cold[name][-1]:.0f}s", file=sys.stderr)
-        results["harness_cold_s"] = statistics.median(cold["harness"])
-        results["plain_cold_s"] = statistics.median(cold["plain"])
+        quantize_cpp.write_text(raw_text)
+        results["cold"] = alternate(args.pairs, harness=harness_cold, raw=plain_cold)
         shutil.rmtree(plain, ignore_errors=True)
         subprocess.run(build, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    print(json.dumps({k: round(v, 3) for k, v in results.items()}, indent=2))
-    print(f"no-op: harness {results['harness_noop_s']:.3f}s vs ninja {results['ninja_noop_s']:.3f}s "
-          f"(medians of {args.runs} alternating runs)")  # fmt: skip
-    ratio = results["harness_patch_rebuild_s"] / results["ninja_touch_rebuild_s"]
-    print(f"patch change: harness {results['harness_patch_rebuild_s']:.1f}s vs ninja {results['ninja_touch_rebuild_s']:.1f}s = {ratio:.2f}x (goal <= 1.5x)")
-    if args.cold:
-        ratio = results["harness_cold_s"] / results["plain_cold_s"]
-        print(f"cold: harness {results['harness_cold_s']:.0f}s vs plain {results['plain_cold_s']:.0f}s = {ratio:.3f}x "
-              f"(medians of {args.pairs} alternating pairs; goal <= 1.03x)")  # fmt: skip
+    print(json.dumps(results, indent=2, default=lambda v: round(v, 3)))
+    for what, r in results.items():
+        h, raw = r["harness"], r["raw"]
+        print(f"{what}: harness {h['median_s']:.3f}s [{h['min_s']:.3f}-{h['max_s']:.3f}] steps {h['steps']} vs "
+              f"raw {raw['median_s']:.3f}s [{raw['min_s']:.3f}-{raw['max_s']:.3f}] steps {raw['steps']} = "
+              f"{h['median_s'] / raw['median_s']:.2f}x (medians of {args.pairs if what == 'cold' else args.runs} alternating rounds)")
     return 0
 
 

@@ -242,6 +242,7 @@ def build(
             configure_s = time.monotonic() - t0
             console.step(f"{recipe.name}/{backend_name}: building {', '.join(targets)}")
             t1 = time.monotonic()
+            stamp_mod.settle_index(prepared.tree, bdir)  # a new patched commit alone does not re-run CMake
             steps = stamp_mod.ninja(ninja_cmd, log, env, bdir, stamp, configured)
             build_s = time.monotonic() - t1
             try:

@@ -58,6 +58,12 @@ def cache_entries(
         "CMAKE_LINK_DEPENDS_NO_SHARED": "ON",
         "LLAMA_BUILD_NUMBER": str(stamp.number),
         "LLAMA_BUILD_COMMIT": stamp.commit,
+        # ggml's CMakeLists asks git for the tree's commit (ggml-version.h, compiled into ggml.c)
+        # whenever it finds git: every new patched commit recompiled ggml.c and relinked
+        # libggml-base.  Without GIT_EXE ("OFF" is set, so find_program does not search) ggml
+        # takes the commit CMake is given, the same as libllama's (harness/stamp.py).
+        "GIT_EXE": "OFF",
+        "GGML_BUILD_COMMIT": stamp.commit,
         "GGML_CCACHE": "OFF",  # ccache is set below as the launcher, for every language
     }
     # Source paths map to "." and generated files to build-dir-relative names, so binaries are

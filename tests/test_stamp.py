@@ -66,3 +66,43 @@ def test_a_fork_whose_build_info_differs_gets_the_whole_stamp_and_a_reason(tmp_p
     (bdir / "common").mkdir(parents=True)
     (bdir / "common" / "build-info.cpp").write_text('const char * BUILD = "x";\n')
     assert not stamp.apply(bdir, FULL, Stamp(1, "0c1e570+stack"))  # not upstream's shape: left alone
+
+
+def test_a_new_commit_alone_does_not_re_run_cmake_but_a_changed_cmakelists_does(tmp_path: Path) -> None:
+    """Real git, CMake and ninja: llama.cpp's common/ makes .git/index a configure dependency."""
+    import subprocess
+
+    from harness import cmake
+
+    src = _tree(tmp_path)
+    (src / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.14)\nproject(x NONE)\n" + TOP
+                                        + 'set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/.git/index")\n')
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    bdir = tmp_path / "build"
+    ninja = cmake.program("ninja")
+    subprocess.run([cmake.program("cmake"), "-S", str(src), "-B", str(bdir), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"],
+                   check=True, capture_output=True)  # fmt: skip
+
+    def plan() -> str:
+        return subprocess.run([ninja, "-C", str(bdir), "-n"], check=True, capture_output=True, text=True).stdout
+
+    assert "no work to do" in plan() and not stamp.settle_index(src, bdir)
+    (src / "patched.txt").write_text("a patch edit\n")  # the harness's next patched commit
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "patch"], check=True)
+    assert "Re-running CMake" in plan()  # ninja's own answer without the harness
+    assert stamp.settle_index(src, bdir) and "no work to do" in plan()
+    assert subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout == ""
+
+    (src / "CMakeLists.txt").write_text((src / "CMakeLists.txt").read_text() + "# a patch to the build\n")
+    subprocess.run([*git, "commit", "-qam", "cmake"], check=True)
+    stamp.settle_index(src, bdir)
+    assert "Re-running CMake" in plan()  # a real configure input still re-runs it
+
+    fork = _tree(tmp_path / "fork", top="set(LLAMA_BUILD_COMMIT ${BUILD_COMMIT})\n")
+    (fork / ".git").mkdir()
+    (fork / ".git" / "index").write_text("")
+    assert not stamp.settle_index(fork, bdir)  # computes its commit at configure: the index keeps its role
