@@ -186,6 +186,11 @@ def test_smoke_check(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> N
     (["--check", "apply", "--good", "deadbeef" * 5], "has no such commit"),
     (["--check", "apply", "--good", "not-a-sha"], "not a commit SHA"),
     (["--check", "apply", "--max-steps", "0"], "give 1 or more"),
+    (["--check", "bench:tokens_per_second<40"], "give --model GGUF"),
+    (["--check", "bench:tokens_per_secnd<40", "--model", "x.gguf"], "did you mean 'tokens_per_second'"),
+    (["--check", "bench:tokens_per_second=40"], "expected METRIC<VALUE or METRIC>VALUE"),
+    (["--check", "bench:tokens_per_second<0"], "must be above 0"),
+    (["--check", "bench:tps<4O"], "expected METRIC<VALUE"),
 ])
 def test_bad_input_is_exit_2(bworld: bw.World, env: dict[str, str], tmp_path: Path, args: list[str], message: str) -> None:
     recipe = _recipe(tmp_path, env, [1], lock_at=bworld.commits[0], world=bworld)
@@ -240,3 +245,73 @@ def test_nightly_names_the_culprit(bworld: bw.World, env: dict[str, str], tmp_pa
 def test_pr_from_subject(subject: str, pr: int | None) -> None:
     found = bisect.PR_IN_SUBJECT.search(subject)
     assert (int(found.group(1) or found.group(2)) if found else None) == pr
+
+
+def _recorded_tps(name: str, scale: float = 1.0) -> dict[str, list[float]]:
+    """The baseline's tokens/s per prompt and round of a real `harness bench` run (tests/data/bench)."""
+    data = json.loads((Path(__file__).parent / "data" / "bench" / name).read_text())
+    values: dict[str, list[float]] = {}
+    for s in data["samples"]:
+        if s["mode"] == "none":
+            values.setdefault(f"{s['category']}/{s['prompt']}", []).append(scale * s["tokens_per_second"])
+    return values
+
+
+@pytest.mark.parametrize(("expr", "verdict"), [
+    ("tokens_per_second<25", "good"),  # run 1: median 30.6, interval 27.5-34.1: above the threshold
+    ("tokens_per_second<40", "bad"),  # the whole interval below 40
+    ("tps<30", "skip"),  # the interval straddles 30: no clear difference, not steered by noise
+    ("tokens/s>40", "good"),  # >: bad above; below it is the good side
+    ("tokens_per_second>25", "bad"),
+])
+def test_bench_threshold_decided_by_the_interval(expr: str, verdict: str) -> None:
+    from harness import bisect_bench
+
+    got, detail = bisect_bench.decide(_recorded_tps("demo-run1.json"), bisect_bench.parse(expr))
+    assert got == verdict, detail
+    assert "95% interval 27.52-34.11, 18 samples" in detail
+    if verdict == "skip":
+        assert "no clear difference from 30" in detail
+
+
+def test_bench_too_few_samples_is_a_skip() -> None:
+    """Five prompts, one round: even all of them far below the threshold is no verdict (stats.MIN_PAIRS)."""
+    from harness import bisect_bench
+
+    one_round = {k: v[:1] for k, v in list(_recorded_tps("demo-run1.json").items())[:5]}
+    got, detail = bisect_bench.decide(one_round, bisect_bench.parse("tokens_per_second<100"))
+    assert got == "skip" and "a verdict needs 6" in detail
+
+
+def test_bench_bisection_on_recorded_noise_finds_the_slow_commit() -> None:
+    """40 commits measured with the two recorded runs' real noise in turn; from commit 27 on every figure
+    is 0.6x: bisecting with bench:tokens_per_second<25 names commit 27 in log2 steps."""
+    from harness import bisect_bench
+
+    threshold = bisect_bench.parse("tokens_per_second<25")
+    runs = [_recorded_tps("demo-run1.json"), _recorded_tps("demo-run2.json")]
+    slow = 27
+
+    def judge(i: int) -> bisect.Verdict:
+        values = runs[i % 2] if i < slow else {k: [0.6 * v for v in vs] for k, vs in runs[i % 2].items()}
+        return bisect.Verdict(*bisect_bench.decide(values, threshold))
+
+    lo, hi, why = bisect.search([str(i) for i in range(40)], judge)
+    assert (lo, hi, why) == (slow - 1, slow, "found")
+
+
+@pytest.mark.slow
+def test_bench_measures_the_real_llama_server(tmp_path: Path, llama_bin: Path, smollm2_gguf: Path) -> None:
+    """One step's measurement on the session's real llama-server and SmolLM2: every prompt of the suite in
+    every round gives a figure, and thresholds far on either side decide without a skip."""
+    from harness import bisect_bench
+    from harness.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path / "repo", "mini", "name: mini\nbuild: {backends: [cpu]}\n"
+                                      "serve: {ctx: 512, args: [-t, '2']}\n"))
+    values = bisect_bench.measure(llama_bin / "llama-server", recipe, "cpu", smollm2_gguf, tmp_path / "work",
+                                  n_predict=16, repeat=2)
+    assert len(values) == 12 and all(len(v) == 2 and min(v) > 0 for v in values.values())
+    assert bisect_bench.decide(values, bisect_bench.parse("tokens_per_second<0.01"))[0] == "good"
+    assert bisect_bench.decide(values, bisect_bench.parse("tokens_per_second<100000"))[0] == "bad"
+    assert (tmp_path / "work" / "logs" / "none.round1.log").is_file()
