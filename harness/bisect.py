@@ -252,7 +252,7 @@ def text(result: Result) -> list[str]:
 
 def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_step: str,
               last_good: Path) -> dict[str, object] | None:
-    """Nightly's culprit hunt: when a night fails at the stack, a build or a smoke check where the
+    """Nightly's culprit hunt: when a night fails at the stack, a build, a smoke check or a gate where the
     previous night passed (``last_good`` was written for the lock ``old``) and upstream moved, bisect
     ``old``'s stack from its base to the new one within ``nightly.bisect_steps`` steps.  None when
     there is nothing to bisect; ``{"error": ...}`` when the bisection itself failed."""
@@ -260,13 +260,19 @@ def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_ste
 
     budget = recipe.spec.nightly.bisect_steps
     kind = "apply" if failed_step == "stack" else failed_step.split(":")[0]
-    if budget == 0 or kind not in ("apply", "build", "smoke") or old is None or not new_base or new_base == old.base_sha:
+    if budget == 0 or kind not in ("apply", "build", "smoke", "gates") or old is None or not new_base or new_base == old.base_sha:
         return None
     if not _passed_with(last_good, old):
         return None
-    backend = failed_step.rsplit(":", 1)[1] if kind != "apply" else None
-    env = bisect_checks.Env(recipe=recipe, backend=backend, smoke=tuple(recipe.spec.nightly.smoke))
-    check = bisect_checks.parse(kind)
+    backend = failed_step.rsplit(":", 1)[1] if kind in ("build", "smoke") else None
+    baseline = None
+    if kind == "gates":
+        from harness import gates
+
+        baseline = gates.last_good(last_good)
+    env = bisect_checks.Env(recipe=recipe, backend=backend, smoke=tuple(recipe.spec.nightly.smoke),
+                            gate_baseline=baseline)
+    check = bisect_checks.Check("gates", "gates") if kind == "gates" else bisect_checks.parse(kind)
     console.step(f"{recipe.name}: bisecting {old.base_sha[:12]}..{new_base[:12]} for the upstream commit "
                  f"that broke {failed_step} (at most {budget} steps)")
     try:

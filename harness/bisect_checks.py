@@ -8,7 +8,9 @@
 - ``smoke``: it builds and passes the recipe's smoke checks (a build that fails is skipped);
 - ``bench:METRIC<VALUE`` / ``>VALUE``: it builds and its llama-server's figure lies beyond the
   threshold by the bench's statistics (harness/bisect_bench.py; a build that fails, or a figure
-  whose interval straddles the threshold, is skipped).
+  whose interval straddles the threshold, is skipped);
+- ``gates`` (nightly only): it builds and passes the recipe's ``nightly.gates`` against the last
+  good night's figures (harness/gates.py), as the failed night's gate step asked.
 
 Where the stack does not apply, every check but ``apply`` skips the commit: it cannot be
 judged.  Nothing is published: binaries for the smoke checks go to a temp dir that is removed.
@@ -20,7 +22,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from harness import (
     atomic,
@@ -63,6 +65,7 @@ class Env:
     smoke: tuple[str, ...] | None = None  # smoke: default the recipe's build.smoke
     smoke_model: Path | None = None
     model: Path | None = None  # bench: the GGUF the llama-server serves
+    gate_baseline: dict[str, Any] | None = None  # gates: the last good night's figures (last-good.json)
     jobs: int | None = None
     root: Path | None = None  # the bisection's tree root (its build directories live there)
 
@@ -95,6 +98,8 @@ class Check:
         if self.kind == "bench":
             assert self.threshold is not None
             return _bench(stacked, env, built, self.threshold)
+        if self.kind == "gates":
+            return _gates(stacked, env, built)
         return _smoke(stacked, env, built)
 
 
@@ -209,6 +214,27 @@ def _bench(prepared: Prepared, env: Env, built: _Built, threshold: bisect_bench.
         values = bisect_bench.measure(binary, env.recipe, built.backend, env.model, tmp)
     verdict, detail = bisect_bench.decide(values, threshold)
     return Verdict(verdict, detail)
+
+
+def _gates(prepared: Prepared, env: Env, built: _Built) -> Verdict:
+    """The recipe's nightly gates measured with the built tools, held against the last good night's figures."""
+    from harness import gates
+
+    assert env.recipe is not None and env.root is not None and env.recipe.spec.nightly.gates is not None
+    with atomic.temp_dir_beside(env.root / f"gates-{built.backend}") as tmp:
+        publish.collect(built.bdir, prepared.tree, built.targets, tmp)
+        metrics = gates.measure(env.recipe, env.recipe.spec.nightly.gates, tmp / "bin", tmp / "work")
+    return gate_verdict(metrics, env.gate_baseline, env.recipe)
+
+
+def gate_verdict(metrics: dict[str, float], baseline: dict[str, Any] | None, recipe: Recipe) -> Verdict:
+    from harness import gates
+
+    assert recipe.spec.nightly.gates is not None
+    refused = gates.compare(metrics, baseline, recipe.spec.nightly.gates)
+    if refused:
+        return Verdict("bad", "; ".join(str(r) for r in refused))
+    return Verdict("good", ", ".join(f"{k} {v:.6f}" for k, v in sorted(metrics.items()) if k.endswith("mean_kld")))
 
 
 def _last_error(exc: CommandFailed) -> str:

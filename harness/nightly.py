@@ -157,6 +157,9 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
     except GateRefused as exc:
         entry.update(failed_step="gates", error=str(exc))
         console.error(f"{recipe.name}: the bump is refused: {exc}")
+        culprit = bisect.for_night(recipe, old, new_base, "gates", builds.build_root(builds_dir, recipe.name, "last-good.json"))
+        if culprit is not None:
+            entry["bisect"] = culprit
     except HarnessError as exc:
         entry.update(failed_step=step, error=_tail(exc))
         if step.startswith(("build:", "smoke:")):

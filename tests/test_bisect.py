@@ -315,3 +315,48 @@ def test_bench_measures_the_real_llama_server(tmp_path: Path, llama_bin: Path, s
     assert bisect_bench.decide(values, bisect_bench.parse("tokens_per_second<0.01"))[0] == "good"
     assert bisect_bench.decide(values, bisect_bench.parse("tokens_per_second<100000"))[0] == "bad"
     assert (tmp_path / "work" / "logs" / "none.round1.log").is_file()
+
+
+def test_gate_verdict_is_the_gates_refusal() -> None:
+    """At each step of a gate bisection the candidate's figures are held against the last good night's
+    with the nightly's own rule (gates.compare): bad when a mean KLD rose by more than allowed."""
+    from harness import bisect_checks
+    from harness.recipe import Recipe, RecipeModel
+
+    spec = RecipeModel.model_validate({"name": "g", "build": {"backends": ["cpu"]},
+                                       "nightly": {"gates": {"model": "m.gguf", "max_kld_increase": 0.005}}})
+    recipe = Recipe(path=Path("g.yaml"), spec=spec, root=Path("."))
+    before = {"Q4_K_M.mean_kld": 0.0312}
+    worse = bisect_checks.gate_verdict({"Q4_K_M.mean_kld": 0.0402, "Q4_K_M.p99_kld": 0.3}, before, recipe)
+    same = bisect_checks.gate_verdict({"Q4_K_M.mean_kld": 0.0330, "Q4_K_M.p99_kld": 0.3}, before, recipe)
+    assert worse.verdict == "bad" and "Q4_K_M.mean_kld 0.040200 vs 0.031200" in worse.detail
+    assert same.verdict == "good" and "Q4_K_M.mean_kld 0.033000" in same.detail
+
+
+def test_a_gate_failure_bisects_with_the_gates_check(bworld: bw.World, env: dict[str, str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A night refused at its gates after a night that passed: nightly's culprit hunt bisects with the
+    gates check (each step builds, then measures the gate model). The tiny project has no llama-quantize,
+    so the first step's measurement says so and the hunt reports that error instead of a culprit."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    from harness import lock
+    from harness.recipe import load_recipe
+
+    path = _recipe(tmp_path, env, [2], lock_at=bworld.commits[0], world=bworld)
+    path.write_text(path.read_text() + "  gates: {model: gate.gguf}\n")
+    (path.parent / "gate.gguf").write_bytes(b"GGUF")
+    for k, v in env.items():
+        if k.startswith("GIT_CONFIG"):
+            monkeypatch.setenv(k, v)
+    recipe = load_recipe(path)
+    old = lock.read(recipe.lock_path)
+    assert old is not None
+    last_good = tmp_path / "last-good.json"
+    last_good.write_text(json.dumps({"cpu": {"lock_digest": old.digest},
+                                     "gates": {"metrics": {"Q4_K_M.mean_kld": 0.03}}}))
+    found = bisect.for_night(recipe, old, bworld.commits[8], "gates", last_good)
+    assert found is not None and "no llama-quantize" in str(found.get("error")), found
+    # not the last good night's lock: no hunt
+    last_good.write_text(json.dumps({"cpu": {"lock_digest": "0" * 64}}))
+    assert bisect.for_night(recipe, old, bworld.commits[8], "gates", last_good) is None
