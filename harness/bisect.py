@@ -250,12 +250,33 @@ def text(result: Result) -> list[str]:
     return out
 
 
+def moved_items(old: Lock, new: Lock | None) -> list[str]:
+    """The stack items whose pin changed between ``old`` and ``new`` (added and dropped ones too)."""
+    if new is None:
+        return []
+    before = {i.identity(): i for i in old.items}
+    after = {i.identity(): i for i in new.items}
+    return [i.label() for k, i in after.items() if k not in before or before[k].pin != i.pin] + \
+        [i.label() for k, i in before.items() if k not in after]
+
+
+def check_at(recipe: Recipe, the_lock: Lock, check: Check, sha: str, env: Env) -> Verdict:
+    """One check of ``the_lock``'s stack on upstream ``sha`` (fetched already), in the bisection's tree."""
+    tree = scratch_tree(recipe)
+    with atomic.lock(tree.root.with_name(tree.root.name + ".bisect.lock"), timeout=1):
+        return check.judge(_stacked(recipe, replace(the_lock, base_sha=sha), tree), replace(env, root=tree.root))
+
+
 def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_step: str,
-              last_good: Path) -> dict[str, object] | None:
+              last_good: Path, new: Lock | None = None) -> dict[str, object] | None:
     """Nightly's culprit hunt: when a night fails at the stack, a build, a smoke check or a gate where the
     previous night passed (``last_good`` was written for the lock ``old``) and upstream moved, bisect
     ``old``'s stack from its base to the new one within ``nightly.bisect_steps`` steps.  None when
-    there is nothing to bisect; ``{"error": ...}`` when the bisection itself failed."""
+    there is nothing to bisect; ``{"error": ...}`` when the bisection itself failed.
+
+    When stack items also moved that night (``new``: the night's lock), the old stack is checked at
+    the new base first: when it passes there, the culprit is the moved item(s), not upstream, and
+    the answer says so (``{"culprit": "stack", "moved": [...], ...}``) without bisecting upstream."""
     from harness import bisect_checks
 
     budget = recipe.spec.nightly.bisect_steps
@@ -275,12 +296,23 @@ def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_ste
     check = bisect_checks.Check("gates", "gates") if kind == "gates" else bisect_checks.parse(kind)
     console.step(f"{recipe.name}: bisecting {old.base_sha[:12]}..{new_base[:12]} for the upstream commit "
                  f"that broke {failed_step} (at most {budget} steps)")
+    moved = moved_items(old, new)
     try:
+        if moved:
+            console.step(f"{recipe.name}: {', '.join(moved)} moved too: checking the last good stack at "
+                         f"upstream {new_base[:12]} first")
+            mirror, _, bad_sha = ends(recipe, old, old.base_sha, new_base)
+            verdict = check_at(recipe, old, check, bad_sha, env)
+            if verdict.verdict == "good":
+                return {"culprit": "stack", "moved": moved, "check": check.text,
+                        "base": commit_info(mirror.path, bad_sha).model_dump(),
+                        "detail": f"the last good stack passes {check.text} at upstream {bad_sha[:12]}: "
+                                  f"what broke it is the moved item(s), not upstream"}
         result = run(recipe, old, check, good=old.base_sha, bad=new_base, max_steps=budget, env=env)
     except HarnessError as exc:
         console.warn(f"{recipe.name}: the bisection failed: {str(exc).splitlines()[0]}")
         return {"error": str(exc).splitlines()[0]}
-    return result.model_dump(by_alias=True)
+    return {**result.model_dump(by_alias=True), **({"moved": moved} if moved else {})}
 
 
 def _passed_with(last_good: Path, old: Lock) -> bool:

@@ -360,3 +360,43 @@ def test_a_gate_failure_bisects_with_the_gates_check(bworld: bw.World, env: dict
     # not the last good night's lock: no hunt
     last_good.write_text(json.dumps({"cpu": {"lock_digest": "0" * 64}}))
     assert bisect.for_night(recipe, old, bworld.commits[8], "gates", last_good) is None
+
+
+def test_nightly_with_a_moved_pr_head_blames_the_item_or_upstream(bworld: bw.World, env: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    """PR 1's head moves to a commit that rewrites state.txt, which upstream's c7 also rewrites.  Upstream
+    at c10: the last good stack (PR 1's old head) still applies there, so the culprit is PR 1, not an
+    upstream commit.  Upstream at c40: the old head conflicts too (c23), so upstream is bisected."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    work = tmp_path / "pr1"
+    bw.git(tmp_path, "clone", "-q", str(bworld.upstream), str(work))
+    bw.git(work, "checkout", "-q", bworld.prs[1])
+    (work / "state.txt").write_text("PR 1 v2 rewrites this\n")
+    bw.git(work, "commit", "-qam", "feature: PR 1 v2", date=1790000009)
+    bw.git(work, "push", "-q", str(bworld.upstream), "HEAD:refs/pull/1/head")
+    try:
+        for tip, culprit in ((10, None), (bw.N, bw.APPLY_BREAK)):
+            bw.git(bworld.upstream, "update-ref", "refs/pull/1/head", bworld.prs[1])
+            recipe = _recipe(tmp_path / str(tip), env, [2, 1])
+            bworld.set_master(bworld.commits[0])
+            report, builds = tmp_path / str(tip) / "report", tmp_path / str(tip) / "builds"
+            first = run_harness("nightly", recipe, "--report", report, "--builds-dir", builds, "--json", env=env)
+            assert first.returncode == 0, first.stderr[-3000:]
+            bworld.set_master(bworld.commits[tip])
+            bw.git(work, "push", "-q", "-f", str(bworld.upstream), "HEAD:refs/pull/1/head")
+            second = run_harness("nightly", recipe, "--report", report, "--builds-dir", builds, "--json", env=env)
+            assert second.returncode == 1, second.stderr[-3000:]
+            entry = json.loads(second.stdout)["recipes"][0]
+            assert entry["failed_step"] == "stack"
+            found, md = entry["bisect"], (report / "report.md").read_text()
+            assert found["moved"] == [f"PR #1 of {bw.URL}"]
+            if culprit is None:
+                assert found["culprit"] == "stack" and found["base"]["sha"] == bworld.commits[tip]
+                assert "first_bad" not in found and "not upstream" in found["detail"]
+                assert f"Culprit: the moved stack item(s) PR #1 of {bw.URL}" in md
+            else:
+                assert found["first_bad"]["sha"] == bworld.commits[culprit]
+                assert f"Culprit: upstream {bworld.commits[culprit][:12]}" in md and "fails at the new base" in md
+    finally:
+        bw.git(bworld.upstream, "update-ref", "refs/pull/1/head", bworld.prs[1])
