@@ -10,7 +10,8 @@ A step the check cannot judge is skipped as ``git bisect skip`` skips it; when o
 commits are left, or the step budget runs out, the answer is a range of commits, said as such.
 
 Mirrors hold the whole commit graph behind a pin (harness/mirror.py), so the range is listed
-locally; each step fetches only the blobs its candidate's checkout and merges read.
+locally and each candidate is pinned as an ancestor of the bad end (``Mirror.pin_ancestor``):
+a step fetches no commit, only the blobs its candidate's checkout and merges read.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def ends(recipe: Recipe, the_lock: Lock, good: str | None, bad: str | None) -> t
         mirror.fetch(wants)
         bad_sha = _resolve(mirror, tip, "--bad")
         good_sha = _resolve(mirror, good, "--good") if good is not None else the_lock.base_sha
+        mirror.fetch([Want(bad_sha, label="--bad")])  # its pin (the objects are here): the steps fetch no commit
     if good_sha == bad_sha:
         raise InputError(f"--good and --bad are the same commit ({good_sha[:12]}): nothing to bisect",
                          hint="the upstream has not moved since the lock; give --bad" if bad is None else None)
@@ -193,6 +195,8 @@ def run(recipe: Recipe, the_lock: Lock, check: Check, *, good: str | None = None
 
     def judge(index: int) -> Verdict:
         sha, started = commits[index], time.monotonic()
+        with mirror.locked():  # behind bad's pin: no fetch for the candidate commit in prepare
+            mirror.pin_ancestor(sha, bad_sha)
         stacked = _stacked(recipe, replace(the_lock, base_sha=sha), tree)
         verdict = check.judge(stacked, env)
         verdicts[index] = verdict

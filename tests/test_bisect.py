@@ -400,3 +400,35 @@ def test_nightly_with_a_moved_pr_head_blames_the_item_or_upstream(bworld: bw.Wor
                 assert f"Culprit: upstream {bworld.commits[culprit][:12]}" in md and "fails at the new base" in md
     finally:
         bw.git(bworld.upstream, "update-ref", "refs/pull/1/head", bworld.prs[1])
+
+
+def test_steps_fetch_no_commits(bworld: bw.World, env: dict[str, str], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror fetched the bad end with its whole history once: a step's prepare fetches no commit
+    (only the blobs its checkout reads).  Every commit fetch git really runs is recorded."""
+    from harness import bisect_checks, lock
+    from harness.mirror import Mirror
+    from harness.recipe import load_recipe
+
+    path = _recipe(tmp_path, env, [2, 1], lock_at=bworld.commits[0], world=bworld)
+    for k, v in env.items():
+        if k.startswith("GIT_CONFIG"):
+            monkeypatch.setenv(k, v)
+    fetched: list[str] = []
+    real_fetch = Mirror.fetch
+
+    def recording(self: Mirror, wanted: object) -> int:
+        wants = list(wanted)  # type: ignore[call-overload]
+        fetched.extend(w.sha for w in wants if not self.has(w.sha))
+        return real_fetch(self, wants)
+
+    monkeypatch.setattr(Mirror, "fetch", recording)
+    recipe = load_recipe(path)
+    old = lock.read(recipe.lock_path)
+    assert old is not None
+    result = bisect.run(recipe, old, bisect_checks.parse("apply"), good=bworld.commits[0], bad=bworld.commits[bw.N])
+    assert result.first_bad is not None and result.first_bad.sha == bworld.commits[bw.APPLY_BREAK]
+    assert len(result.steps) >= 5
+    names = {**{c: f"c{k}" for k, c in enumerate(bworld.commits)}, **{c: f"pr{n}" for n, c in bworld.prs.items()}}
+    steps = [s for s in fetched if s in bworld.commits[1:bw.N]]
+    assert not steps, [names.get(s, s) for s in fetched]  # (the ends and the PR heads: once, if not there yet)
