@@ -10,7 +10,8 @@ A step the check cannot judge is skipped as ``git bisect skip`` skips it; when o
 commits are left, or the step budget runs out, the answer is a range of commits, said as such.
 
 Mirrors hold the whole commit graph behind a pin (harness/mirror.py), so the range is listed
-locally; each step fetches only the blobs its candidate's checkout and merges read.
+locally and each candidate is pinned as an ancestor of the bad end (``Mirror.pin_ancestor``):
+a step fetches no commit, only the blobs its candidate's checkout and merges read.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def ends(recipe: Recipe, the_lock: Lock, good: str | None, bad: str | None) -> t
         mirror.fetch(wants)
         bad_sha = _resolve(mirror, tip, "--bad")
         good_sha = _resolve(mirror, good, "--good") if good is not None else the_lock.base_sha
+        mirror.fetch([Want(bad_sha, label="--bad")])  # its pin (the objects are here): the steps fetch no commit
     if good_sha == bad_sha:
         raise InputError(f"--good and --bad are the same commit ({good_sha[:12]}): nothing to bisect",
                          hint="the upstream has not moved since the lock; give --bad" if bad is None else None)
@@ -193,6 +195,8 @@ def run(recipe: Recipe, the_lock: Lock, check: Check, *, good: str | None = None
 
     def judge(index: int) -> Verdict:
         sha, started = commits[index], time.monotonic()
+        with mirror.locked():  # behind bad's pin: no fetch for the candidate commit in prepare
+            mirror.pin_ancestor(sha, bad_sha)
         stacked = _stacked(recipe, replace(the_lock, base_sha=sha), tree)
         verdict = check.judge(stacked, env)
         verdicts[index] = verdict
@@ -250,31 +254,69 @@ def text(result: Result) -> list[str]:
     return out
 
 
+def moved_items(old: Lock, new: Lock | None) -> list[str]:
+    """The stack items whose pin changed between ``old`` and ``new`` (added and dropped ones too)."""
+    if new is None:
+        return []
+    before = {i.identity(): i for i in old.items}
+    after = {i.identity(): i for i in new.items}
+    return [i.label() for k, i in after.items() if k not in before or before[k].pin != i.pin] + \
+        [i.label() for k, i in before.items() if k not in after]
+
+
+def check_at(recipe: Recipe, the_lock: Lock, check: Check, sha: str, env: Env) -> Verdict:
+    """One check of ``the_lock``'s stack on upstream ``sha`` (fetched already), in the bisection's tree."""
+    tree = scratch_tree(recipe)
+    with atomic.lock(tree.root.with_name(tree.root.name + ".bisect.lock"), timeout=1):
+        return check.judge(_stacked(recipe, replace(the_lock, base_sha=sha), tree), replace(env, root=tree.root))
+
+
 def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_step: str,
-              last_good: Path) -> dict[str, object] | None:
-    """Nightly's culprit hunt: when a night fails at the stack, a build or a smoke check where the
+              last_good: Path, new: Lock | None = None) -> dict[str, object] | None:
+    """Nightly's culprit hunt: when a night fails at the stack, a build, a smoke check or a gate where the
     previous night passed (``last_good`` was written for the lock ``old``) and upstream moved, bisect
     ``old``'s stack from its base to the new one within ``nightly.bisect_steps`` steps.  None when
-    there is nothing to bisect; ``{"error": ...}`` when the bisection itself failed."""
+    there is nothing to bisect; ``{"error": ...}`` when the bisection itself failed.
+
+    When stack items also moved that night (``new``: the night's lock), the old stack is checked at
+    the new base first: when it passes there, the culprit is the moved item(s), not upstream, and
+    the answer says so (``{"culprit": "stack", "moved": [...], ...}``) without bisecting upstream."""
     from harness import bisect_checks
 
     budget = recipe.spec.nightly.bisect_steps
     kind = "apply" if failed_step == "stack" else failed_step.split(":")[0]
-    if budget == 0 or kind not in ("apply", "build", "smoke") or old is None or not new_base or new_base == old.base_sha:
+    if budget == 0 or kind not in ("apply", "build", "smoke", "gates") or old is None or not new_base or new_base == old.base_sha:
         return None
     if not _passed_with(last_good, old):
         return None
-    backend = failed_step.rsplit(":", 1)[1] if kind != "apply" else None
-    env = bisect_checks.Env(recipe=recipe, backend=backend, smoke=tuple(recipe.spec.nightly.smoke))
-    check = bisect_checks.parse(kind)
+    backend = failed_step.rsplit(":", 1)[1] if kind in ("build", "smoke") else None
+    baseline = None
+    if kind == "gates":
+        from harness import gates
+
+        baseline = gates.last_good(last_good)
+    env = bisect_checks.Env(recipe=recipe, backend=backend, smoke=tuple(recipe.spec.nightly.smoke),
+                            gate_baseline=baseline)
+    check = bisect_checks.Check("gates", "gates") if kind == "gates" else bisect_checks.parse(kind)
     console.step(f"{recipe.name}: bisecting {old.base_sha[:12]}..{new_base[:12]} for the upstream commit "
                  f"that broke {failed_step} (at most {budget} steps)")
+    moved = moved_items(old, new)
     try:
+        if moved:
+            console.step(f"{recipe.name}: {', '.join(moved)} moved too: checking the last good stack at "
+                         f"upstream {new_base[:12]} first")
+            mirror, _, bad_sha = ends(recipe, old, old.base_sha, new_base)
+            verdict = check_at(recipe, old, check, bad_sha, env)
+            if verdict.verdict == "good":
+                return {"culprit": "stack", "moved": moved, "check": check.text,
+                        "base": commit_info(mirror.path, bad_sha).model_dump(),
+                        "detail": f"the last good stack passes {check.text} at upstream {bad_sha[:12]}: "
+                                  f"what broke it is the moved item(s), not upstream"}
         result = run(recipe, old, check, good=old.base_sha, bad=new_base, max_steps=budget, env=env)
     except HarnessError as exc:
         console.warn(f"{recipe.name}: the bisection failed: {str(exc).splitlines()[0]}")
         return {"error": str(exc).splitlines()[0]}
-    return result.model_dump(by_alias=True)
+    return {**result.model_dump(by_alias=True), **({"moved": moved} if moved else {})}
 
 
 def _passed_with(last_good: Path, old: Lock) -> bool:

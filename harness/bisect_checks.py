@@ -5,7 +5,12 @@
   (0 good, 125 skip, 1-127 bad; anything else stops the bisection);
 - ``build``: the recipe's backend builds (configure + ninja in the bisection's own build
   directory, kept between steps and under ccache, so a step is an incremental build);
-- ``smoke``: it builds and passes the recipe's smoke checks (a build that fails is skipped).
+- ``smoke``: it builds and passes the recipe's smoke checks (a build that fails is skipped);
+- ``bench:METRIC<VALUE`` / ``>VALUE``: it builds and its llama-server's figure lies beyond the
+  threshold by the bench's statistics (harness/bisect_bench.py; a build that fails, or a figure
+  whose interval straddles the threshold, is skipped);
+- ``gates`` (nightly only): it builds and passes the recipe's ``nightly.gates`` against the last
+  good night's figures (harness/gates.py), as the failed night's gate step asked.
 
 Where the stack does not apply, every check but ``apply`` skips the commit: it cannot be
 judged.  Nothing is published: binaries for the smoke checks go to a temp dir that is removed.
@@ -17,11 +22,12 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from harness import (
     atomic,
     backends,
+    bisect_bench,
     cmake,
     console,
     git,
@@ -41,7 +47,7 @@ from harness.recipe import Recipe
 from harness.rpc import build as rpc_build
 from harness.stack import Prepared
 
-NAMES = ("apply", "run:COMMAND", "build", "smoke")
+NAMES = ("apply", "run:COMMAND", "build", "smoke", "bench:METRIC<VALUE")
 
 
 @dataclass(frozen=True)
@@ -58,15 +64,18 @@ class Env:
     backend: str | None = None  # build/smoke: default the recipe's first backend
     smoke: tuple[str, ...] | None = None  # smoke: default the recipe's build.smoke
     smoke_model: Path | None = None
+    model: Path | None = None  # bench: the GGUF the llama-server serves
+    gate_baseline: dict[str, Any] | None = None  # gates: the last good night's figures (last-good.json)
     jobs: int | None = None
     root: Path | None = None  # the bisection's tree root (its build directories live there)
 
 
 @dataclass(frozen=True)
 class Check:
-    text: str  # as given: apply, build, smoke, run:COMMAND
+    text: str  # as given: apply, build, smoke, run:COMMAND, bench:METRIC<VALUE
     kind: str
     argv: list[str] = field(default_factory=list)
+    threshold: bisect_bench.Threshold | None = None  # bench
 
     def judge(self, stacked: Prepared | ConflictError, env: Env) -> Verdict:
         if isinstance(stacked, ConflictError):
@@ -83,9 +92,14 @@ class Check:
         except CommandFailed as exc:
             if self.kind == "build":
                 return Verdict("bad", f"the build failed: {_last_error(exc)}")
-            return Verdict("skip", f"the build failed, so the smoke checks cannot run: {_last_error(exc)}")
+            return Verdict("skip", f"the build failed, so the {self.kind} check cannot run: {_last_error(exc)}")
         if self.kind == "build":
             return Verdict("good")
+        if self.kind == "bench":
+            assert self.threshold is not None
+            return _bench(stacked, env, built, self.threshold)
+        if self.kind == "gates":
+            return _gates(stacked, env, built)
         return _smoke(stacked, env, built)
 
 
@@ -101,9 +115,11 @@ def parse(text: str) -> Check:
         if not argv:
             raise InputError("--check run: needs a command, e.g. run:./check.sh or 'run:make test'", key="--check")
         return Check(text, "run", argv)
+    if text.startswith("bench:"):
+        return Check(text, "bench", threshold=bisect_bench.parse(text[6:]))
     import difflib
 
-    close = difflib.get_close_matches(text.split(":")[0], ["apply", "build", "smoke", "run"], n=1)
+    close = difflib.get_close_matches(text.split(":")[0], ["apply", "build", "smoke", "run", "bench"], n=1)
     raise InputError(f"--check {text!r}: not a check (one of {', '.join(NAMES)})", key="--check",
                      hint=f"did you mean {close[0]!r}?" if close else None)
 
@@ -184,6 +200,41 @@ def _smoke(prepared: Prepared, env: Env, built: _Built) -> Verdict:
         except smoke.SmokeFailure as exc:
             return Verdict("bad", str(exc).splitlines()[0])
     return Verdict("good", f"smoke checks passed: {', '.join(checks)}")
+
+
+def _bench(prepared: Prepared, env: Env, built: _Built, threshold: bisect_bench.Threshold) -> Verdict:
+    """The built llama-server measured (binaries collected as a publish would, in a temp dir removed afterwards)."""
+    assert env.recipe is not None and env.root is not None and env.model is not None
+    with atomic.temp_dir_beside(env.root / f"bench-{built.backend}") as tmp:
+        publish.collect(built.bdir, prepared.tree, built.targets, tmp)
+        binary = tmp / "bin" / "llama-server"
+        if not binary.is_file():
+            raise StepError(f"bench: the build of {env.recipe.name} has no llama-server",
+                            hint="add llama-server to build.targets")
+        values = bisect_bench.measure(binary, env.recipe, built.backend, env.model, tmp)
+    verdict, detail = bisect_bench.decide(values, threshold)
+    return Verdict(verdict, detail)
+
+
+def _gates(prepared: Prepared, env: Env, built: _Built) -> Verdict:
+    """The recipe's nightly gates measured with the built tools, held against the last good night's figures."""
+    from harness import gates
+
+    assert env.recipe is not None and env.root is not None and env.recipe.spec.nightly.gates is not None
+    with atomic.temp_dir_beside(env.root / f"gates-{built.backend}") as tmp:
+        publish.collect(built.bdir, prepared.tree, built.targets, tmp)
+        metrics = gates.measure(env.recipe, env.recipe.spec.nightly.gates, tmp / "bin", tmp / "work")
+    return gate_verdict(metrics, env.gate_baseline, env.recipe)
+
+
+def gate_verdict(metrics: dict[str, float], baseline: dict[str, Any] | None, recipe: Recipe) -> Verdict:
+    from harness import gates
+
+    assert recipe.spec.nightly.gates is not None
+    refused = gates.compare(metrics, baseline, recipe.spec.nightly.gates)
+    if refused:
+        return Verdict("bad", "; ".join(str(r) for r in refused))
+    return Verdict("good", ", ".join(f"{k} {v:.6f}" for k, v in sorted(metrics.items()) if k.endswith("mean_kld")))
 
 
 def _last_error(exc: CommandFailed) -> str:

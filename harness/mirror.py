@@ -189,6 +189,13 @@ class Mirror:
         """Is ``sha`` here with its history walkable?  (Its pin exists: written after pack and shallow file.)"""
         return git.has_ref(self.path, PIN + sha, sha)
 
+    def pin_ancestor(self, sha: str, tip: str) -> bool:
+        """Pin ``sha`` when it is an ancestor of the pinned ``tip``: the whole graph behind a pin is
+        here, so ``has(sha)`` holds without a fetch (bisect's candidates).  Hold the lock."""
+        if not self.has(sha) and self.has(tip) and git.is_ancestor(self.path, sha, tip):
+            git.update_ref(self.path, PIN + sha, sha)
+        return self.has(sha)
+
     def _options(self) -> list[str]:
         # all the history there is: an infinite --depth completes a format-1 (shallow) mirror, and a server
         # that is itself shallow (llama.cpp from the PyPI sdist) answers with its shallow roots, which git then

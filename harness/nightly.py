@@ -78,13 +78,14 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
     step = "lock"
     old: Lock | None = None  # what a failed night bisects from (harness/bisect.py: for_night)
     new_base: str | None = None
+    new_lock: Lock | None = None
     try:
         if adoption.finish(builds_dir, recipe.name):
             console.info(f"{recipe.name}: finished the adoption a killed nightly left half done")
         old = lock.read(recipe.lock_path)
         candidate, moves = lock.resolve(recipe, old, update=True, keep_gone=True)
         entry["old_base"], entry["new_base"] = (old.base_sha if old else None), candidate.base_sha
-        new_base = candidate.base_sha
+        new_base, new_lock = candidate.base_sha, candidate
         entry["moves"] = [{"what": m.what, "old": m.old, "new": m.new, "gone": m.gone} for m in moves]
         for m in moves:
             console.info(f"  {m}")
@@ -157,12 +158,17 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
     except GateRefused as exc:
         entry.update(failed_step="gates", error=str(exc))
         console.error(f"{recipe.name}: the bump is refused: {exc}")
+        culprit = bisect.for_night(recipe, old, new_base, "gates", builds.build_root(builds_dir, recipe.name, "last-good.json"),
+                                   new_lock)
+        if culprit is not None:
+            entry["bisect"] = culprit
     except HarnessError as exc:
         entry.update(failed_step=step, error=_tail(exc))
         if step.startswith(("build:", "smoke:")):
             entry["builds"][step.rsplit(":", 1)[1]] = failed_build(step, exc)
         console.error(f"{recipe.name}: {step} failed")
-        culprit = bisect.for_night(recipe, old, new_base, step, builds.build_root(builds_dir, recipe.name, "last-good.json"))
+        culprit = bisect.for_night(recipe, old, new_base, step, builds.build_root(builds_dir, recipe.name, "last-good.json"),
+                                   new_lock)
         if culprit is not None:
             entry["bisect"] = culprit
     except Exception as exc:  # a nightly reports and goes on to the next recipe, whatever broke

@@ -102,6 +102,9 @@ def culprit(b: dict[str, Any]) -> list[str]:
     """What the night's bisection found (harness/bisect.py: ``Result``), in a few lines."""
     if "error" in b:
         return ["", f"- bisection of the upstream range failed: {b['error']}"]
+    if b.get("culprit") == "stack":
+        return ["", f"**Culprit: the moved stack item(s) {', '.join(b['moved'])}**, not upstream",
+                f"- {b['detail']}"]
 
     def name(c: dict[str, Any]) -> str:
         return f"{c['sha'][:12]} {c['subject']}" + (f" (PR #{c['pr']})" if c.get("pr") else "") + f", {c['date']}"
@@ -116,6 +119,8 @@ def culprit(b: dict[str, Any]) -> list[str]:
         lines = ["", f"**The culprit is one of {len(b['candidates'])} upstream commits** ({why}; {steps}):"]
         lines += [f"- {name(c)}" for c in b["candidates"][:20]]
     lines.append(f"- last good: {name(b['last_good'])}")
+    if b.get("moved"):
+        lines.append(f"- {', '.join(b['moved'])} moved too, but the last good stack fails at the new base as well")
     return [line.replace("|", "/") for line in lines]
 
 

@@ -186,6 +186,11 @@ def test_smoke_check(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> N
     (["--check", "apply", "--good", "deadbeef" * 5], "has no such commit"),
     (["--check", "apply", "--good", "not-a-sha"], "not a commit SHA"),
     (["--check", "apply", "--max-steps", "0"], "give 1 or more"),
+    (["--check", "bench:tokens_per_second<40"], "give --model GGUF"),
+    (["--check", "bench:tokens_per_secnd<40", "--model", "x.gguf"], "did you mean 'tokens_per_second'"),
+    (["--check", "bench:tokens_per_second=40"], "expected METRIC<VALUE or METRIC>VALUE"),
+    (["--check", "bench:tokens_per_second<0"], "must be above 0"),
+    (["--check", "bench:tps<4O"], "expected METRIC<VALUE"),
 ])
 def test_bad_input_is_exit_2(bworld: bw.World, env: dict[str, str], tmp_path: Path, args: list[str], message: str) -> None:
     recipe = _recipe(tmp_path, env, [1], lock_at=bworld.commits[0], world=bworld)
@@ -240,3 +245,190 @@ def test_nightly_names_the_culprit(bworld: bw.World, env: dict[str, str], tmp_pa
 def test_pr_from_subject(subject: str, pr: int | None) -> None:
     found = bisect.PR_IN_SUBJECT.search(subject)
     assert (int(found.group(1) or found.group(2)) if found else None) == pr
+
+
+def _recorded_tps(name: str, scale: float = 1.0) -> dict[str, list[float]]:
+    """The baseline's tokens/s per prompt and round of a real `harness bench` run (tests/data/bench)."""
+    data = json.loads((Path(__file__).parent / "data" / "bench" / name).read_text())
+    values: dict[str, list[float]] = {}
+    for s in data["samples"]:
+        if s["mode"] == "none":
+            values.setdefault(f"{s['category']}/{s['prompt']}", []).append(scale * s["tokens_per_second"])
+    return values
+
+
+@pytest.mark.parametrize(("expr", "verdict"), [
+    ("tokens_per_second<25", "good"),  # run 1: median 30.6, interval 27.5-34.1: above the threshold
+    ("tokens_per_second<40", "bad"),  # the whole interval below 40
+    ("tps<30", "skip"),  # the interval straddles 30: no clear difference, not steered by noise
+    ("tokens/s>40", "good"),  # >: bad above; below it is the good side
+    ("tokens_per_second>25", "bad"),
+])
+def test_bench_threshold_decided_by_the_interval(expr: str, verdict: str) -> None:
+    from harness import bisect_bench
+
+    got, detail = bisect_bench.decide(_recorded_tps("demo-run1.json"), bisect_bench.parse(expr))
+    assert got == verdict, detail
+    assert "95% interval 27.52-34.11, 18 samples" in detail
+    if verdict == "skip":
+        assert "no clear difference from 30" in detail
+
+
+def test_bench_too_few_samples_is_a_skip() -> None:
+    """Five prompts, one round: even all of them far below the threshold is no verdict (stats.MIN_PAIRS)."""
+    from harness import bisect_bench
+
+    one_round = {k: v[:1] for k, v in list(_recorded_tps("demo-run1.json").items())[:5]}
+    got, detail = bisect_bench.decide(one_round, bisect_bench.parse("tokens_per_second<100"))
+    assert got == "skip" and "a verdict needs 6" in detail
+
+
+def test_bench_bisection_on_recorded_noise_finds_the_slow_commit() -> None:
+    """40 commits measured with the two recorded runs' real noise in turn; from commit 27 on every figure
+    is 0.6x: bisecting with bench:tokens_per_second<25 names commit 27 in log2 steps."""
+    from harness import bisect_bench
+
+    threshold = bisect_bench.parse("tokens_per_second<25")
+    runs = [_recorded_tps("demo-run1.json"), _recorded_tps("demo-run2.json")]
+    slow = 27
+
+    def judge(i: int) -> bisect.Verdict:
+        values = runs[i % 2] if i < slow else {k: [0.6 * v for v in vs] for k, vs in runs[i % 2].items()}
+        return bisect.Verdict(*bisect_bench.decide(values, threshold))
+
+    lo, hi, why = bisect.search([str(i) for i in range(40)], judge)
+    assert (lo, hi, why) == (slow - 1, slow, "found")
+
+
+@pytest.mark.slow
+def test_bench_measures_the_real_llama_server(tmp_path: Path, llama_bin: Path, smollm2_gguf: Path) -> None:
+    """One step's measurement on the session's real llama-server and SmolLM2: every prompt of the suite in
+    every round gives a figure, and thresholds far on either side decide without a skip."""
+    from harness import bisect_bench
+    from harness.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path / "repo", "mini", "name: mini\nbuild: {backends: [cpu]}\n"
+                                      "serve: {ctx: 512, args: [-t, '2']}\n"))
+    values = bisect_bench.measure(llama_bin / "llama-server", recipe, "cpu", smollm2_gguf, tmp_path / "work",
+                                  n_predict=16, repeat=2)
+    assert len(values) == 12 and all(len(v) == 2 and min(v) > 0 for v in values.values())
+    assert bisect_bench.decide(values, bisect_bench.parse("tokens_per_second<0.01"))[0] == "good"
+    assert bisect_bench.decide(values, bisect_bench.parse("tokens_per_second<100000"))[0] == "bad"
+    assert (tmp_path / "work" / "logs" / "none.round1.log").is_file()
+
+
+def test_gate_verdict_is_the_gates_refusal() -> None:
+    """At each step of a gate bisection the candidate's figures are held against the last good night's
+    with the nightly's own rule (gates.compare): bad when a mean KLD rose by more than allowed."""
+    from harness import bisect_checks
+    from harness.recipe import Recipe, RecipeModel
+
+    spec = RecipeModel.model_validate({"name": "g", "build": {"backends": ["cpu"]},
+                                       "nightly": {"gates": {"model": "m.gguf", "max_kld_increase": 0.005}}})
+    recipe = Recipe(path=Path("g.yaml"), spec=spec, root=Path("."))
+    before = {"Q4_K_M.mean_kld": 0.0312}
+    worse = bisect_checks.gate_verdict({"Q4_K_M.mean_kld": 0.0402, "Q4_K_M.p99_kld": 0.3}, before, recipe)
+    same = bisect_checks.gate_verdict({"Q4_K_M.mean_kld": 0.0330, "Q4_K_M.p99_kld": 0.3}, before, recipe)
+    assert worse.verdict == "bad" and "Q4_K_M.mean_kld 0.040200 vs 0.031200" in worse.detail
+    assert same.verdict == "good" and "Q4_K_M.mean_kld 0.033000" in same.detail
+
+
+def test_a_gate_failure_bisects_with_the_gates_check(bworld: bw.World, env: dict[str, str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A night refused at its gates after a night that passed: nightly's culprit hunt bisects with the
+    gates check (each step builds, then measures the gate model). The tiny project has no llama-quantize,
+    so the first step's measurement says so and the hunt reports that error instead of a culprit."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    from harness import lock
+    from harness.recipe import load_recipe
+
+    path = _recipe(tmp_path, env, [2], lock_at=bworld.commits[0], world=bworld)
+    path.write_text(path.read_text() + "  gates: {model: gate.gguf}\n")
+    (path.parent / "gate.gguf").write_bytes(b"GGUF")
+    for k, v in env.items():
+        if k.startswith("GIT_CONFIG"):
+            monkeypatch.setenv(k, v)
+    recipe = load_recipe(path)
+    old = lock.read(recipe.lock_path)
+    assert old is not None
+    last_good = tmp_path / "last-good.json"
+    last_good.write_text(json.dumps({"cpu": {"lock_digest": old.digest},
+                                     "gates": {"metrics": {"Q4_K_M.mean_kld": 0.03}}}))
+    found = bisect.for_night(recipe, old, bworld.commits[8], "gates", last_good)
+    assert found is not None and "no llama-quantize" in str(found.get("error")), found
+    # not the last good night's lock: no hunt
+    last_good.write_text(json.dumps({"cpu": {"lock_digest": "0" * 64}}))
+    assert bisect.for_night(recipe, old, bworld.commits[8], "gates", last_good) is None
+
+
+def test_nightly_with_a_moved_pr_head_blames_the_item_or_upstream(bworld: bw.World, env: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    """PR 1's head moves to a commit that rewrites state.txt, which upstream's c7 also rewrites.  Upstream
+    at c10: the last good stack (PR 1's old head) still applies there, so the culprit is PR 1, not an
+    upstream commit.  Upstream at c40: the old head conflicts too (c23), so upstream is bisected."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    work = tmp_path / "pr1"
+    bw.git(tmp_path, "clone", "-q", str(bworld.upstream), str(work))
+    bw.git(work, "checkout", "-q", bworld.prs[1])
+    (work / "state.txt").write_text("PR 1 v2 rewrites this\n")
+    bw.git(work, "commit", "-qam", "feature: PR 1 v2", date=1790000009)
+    bw.git(work, "push", "-q", str(bworld.upstream), "HEAD:refs/pull/1/head")
+    try:
+        for tip, culprit in ((10, None), (bw.N, bw.APPLY_BREAK)):
+            bw.git(bworld.upstream, "update-ref", "refs/pull/1/head", bworld.prs[1])
+            recipe = _recipe(tmp_path / str(tip), env, [2, 1])
+            bworld.set_master(bworld.commits[0])
+            report, builds = tmp_path / str(tip) / "report", tmp_path / str(tip) / "builds"
+            first = run_harness("nightly", recipe, "--report", report, "--builds-dir", builds, "--json", env=env)
+            assert first.returncode == 0, first.stderr[-3000:]
+            bworld.set_master(bworld.commits[tip])
+            bw.git(work, "push", "-q", "-f", str(bworld.upstream), "HEAD:refs/pull/1/head")
+            second = run_harness("nightly", recipe, "--report", report, "--builds-dir", builds, "--json", env=env)
+            assert second.returncode == 1, second.stderr[-3000:]
+            entry = json.loads(second.stdout)["recipes"][0]
+            assert entry["failed_step"] == "stack"
+            found, md = entry["bisect"], (report / "report.md").read_text()
+            assert found["moved"] == [f"PR #1 of {bw.URL}"]
+            if culprit is None:
+                assert found["culprit"] == "stack" and found["base"]["sha"] == bworld.commits[tip]
+                assert "first_bad" not in found and "not upstream" in found["detail"]
+                assert f"Culprit: the moved stack item(s) PR #1 of {bw.URL}" in md
+            else:
+                assert found["first_bad"]["sha"] == bworld.commits[culprit]
+                assert f"Culprit: upstream {bworld.commits[culprit][:12]}" in md and "fails at the new base" in md
+    finally:
+        bw.git(bworld.upstream, "update-ref", "refs/pull/1/head", bworld.prs[1])
+
+
+def test_steps_fetch_no_commits(bworld: bw.World, env: dict[str, str], tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mirror fetched the bad end with its whole history once: a step's prepare fetches no commit
+    (only the blobs its checkout reads).  Every commit fetch git really runs is recorded."""
+    from harness import bisect_checks, lock
+    from harness.mirror import Mirror
+    from harness.recipe import load_recipe
+
+    path = _recipe(tmp_path, env, [2, 1], lock_at=bworld.commits[0], world=bworld)
+    for k, v in env.items():
+        if k.startswith("GIT_CONFIG"):
+            monkeypatch.setenv(k, v)
+    fetched: list[str] = []
+    real_fetch = Mirror.fetch
+
+    def recording(self: Mirror, wanted: object) -> int:
+        wants = list(wanted)  # type: ignore[call-overload]
+        fetched.extend(w.sha for w in wants if not self.has(w.sha))
+        return real_fetch(self, wants)
+
+    monkeypatch.setattr(Mirror, "fetch", recording)
+    recipe = load_recipe(path)
+    old = lock.read(recipe.lock_path)
+    assert old is not None
+    result = bisect.run(recipe, old, bisect_checks.parse("apply"), good=bworld.commits[0], bad=bworld.commits[bw.N])
+    assert result.first_bad is not None and result.first_bad.sha == bworld.commits[bw.APPLY_BREAK]
+    assert len(result.steps) >= 5
+    names = {**{c: f"c{k}" for k, c in enumerate(bworld.commits)}, **{c: f"pr{n}" for n, c in bworld.prs.items()}}
+    steps = [s for s in fetched if s in bworld.commits[1:bw.N]]
+    assert not steps, [names.get(s, s) for s in fetched]  # (the ends and the PR heads: once, if not there yet)

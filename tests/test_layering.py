@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("harness.__main__", "harness.cli", "harness.commands")),
-    ("flows", ("harness.nightly", "harness.bisect", "harness.bisect_checks", "harness.adoption", "harness.nightly_report", "harness.verify", "harness.build_plan",
+    ("flows", ("harness.nightly", "harness.bisect", "harness.bisect_checks", "harness.bisect_bench", "harness.adoption", "harness.nightly_report", "harness.verify", "harness.build_plan",
                "harness.serve_plan", "harness.bench", "harness.pipeline", "harness.needs", "harness.offline",
                "harness.gates", "harness.gate_model", "harness.gate_speed", "harness.quality", "harness.quality_report",
                "harness.mtp_acceptance")),
