@@ -192,7 +192,8 @@ class Mirror:
     def pin_ancestor(self, sha: str, tip: str) -> bool:
         """Pin ``sha`` when it is an ancestor of the pinned ``tip``: the whole graph behind a pin is
         here, so ``has(sha)`` holds without a fetch (bisect's candidates).  Hold the lock."""
-        if not self.has(sha) and self.has(tip) and git.is_ancestor(self.path, sha, tip):
+        # has_commit first: merge-base on a commit the partial clone lacks would start git's lazy fetch
+        if not self.has(sha) and self.has(tip) and git.has_commit(self.path, sha) and git.is_ancestor(self.path, sha, tip):
             git.update_ref(self.path, PIN + sha, sha)
         return self.has(sha)
 
