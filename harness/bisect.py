@@ -6,6 +6,8 @@ as ``git bisect --first-parent`` would: each step applies the whole locked stack
 commit with the same code and fixed identity as ``prepare`` (a Lock with only ``base_sha``
 replaced), in a private tree under ``<cache>/bisect/`` (``src``, ``stack``, ``build-<backend>``),
 never the recipe's own tree, ``builds/`` or the lock, and asks the check (harness/bisect_checks.py).
+The ends are checked first (bad, then good: the default bad end is picked, not given, and a good
+end that already fails puts the cause outside the range); a wrong end stops before bisecting.
 A step the check cannot judge is skipped as ``git bisect skip`` skips it; when only skipped
 commits are left, or the step budget runs out, the answer is a range of commits, said as such.
 
@@ -31,9 +33,9 @@ from harness import atomic, console, git, paths, stack
 from harness import lock as lock_mod
 from harness.bisect_checks import Check, Env, Verdict
 from harness.conflicts import ConflictError
-from harness.errors import HarnessError, InputError
+from harness.errors import HarnessError, InputError, StepError
 from harness.lock import Lock
-from harness.mirror import Mirror, Want
+from harness.mirror import PIN, Mirror, Want
 from harness.recipe import Recipe
 from harness.tree import Tree
 
@@ -41,7 +43,9 @@ SCHEMA = 1  # Result's schema
 Why = Literal["found", "skipped", "budget"]
 # llama.cpp's squash merges ("llama : fix foo (#22673)"), GitHub's merge commits ("Merge pull request #14 from ...")
 PR_IN_SUBJECT = re.compile(r"\(#(\d+)\)\s*$|^Merge pull request #(\d+) ")
-HEX = re.compile(r"^[0-9a-f]{4,40}$")
+HEX = re.compile(r"^[0-9a-f]{4,39}$")
+SHA40 = re.compile(r"^[0-9a-f]{40}$")
+REF_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")  # a branch or tag name, refs/... too
 
 
 class _Model(BaseModel):
@@ -61,6 +65,7 @@ class Step(_Model):
     verdict: Literal["good", "bad", "skip"]
     detail: str = ""
     seconds: float
+    end: Literal["good", "bad"] | None = None  # the check of an end of the range, before bisecting
 
 
 class Result(_Model):
@@ -101,39 +106,23 @@ def range_commits(repo: Path, good: str, bad: str) -> list[str]:
     return list(reversed(out.split()))
 
 
-def _resolve(mirror: Mirror, rev: str, what: str) -> str:
-    """A full SHA for ``rev`` (a full or abbreviated SHA) that the upstream mirror has or can fetch."""
-    rev = rev.strip().lower()
-    if not HEX.match(rev):
-        raise InputError(f"{what} {rev!r}: not a commit SHA (give 4-40 hex digits)", key=what)
-    found = git.git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], repo=mirror.path, check=False)
-    if found.returncode == 0:
-        return found.stdout.strip()
-    if len(rev) == 40:
-        try:
-            mirror.fetch([Want(rev, label=what, from_recipe=True)])
-            return rev
-        except HarnessError:
-            pass
-    raise InputError(f"{what} {rev}: {mirror.url} has no such commit", key=what,
-                     hint="give a commit of the recipe's upstream (abbreviated SHAs must be in its history already)")
-
-
 def ends(recipe: Recipe, the_lock: Lock, good: str | None, bad: str | None) -> tuple[Mirror, str, str]:
-    """(upstream mirror, good, bad) as full SHAs, bad fetched with its history; InputError when
-    good is not an ancestor of bad."""
+    """(upstream mirror, good, bad) as full SHAs, each pinned in the mirror with its history (fetched only
+    when the mirror lacks it); InputError when good is not an ancestor of bad."""
     mirror = Mirror.for_url(the_lock.upstream_repo)
-    tip = bad if bad is not None else lock_mod.upstream_tip(recipe)
+    ref = None if len(the_lock.upstream_ref) == 40 else the_lock.upstream_ref
+    upstream_ref = f"refs/heads/{ref}" if ref and not ref.startswith("refs/") else ref
     with mirror.locked():
-        ref = None if len(the_lock.upstream_ref) == 40 else the_lock.upstream_ref
-        wants = [Want(the_lock.base_sha, f"refs/heads/{ref}" if ref and not ref.startswith("refs/") else ref,
-                      f"upstream {the_lock.upstream_ref}")]
-        if bad is None:
-            wants.append(Want(tip, wants[0].ref, f"upstream {the_lock.upstream_ref} (now)"))
-        mirror.fetch(wants)
-        bad_sha = _resolve(mirror, tip, "--bad")
-        good_sha = _resolve(mirror, good, "--good") if good is not None else the_lock.base_sha
-        mirror.fetch([Want(bad_sha, label="--bad")])  # its pin (the objects are here): the steps fetch no commit
+        if bad is not None:
+            bad_sha = _resolve(recipe, mirror, bad, "--bad")
+        else:
+            bad_sha = lock_mod.upstream_tip(recipe)
+            _pin(mirror, Want(bad_sha, upstream_ref, f"upstream {the_lock.upstream_ref} (now)"))
+        if good is not None:  # after bad: an abbreviated --good is looked up in bad's history
+            good_sha = _resolve(recipe, mirror, good, "--good")
+        else:
+            good_sha = the_lock.base_sha
+            _pin(mirror, Want(good_sha, upstream_ref, f"upstream {the_lock.upstream_ref}"))
     if good_sha == bad_sha:
         raise InputError(f"--good and --bad are the same commit ({good_sha[:12]}): nothing to bisect",
                          hint="the upstream has not moved since the lock; give --bad" if bad is None else None)
@@ -142,6 +131,58 @@ def ends(recipe: Recipe, the_lock: Lock, good: str | None, bad: str | None) -> t
                          hint="bisect looks for where a good commit's descendants turned bad: swap them, or pick "
                               "a good commit older than the bad one")
     return mirror, good_sha, bad_sha
+
+
+def _pin(mirror: Mirror, want: Want) -> None:
+    """``want`` pinned with its history: from the mirror when a pin's history holds it, else fetched."""
+    if mirror.has(want.sha):
+        return
+    if git.has_commit(mirror.path, want.sha):  # (never a lazy fetch) behind one of the mirror's pins?
+        holder = git.git(["for-each-ref", "--contains", want.sha, "--count=1", "--format=%(objectname)", PIN],
+                         repo=mirror.path, check=False).stdout.strip()
+        if holder and mirror.pin_ancestor(want.sha, holder):
+            return
+    mirror.fetch([want])
+
+
+def _resolve(recipe: Recipe, mirror: Mirror, rev: str, what: str) -> str:
+    """``--good``/``--bad`` -> a full SHA pinned in the mirror, as ``git bisect`` takes them: a full SHA; a
+    branch or tag of the upstream (``b6019``, ``master``: ls-remote; a ref wins over an abbreviated SHA,
+    as in git); an abbreviated SHA of a commit the mirror has (offline too)."""
+    rev = rev.strip()
+    if SHA40.match(rev.lower()):
+        sha = rev.lower()
+        try:
+            _pin(mirror, Want(sha, label=what, from_recipe=True))
+        except InputError:  # (a commit the remote does not have)
+            raise InputError(f"{what} {rev}: {mirror.url} has no such commit", key=what,
+                             hint="give a commit, branch or tag of the recipe's upstream") from None
+        return sha
+    if not REF_NAME.match(rev) or ".." in rev or rev.endswith((".", "/", ".lock")):
+        raise InputError(f"{what} {rev!r}: not a commit SHA, branch or tag name", key=what)
+    hexish, unreachable = HEX.match(rev.lower()) is not None, None
+    try:
+        answers = lock_mod._ls_remote(mirror.url, lock_mod._ref_candidates(rev), [f"{what} {rev}"], recipe.path)
+    except StepError as exc:
+        if not hexish:
+            raise
+        answers, unreachable = {}, exc  # an abbreviated SHA can still be found in the mirror
+    for name, kind in ((f"{rev}^{{}}", rev), (rev, rev), (f"refs/tags/{rev}^{{}}", f"refs/tags/{rev}"),
+                       (f"refs/tags/{rev}", f"refs/tags/{rev}"), (f"refs/heads/{rev}", f"refs/heads/{rev}")):
+        if name in answers:
+            _pin(mirror, Want(answers[name], kind, f"{what} {rev}"))
+            return answers[name]
+    if hexish:
+        found = git.git(["rev-parse", "--verify", "--quiet", f"{rev.lower()}^{{commit}}"], repo=mirror.path, check=False)
+        if found.returncode == 0:
+            sha = found.stdout.strip()
+            _pin(mirror, Want(sha, label=what))
+            return sha
+    if unreachable is not None:
+        raise unreachable
+    raise InputError(f"{what} {rev}: {mirror.url} has no such commit, branch or tag", key=what,
+                     hint="abbreviated SHAs are looked up in the commits already fetched (the bad end's history); "
+                          "give the full SHA otherwise")
 
 
 def about_steps(left: int) -> int:
@@ -176,7 +217,11 @@ def search(commits: list[str], judge: Callable[[int], Verdict], max_steps: int |
 
 
 def run(recipe: Recipe, the_lock: Lock, check: Check, *, good: str | None = None, bad: str | None = None,
-        max_steps: int | None = None, env: Env | None = None) -> Result:
+        max_steps: int | None = None, env: Env | None = None, check_ends: bool = True) -> Result:
+    """Bisect ``good..bad``.  With ``check_ends`` (the command) the bad end is checked first and the good
+    end next, one logged step each: a bad end that passes, or a good end that fails, stops it (StepError)
+    before any bisecting; one the check cannot judge is taken as given, as ``git bisect`` takes it.
+    ``max_steps`` counts the bisection's steps after the ends.  Nightly knows its ends already."""
     mirror, good_sha, bad_sha = ends(recipe, the_lock, good, bad)
     commits = range_commits(mirror.path, good_sha, bad_sha)
     if not commits or commits[-1] != bad_sha:
@@ -184,29 +229,37 @@ def run(recipe: Recipe, the_lock: Lock, check: Check, *, good: str | None = None
     tree = scratch_tree(recipe)
     env = env or Env()
     env = replace(env, root=tree.root)
+    extra = " after checking both ends" if check_ends else ""
     console.step(f"bisect {recipe.name}: {len(commits)} upstream commit(s) in {good_sha[:12]}..{bad_sha[:12]}, "
-                 f"about {about_steps(len(commits))} step(s) of check {check.text}")
+                 f"about {about_steps(len(commits))} step(s) of check {check.text}{extra}")
     steps: list[Step] = []
     verdicts: dict[int, Verdict] = {}
 
-    def on_step(k: int, left: int, sha: str) -> None:
-        console.step(f"bisect step {k}: {left} commit(s) left, about {about_steps(left)} step(s) remaining; "
-                     f"testing {sha[:12]} {git.subject(mirror.path, sha)}")
-
-    def judge(index: int) -> Verdict:
-        sha, started = commits[index], time.monotonic()
+    def test(sha: str, end: Literal["good", "bad"] | None = None) -> Verdict:
+        started = time.monotonic()
         with mirror.locked():  # behind bad's pin: no fetch for the candidate commit in prepare
             mirror.pin_ancestor(sha, bad_sha)
         stacked = _stacked(recipe, replace(the_lock, base_sha=sha), tree)
         verdict = check.judge(stacked, env)
-        verdicts[index] = verdict
         steps.append(Step(step=len(steps) + 1, commit=commit_info(mirror.path, sha), verdict=verdict.verdict,
-                          detail=verdict.detail, seconds=round(time.monotonic() - started, 1)))
+                          detail=verdict.detail, seconds=round(time.monotonic() - started, 1), end=end))
         console.info(f"    {verdict.verdict}" + (f": {verdict.detail.splitlines()[0]}" if verdict.detail else ""))
         return verdict
 
+    def on_step(k: int, left: int, sha: str) -> None:
+        console.step(f"bisect step {len(steps) + 1}: {left} commit(s) left, about {about_steps(left)} step(s) "
+                     f"remaining; testing {sha[:12]} {git.subject(mirror.path, sha)}")
+
+    def judge(index: int) -> Verdict:
+        verdicts[index] = test(commits[index])
+        return verdicts[index]
+
     # one bisection per recipe at a time: they share the scratch tree and its build directory
     with atomic.lock(tree.root.with_name(tree.root.name + ".bisect.lock"), timeout=1):
+        if check_ends:
+            at_bad = _check_ends(good_sha, bad_sha, test, mirror.path)
+            if at_bad.verdict == "bad":
+                verdicts[len(commits) - 1] = at_bad
         lo, hi, why = search(commits, judge, max_steps, on_step)
     candidates = [commit_info(mirror.path, commits[i]) for i in range(lo + 1, hi + 1)]
     found = why == "found"
@@ -218,6 +271,32 @@ def run(recipe: Recipe, the_lock: Lock, check: Check, *, good: str | None = None
         candidates=candidates, is_range=not found, why=why,
         detail=verdicts[hi].detail if hi in verdicts else "", steps=steps,
     )
+
+
+def _check_ends(good: str, bad: str, test: Callable[[str, Literal["good", "bad"]], Verdict], repo: Path) -> Verdict:
+    """The bad end, then the good end, as the first two steps; StepError when either says the other thing.
+    Returns the bad end's verdict."""
+    console.step(f"bisect step 1: checking the bad end {bad[:12]} {git.subject(repo, bad)}")
+    at_bad = test(bad, "bad")
+    if at_bad.verdict == "good":
+        raise StepError(f"the check passes at the bad end ({bad}): nothing to bisect",
+                        hint="give a --bad where the check fails (default: the recipe's upstream ref now)")
+    if at_bad.verdict == "skip":
+        console.warn(f"the check cannot judge the bad end {bad[:12]}: taking it as bad, as git bisect takes --bad")
+    console.step(f"bisect step 2: checking the good end {good[:12]} {git.subject(repo, good)}")
+    at_good = test(good, "good")
+    said = f": {at_good.detail.splitlines()[0]}" if at_good.detail else ""
+    if at_good.verdict == "bad" and at_good.code in (126, 127):
+        raise StepError(f"bisect stopped: the check itself failed: bogus exit code {at_good.code} at the good end "
+                        f"({good}){said}",
+                        hint="126: a command the check runs is not executable, 127: not found; fix the check "
+                             "(git bisect run stops the same way)")
+    if at_good.verdict == "bad":
+        raise StepError(f"the check already fails at the good end ({good}){said}\nthe cause is at or before it; "
+                        "pass an older --good")
+    if at_good.verdict == "skip":
+        console.warn(f"the check cannot judge the good end {good[:12]}: taking it as good, as git bisect takes --good")
+    return at_bad
 
 
 def _stacked(recipe: Recipe, candidate: Lock, tree: Tree) -> stack.Prepared | ConflictError:
@@ -249,8 +328,9 @@ def text(result: Result) -> list[str]:
             f"({result.good.sha[:12]}..{result.bad.sha[:12]}, about {about_steps(result.range_size)} needed):"]
     for s in result.steps:
         detail = f"  {s.detail.splitlines()[0]}" if s.detail else ""
+        end = f"({s.end} end) " if s.end else ""
         out.append(f"  {s.step:2}  {s.commit.sha[:12]}  {s.verdict:4}  {s.seconds:6.1f}s  "
-                   f"{s.commit.subject[:60]}{detail}")
+                   f"{end}{s.commit.subject[:60]}{detail}")
     return out
 
 
@@ -312,7 +392,8 @@ def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_ste
                         "base": commit_info(mirror.path, bad_sha).model_dump(),
                         "detail": f"the last good stack passes {check.text} at upstream {bad_sha[:12]}: "
                                   f"what broke it is the moved item(s), not upstream"}
-        result = run(recipe, old, check, good=old.base_sha, bad=new_base, max_steps=budget, env=env)
+        # the ends are known: the last good night passed at its base, tonight failed at the new one
+        result = run(recipe, old, check, good=old.base_sha, bad=new_base, max_steps=budget, env=env, check_ends=False)
     except HarnessError as exc:
         console.warn(f"{recipe.name}: the bisection failed: {str(exc).splitlines()[0]}")
         return {"error": str(exc).splitlines()[0]}

@@ -2,7 +2,8 @@
 
 - ``apply``: the stack applies (bad names the first item that stops applying);
 - ``run:COMMAND``: a user command in the stacked tree, with ``git bisect run``'s exit codes
-  (0 good, 125 skip, 1-127 bad; anything else stops the bisection);
+  (0 good, 125 skip, 1-127 bad; 128 and above, or a signal, stops the bisection; 126/127 at the
+  good end stop it too, as git's "bogus exit code": the check itself cannot run);
 - ``build``: the recipe's backend builds (configure + ninja in the bisection's own build
   directory, kept between steps and under ccache, so a step is an incremental build);
 - ``smoke``: it builds and passes the recipe's smoke checks (a build that fails is skipped);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +56,7 @@ NAMES = ("apply", "run:COMMAND", "build", "smoke", "bench:METRIC<VALUE")
 class Verdict:
     verdict: Literal["good", "bad", "skip"]
     detail: str = ""
+    code: int | None = None  # run: the command's exit status
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def parse(text: str) -> Check:
             raise InputError(f"--check {text!r}: {exc}", key="--check") from None
         if not argv:
             raise InputError("--check run: needs a command, e.g. run:./check.sh or 'run:make test'", key="--check")
-        return Check(text, "run", argv)
+        return Check(text, "run", [_program(argv[0]), *argv[1:]])
     if text.startswith("bench:"):
         return Check(text, "bench", threshold=bisect_bench.parse(text[6:]))
     import difflib
@@ -124,23 +127,51 @@ def parse(text: str) -> Check:
                      hint=f"did you mean {close[0]!r}?" if close else None)
 
 
+def _program(name: str) -> str:
+    """A run: check's program, checked before the first step (InputError, exit 2): a path (one with a
+    ``/``) is taken from the current directory, as a shell would, and made absolute, since the
+    command runs in the stacked tree; a bare name is looked up on PATH."""
+    if "/" not in name:
+        if shutil.which(name) is None:
+            raise InputError(f"--check run:{name}: {name} not found on PATH", key="--check",
+                             hint=f"give its path (run:./{name} for one in the current directory)")
+        return name
+    path = Path(name).resolve()
+    if not path.exists():
+        raise InputError(f"--check run:{name}: {name}: no such file (a relative path is taken from the current "
+                         f"directory, {Path.cwd()})", key="--check")
+    if path.is_dir():
+        raise InputError(f"--check run:{name}: {name} is a directory", key="--check")
+    if not os.access(path, os.X_OK):
+        raise InputError(f"--check run:{name}: {name} is not executable (chmod +x it, or "
+                         f"run:'sh {shlex.quote(str(path))}')", key="--check")
+    return str(path)
+
+
 def _run(argv: list[str], prepared: Prepared, env: Env) -> Verdict:
     """``git bisect run``'s convention, the command run in the stacked tree."""
     assert env.root is not None
     log = env.root / "bisect-run.log"
-    command = argv if "/" not in argv[0] or Path(argv[0]).is_absolute() else [str(Path(argv[0]).resolve()), *argv[1:]]
-    code = runner.stream(command, log_path=log, cwd=prepared.tree, check=False,
-                         env={**os.environ, "HARNESS_BISECT_UPSTREAM": prepared.base, "HARNESS_BISECT_TREE": str(prepared.tree)})
+    try:
+        code = runner.stream(argv, log_path=log, cwd=prepared.tree, check=False,
+                             env={**os.environ, "HARNESS_BISECT_UPSTREAM": prepared.base,
+                                  "HARNESS_BISECT_TREE": str(prepared.tree)})
+    except OSError as exc:  # the script was removed or made unexecutable since the check began
+        raise StepError(f"bisect stopped: cannot run {argv[0]} at upstream {prepared.base[:12]}: {exc.strerror}") from None
     tail = "; ".join(line for line in log.read_text(errors="replace").splitlines()[-3:] if not line.startswith("+ "))
+    said = f": {tail}" if tail else ""
+    name = Path(argv[0]).name if "/" in argv[0] else argv[0]
     if code == 0:
-        return Verdict("good", tail)
+        return Verdict("good", tail, code)
     if code == 125:
-        return Verdict("skip", f"{argv[0]} exited 125 (cannot be judged){': ' + tail if tail else ''}")
+        return Verdict("skip", f"{name} exited 125 (cannot be judged){said}", code)
     if 0 < code < 128:
-        return Verdict("bad", f"{argv[0]} exited {code}{': ' + tail if tail else ''}")
-    raise StepError(f"bisect stopped: {shlex.join(argv)} exited {code} at upstream {prepared.base[:12]} "
-                    "(git bisect run's convention: 0 good, 125 skip, 1-127 bad; anything else stops)",
-                    hint=f"its output is in {log}")
+        why = {126: " (a command it runs is not executable?)", 127: " (a command it runs was not found?)"}.get(code, "")
+        return Verdict("bad", f"{name} exited {code}{why}{said}", code)
+    how = f"was killed by signal {-code}" if code < 0 else f"exited {code}"
+    raise StepError(f"bisect stopped: the check itself failed: {shlex.join(argv)} {how} at upstream "
+                    f"{prepared.base[:12]}{said}\n(git bisect run's convention: 0 good, 125 skip, 1-127 bad; "
+                    "128 and above, or a signal, stops the bisection)", hint=f"its output is in {log}")
 
 
 @dataclass(frozen=True)

@@ -86,13 +86,17 @@ def test_apply_names_the_commit_git_bisect_names(bworld: bw.World, env: dict[str
     assert result["last_good"]["sha"] == bworld.commits[bw.APPLY_BREAK - 1]
     assert "PR #1 of" in result["detail"] and "feature.txt" in result["detail"] and "item 2" in result["detail"]
     assert result["range_size"] == bw.N and result["good"]["sha"] == bworld.commits[0]
-    assert len(result["steps"]) <= math.ceil(math.log2(bw.N))
+    # the bad end (the upstream ref now, picked not given) and the good end are checked first
+    assert [(s["end"], s["commit"]["sha"], s["verdict"]) for s in result["steps"][:2]] == \
+        [("bad", bworld.commits[bw.N], "bad"), ("good", bworld.commits[0], "good")]
+    bisecting = [s for s in result["steps"] if s["end"] is None]
+    assert len(bisecting) == len(result["steps"]) - 2 <= math.ceil(math.log2(bw.N))
 
     oracle, git_steps = _oracle(bworld, tmp_path, bworld.commits[0], bworld.commits[bw.N],
                                 f"git merge -q --squash --no-commit {bworld.prs[1]} >/dev/null 2>&1; rc=$?\n"
                                 "git reset -q --hard; [ $rc -eq 0 ]\n")
     assert oracle == [culprit]
-    assert abs(len(result["steps"]) - git_steps) <= 1
+    assert abs(len(bisecting) - git_steps) <= 1
     # nothing of the bisection reached the recipe's tree, a builds/ directory or the lock
     cache = Path(env.get("HARNESS_CACHE") or os.environ["HARNESS_CACHE"])
     assert not (cache / "trees").exists() and not (recipe.parent / "builds").exists()
@@ -106,7 +110,9 @@ def test_text_output_and_progress(bworld: bw.World, env: dict[str, str], tmp_pat
     assert res.returncode == 0, res.stderr
     assert f"first bad commit: {bworld.commits[bw.APPLY_BREAK]}" in res.stdout
     assert f"(PR #{1000 + bw.APPLY_BREAK})" in res.stdout
-    assert "bisect step 1: 6 commit(s) left, about 3 step(s) remaining" in res.stderr
+    assert "bisect step 1: checking the bad end" in res.stderr and "bisect step 2: checking the good end" in res.stderr
+    assert "bisect step 3: 6 commit(s) left, about 3 step(s) remaining" in res.stderr
+    assert "(bad end)" in res.stdout and "(good end)" in res.stdout
 
 
 def test_run_check_skips_give_a_range(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
@@ -117,9 +123,10 @@ def test_run_check_skips_give_a_range(bworld: bw.World, env: dict[str, str], tmp
     check.write_text("#!/bin/sh\n" + script)
     check.chmod(0o755)
     good, bad = bworld.commits[0], bworld.commits[10]
-    result = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad)
+    result = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad, code=1)
     expected = bworld.commits[bw.SKIP_FROM:bw.RUN_BREAK + 1]
     assert result["is_range"] and result["why"] == "skipped" and result["first_bad"] is None
+    assert result["ok"] is False  # no single commit: exit 1, as the text says
     assert [c["sha"] for c in result["candidates"]] == expected
     assert {s["verdict"] for s in result["steps"]} == {"good", "bad", "skip"}
     assert result["last_good"]["sha"] == bworld.commits[bw.SKIP_FROM - 1]
@@ -133,7 +140,13 @@ def test_run_check_skips_where_the_stack_does_not_apply(bworld: bw.World, env: d
     check = tmp_path / "check.sh"
     check.write_text("#!/bin/sh\ngrep -q 'change 25' other.txt && exit 1\nexit 0\n")
     check.chmod(0o755)
-    result = _bisect(recipe, env, "--check", f"run:{check}", "--good", bworld.commits[20], "--bad", bworld.commits[28])
+    res = run_harness("bisect", recipe, "--check", f"run:{check}", "--good", bworld.commits[20], "--bad",
+                      bworld.commits[28], env=env)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "the first bad commit is one of these 6 (only skipped commits are left):" in res.stdout
+    assert "cannot judge the bad end" in res.stderr  # PR 1 conflicts at c28: taken as bad, as git takes --bad
+    result = _bisect(recipe, env, "--check", f"run:{check}", "--good", bworld.commits[20], "--bad", bworld.commits[28],
+                     code=1)
     assert result["is_range"] and result["why"] == "skipped"
     assert [c["sha"] for c in result["candidates"]] == bworld.commits[bw.APPLY_BREAK:29]
     skipped = [s for s in result["steps"] if s["verdict"] == "skip"]
@@ -148,9 +161,9 @@ def test_run_check_finds_a_commit_and_budget_gives_a_range(bworld: bw.World, env
     good, bad = bworld.commits[0], bworld.commits[bw.N]
     found = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad)
     assert found["first_bad"]["sha"] == bworld.commits[33]
-    assert len(found["steps"]) <= math.ceil(math.log2(bw.N))
-    short = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad, "--max-steps", "2")
-    assert short["is_range"] and short["why"] == "budget" and len(short["steps"]) == 2
+    assert len(found["steps"]) <= 2 + math.ceil(math.log2(bw.N))  # the two ends, then the bisection
+    short = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad, "--max-steps", "2", code=1)
+    assert short["is_range"] and short["why"] == "budget" and len(short["steps"]) == 2 + 2  # the ends not counted
     assert bworld.commits[33] in [c["sha"] for c in short["candidates"]]
 
 
@@ -162,7 +175,8 @@ def test_build_check_in_a_private_build_dir(bworld: bw.World, env: dict[str, str
     result = _bisect(recipe, env, "--check", "build", "--good", bworld.commits[24], "--bad", bworld.commits[bw.N])
     assert result["first_bad"]["sha"] == bworld.commits[bw.BUILD_BREAK]
     assert "the build failed" in result["detail"] and "main.c" in result["detail"]
-    assert len(result["steps"]) <= math.ceil(math.log2(bw.N - 24))
+    assert len(result["steps"]) <= 2 + math.ceil(math.log2(bw.N - 24))  # the two ends, then the bisection
+    assert [s["end"] for s in result["steps"][:2]] == ["bad", "good"] and "main.c" in result["steps"][0]["detail"]
     cache = Path(os.environ["HARNESS_CACHE"])
     bdirs = list((cache / "bisect").glob("tiny-*/build-cpu"))
     assert len(bdirs) == 1 and (bdirs[0] / "CMakeCache.txt").exists()  # one directory, reused by every step
@@ -184,7 +198,9 @@ def test_smoke_check(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> N
     (["--check", "run:"], "needs a command"),
     (["--check", "apply", "--good", "c10", "--bad", "c5"], "is not an ancestor of"),
     (["--check", "apply", "--good", "deadbeef" * 5], "has no such commit"),
-    (["--check", "apply", "--good", "not-a-sha"], "not a commit SHA"),
+    (["--check", "apply", "--good", "no-such-tag"], "has no such commit, branch or tag"),
+    (["--check", "apply", "--good", "a b"], "not a commit SHA, branch or tag name"),
+    (["--check", "apply", "--bad=-upload-pack=x"], "not a commit SHA, branch or tag name"),
     (["--check", "apply", "--max-steps", "0"], "give 1 or more"),
     (["--check", "bench:tokens_per_second<40"], "give --model GGUF"),
     (["--check", "bench:tokens_per_secnd<40", "--model", "x.gguf"], "did you mean 'tokens_per_second'"),
@@ -198,6 +214,155 @@ def test_bad_input_is_exit_2(bworld: bw.World, env: dict[str, str], tmp_path: Pa
     res = run_harness("bisect", recipe, *args, env=env)
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def _git_bisect_run(world: bw.World, tmp_path: Path, good: str, bad: str, script: str) -> tuple[int, str]:
+    """Real ``git bisect run`` with ``script`` on a fresh full clone: (its exit status, what it said)."""
+    clone = tmp_path / "oracle-run"
+    bw.git(tmp_path, "clone", "-q", str(world.upstream), str(clone))
+    checker = tmp_path / "oracle-run.sh"
+    checker.write_text("#!/bin/sh\n" + script)
+    checker.chmod(0o755)
+    bw.git(clone, "bisect", "start", "--first-parent", bad, good)
+    out = subprocess.run(["git", "-C", str(clone), "bisect", "run", str(checker)], capture_output=True, text=True,
+                         env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull})
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_run_script_missing_or_not_executable_is_exit_2(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """Checked before the first step, as a shell would find it (relative to the current directory)."""
+    recipe = _recipe(tmp_path, env, [2])
+    (recipe.parent / "check.sh").write_text("#!/bin/sh\nexit 0\n")  # not executable
+    for check, message in (("run:./check.sh", "./check.sh is not executable (chmod +x it, or run:'sh "),
+                           ("run:./missing.sh", "./missing.sh: no such file"),
+                           ("run:no-such-program-xyz", "no-such-program-xyz not found on PATH")):
+        res = run_harness("bisect", recipe, "--check", check, "--good", bworld.commits[20], "--bad", bworld.commits[26],
+                          env=env, cwd=recipe.parent)
+        assert res.returncode == 2, res.stderr
+        assert message in res.stderr and "bisect step" not in res.stderr and "Traceback" not in res.stderr
+        if check == "run:./check.sh":  # sh would look for ./check.sh in the stacked tree: the hint names the full path
+            assert f"run:'sh {(recipe.parent / 'check.sh').resolve()}'" in res.stderr
+
+
+@pytest.mark.parametrize(("script", "harness_says", "git_says"), [
+    ("no-such-command-xyz\n", "bogus exit code 127 at the good end", "bogus exit code 127 for good revision"),
+    ("exit 126\n", "bogus exit code 126 at the good end", "bogus exit code 126 for good revision"),
+    ("exit 129\n", "exited 129", "is < 0 or >= 128"),
+    ("kill -9 $$\n", "was killed by signal 9", "is < 0 or >= 128"),
+])
+def test_run_check_that_cannot_run_stops_as_git_does(bworld: bw.World, env: dict[str, str], tmp_path: Path,
+                                                     script: str, harness_says: str, git_says: str) -> None:
+    """A script whose own command is missing (127) or not executable (126) at every commit, or that dies
+    (>= 128, a signal): no "first bad commit", exit 1 saying the check itself failed, as git bisect run stops."""
+    recipe = _recipe(tmp_path, env, [2])
+    check = tmp_path / "check.sh"
+    check.write_text("#!/bin/sh\necho about to run it\n" + script)
+    check.chmod(0o755)
+    good, bad = bworld.commits[0], bworld.commits[10]
+    res = run_harness("bisect", recipe, "--check", f"run:{check}", "--good", good, "--bad", bad, env=env)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "the check itself failed" in res.stderr and harness_says in res.stderr
+    assert "about to run it" in res.stderr  # its output's tail
+    assert "first bad commit" not in res.stdout
+    code, said = _git_bisect_run(bworld, tmp_path, good, bad, "echo about to run it\n" + script)
+    assert code != 0 and git_says in said and "is the first bad commit" not in said
+
+
+def test_run_check_127_past_a_good_end_is_bad_as_in_git(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """127 only from c7 on (a command the state change removes): the good end passes, so 127 is bad, as git
+    bisect run verifies the good revision and then goes on."""
+    recipe = _recipe(tmp_path, env, [2])
+    script = "grep -q broken state.txt && exec no-such-command-xyz\nexit 0\n"
+    check = tmp_path / "check.sh"
+    check.write_text("#!/bin/sh\n" + script)
+    check.chmod(0o755)
+    good, bad = bworld.commits[0], bworld.commits[20]
+    result = _bisect(recipe, env, "--check", f"run:{check}", "--good", good, "--bad", bad)
+    assert result["first_bad"]["sha"] == bworld.commits[bw.RUN_BREAK] and "exited 127" in result["detail"]
+    oracle, _ = _oracle(bworld, tmp_path, good, bad, script)
+    assert oracle == [bworld.commits[bw.RUN_BREAK]]
+
+
+def test_ends_are_checked_first(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """A healthy bad end (picked as the upstream ref now, or given) is nothing to bisect; a good end that
+    already fails puts the cause at or before it: exit 1 after one or two logged steps, no culprit."""
+    healthy = _recipe(tmp_path / "healthy", env, [2], lock_at=bworld.commits[0], world=bworld)  # PR 2 always applies
+    for given in ([], ["--bad", bworld.commits[30]]):
+        res = run_harness("bisect", healthy, "--check", "apply", *given, env=env)
+        tip = bworld.commits[bw.N] if not given else bworld.commits[30]
+        assert res.returncode == 1, res.stderr[-3000:]
+        assert f"the check passes at the bad end ({tip}): nothing to bisect" in res.stderr
+        assert "first bad commit" not in res.stdout and "checking the good end" not in res.stderr
+    broken = _recipe(tmp_path / "broken", env, [1])  # PR 1 conflicts from c23 on
+    res = run_harness("bisect", broken, "--check", "apply", "--good", bworld.commits[25], "--bad", bworld.commits[30],
+                      "--json", env=env)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert (f"the check already fails at the good end ({bworld.commits[25]}): PR #1 of {bw.URL}: conflicts in "
+            "feature.txt") in res.stderr
+    assert "the cause is at or before it; pass an older --good" in res.stderr
+    assert json.loads(res.stdout)["ok"] is False and "bisect step 3" not in res.stderr
+
+
+def test_good_and_bad_take_tags_and_branches_as_git_does(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    """llama.cpp's release tags (b6019: lightweight here, annotated there) and a branch, resolved at the
+    upstream as git bisect resolves them in a clone: the same first bad commit."""
+    bw.git(bworld.upstream, "tag", "-f", "b6020", bworld.commits[20])
+    bw.git(bworld.upstream, "tag", "-f", "-a", "-m", "release b6026", "b6026", bworld.commits[26])
+    bw.git(bworld.upstream, "branch", "-f", "release", bworld.commits[28])
+    recipe = _recipe(tmp_path, env, [1])
+    result = _bisect(recipe, env, "--check", "apply", "--good", "b6020", "--bad", "b6026")
+    assert result["good"]["sha"] == bworld.commits[20] and result["bad"]["sha"] == bworld.commits[26]
+    assert result["first_bad"]["sha"] == bworld.commits[bw.APPLY_BREAK]
+    oracle, _ = _oracle(bworld, tmp_path, "b6020", "b6026",
+                        f"git merge -q --squash --no-commit {bworld.prs[1]} >/dev/null 2>&1; rc=$?\n"
+                        "git reset -q --hard; [ $rc -eq 0 ]\n")
+    assert oracle == [bworld.commits[bw.APPLY_BREAK]]
+    by_branch = _bisect(recipe, env, "--check", "apply", "--good", bworld.commits[20][:8], "--bad", "release")
+    assert by_branch["bad"]["sha"] == bworld.commits[28]
+    assert by_branch["first_bad"]["sha"] == bworld.commits[bw.APPLY_BREAK]
+
+
+def test_ends_in_the_mirror_need_no_remote(bworld: bw.World, env: dict[str, str], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full (and abbreviated) SHAs the mirror already holds are taken from it, pinned behind a pin that holds
+    them: with the upstream gone, a bisection of a range it has runs, and c27 (in the mirror's history, never
+    pinned) is an end without a fetch; a tag, which only the remote can name, says it cannot reach it."""
+    from harness import lock
+    from harness.mirror import Mirror
+    from harness.recipe import load_recipe
+
+    recipe = _recipe(tmp_path, env, [1])
+    good, bad = bworld.commits[20], bworld.commits[30]
+    assert _bisect(recipe, env, "--check", "apply", "--good", good, "--bad", bad)["first_bad"]["sha"] == \
+        bworld.commits[bw.APPLY_BREAK]
+    for k, v in env.items():
+        if k.startswith("GIT_CONFIG"):
+            monkeypatch.setenv(k, v)
+    the_lock = lock.read(load_recipe(recipe).lock_path)
+    assert the_lock is not None
+    mirror = Mirror.for_url(bw.URL)
+    with mirror.locked():
+        assert not mirror.has(bworld.commits[27])
+    away = bworld.upstream.with_name("upstream-away.git")
+    bworld.upstream.rename(away)
+    try:
+        again = _bisect(recipe, env, "--check", "apply", "--good", good[:10], "--bad", bad)
+        assert again["first_bad"]["sha"] == bworld.commits[bw.APPLY_BREAK]
+        _, got_good, got_bad = bisect.ends(load_recipe(recipe), the_lock, good, bworld.commits[27])
+        assert (got_good, got_bad) == (good, bworld.commits[27])
+        with mirror.locked():
+            assert mirror.has(bworld.commits[27])
+        res = run_harness("bisect", recipe, "--check", "apply", "--good", good, "--bad", "b6026", env=env)
+        assert res.returncode == 1 and "cannot reach" in res.stderr, res.stderr[-2000:]
+    finally:
+        away.rename(bworld.upstream)
+
+
+def test_no_lock_says_run_lock(bworld: bw.World, env: dict[str, str], tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path / "recipes", "tiny", bw.recipe_text([1]))
+    res = run_harness("bisect", recipe, "--check", "apply", env=env)
+    assert res.returncode == 2, res.stderr
+    assert "bisect needs the recipe's lock: run `harness lock" in res.stderr and "--frozen" not in res.stderr
 
 
 def test_search_matches_git_step_counts() -> None:
