@@ -78,6 +78,9 @@ def local_env(date: int | None = None) -> dict[str, str]:
         **{f"GIT_CONFIG_KEY_{n}": k for n, (k, _) in enumerate(remote)},
         **{f"GIT_CONFIG_VALUE_{n}": v for n, (_, v) in enumerate(remote)},
         "GIT_TERMINAL_PROMPT": "0",
+        # no opportunistic index refresh (`git status` rewrites .git/index otherwise, and llama.cpp's
+        # CMake takes a newer index for a reason to configure again: tests/test_build_incremental.py)
+        "GIT_OPTIONAL_LOCKS": "0",
         "LC_ALL": "C",
         "GIT_AUTHOR_NAME": IDENTITY_NAME,
         "GIT_AUTHOR_EMAIL": IDENTITY_EMAIL,

@@ -20,7 +20,8 @@ COMMON = [
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DCMAKE_INSTALL_RPATH=$ORIGIN", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_LINK_DEPENDS_NO_SHARED=ON",
-    "-DLLAMA_BUILD_NUMBER=2", "-DLLAMA_BUILD_COMMIT=0c1e570+stack.1a2b3c4d", "-DGGML_CCACHE=OFF",
+    "-DLLAMA_BUILD_NUMBER=2", "-DLLAMA_BUILD_COMMIT=0c1e570+stack.1a2b3c4d", "-DGIT_EXE=OFF",
+    "-DGGML_BUILD_COMMIT=0c1e570+stack.1a2b3c4d", "-DGGML_CCACHE=OFF",
     "-DCMAKE_C_FLAGS=-ffile-prefix-map=/c/trees/r/src=. -ffile-prefix-map=/c/builds/r/b/= -ffile-prefix-map=../src=.",
     "-DCMAKE_CXX_FLAGS=-ffile-prefix-map=/c/trees/r/src=. -ffile-prefix-map=/c/builds/r/b/= -ffile-prefix-map=../src=.",
 ]

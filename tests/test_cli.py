@@ -35,6 +35,7 @@ FAILING: dict[str, list[str]] = {
     "cache ls": ["cache", "ls", str(BAD_RECIPE)],
     "doctor": ["doctor", str(BAD_RECIPE)],
     "nightly": ["nightly", str(BAD_RECIPE)],
+    "bisect": ["bisect", str(BAD_RECIPE), "--check", "apply"],
     "gguf inspect": ["gguf", "inspect", str(BAD_GGUF)],
     "gguf audit": ["gguf", "audit", str(BAD_GGUF)],
     "gguf extract-mtp": ["gguf", "extract-mtp", str(BAD_GGUF), "-o", "/nonexistent/out.gguf"],

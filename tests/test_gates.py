@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -213,12 +215,16 @@ def test_the_gate_model_is_a_pinned_hub_file_and_a_mismatch_is_exit_2(tmp_path: 
         sha = served.add("example/gate-GGUF", {"gate-F16.gguf": data})
         env = {**{k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")},
                **served.env(tmp_path / "hf-home")}  # fmt: skip
-        for key, value in served.env(tmp_path / "hf-home").items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        good = load_recipe(hub_gate_recipe(tmp_path / "good", digest, sha))
+        good_recipe = hub_gate_recipe(tmp_path / "good", digest, sha)
+        good = load_recipe(good_recipe)
         assert good.spec.nightly.gates is not None
-        path = gate_model.path(good, good.spec.nightly.gates)
+        # in a process of its own: huggingface_hub reads HF_ENDPOINT and HF_HOME when it is first imported
+        fetched = subprocess.run(
+            [sys.executable, "-c", "import sys; from harness import gate_model, recipe; r = recipe.load_recipe(sys.argv[1]); "
+             "print(gate_model.path(r, r.spec.nightly.gates))", str(good_recipe)],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert fetched.returncode == 0, fetched.stderr
+        path = Path(fetched.stdout.strip().splitlines()[-1])
         assert path.read_bytes() == data and f"GET /example/gate-GGUF/resolve/{sha}/gate-F16.gguf" in served.requests
         assert gate_model.describe(good.spec.nightly.gates.model) == f"example/gate-GGUF/gate-F16.gguf@{sha[:12]}"
 
