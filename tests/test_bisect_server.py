@@ -149,6 +149,9 @@ def test_nightly_names_the_commit_that_crashes_decode(sworld: sw.ServerWorld, en
     assert second.returncode == 1, second.stderr[-3000:]
     entry = json.loads(second.stdout)["recipes"][0]
     assert entry["failed_step"] == "smoke:decode:cpu"
+    # an abort is a failed assert, not an instruction the CPU refused: no rebuild without AVX-512, nothing learned
+    assert "rebuilding without" not in second.stderr and second.stderr.count("/bin/llama-server -m") >= 2
+    assert not list(Path(env.get("HARNESS_CACHE") or os.environ["HARNESS_CACHE"]).rglob("learned.json"))
     culprit = sworld.commits[sw.CRASH]
     found = entry["bisect"]
     assert found["check"] == "smoke" and found["first_bad"]["sha"] == culprit, found
