@@ -8,8 +8,8 @@
   directory, kept between steps and under ccache, so a step is an incremental build);
 - ``smoke``: it builds and passes the recipe's smoke checks (a build that fails is skipped);
 - ``bench:METRIC<VALUE`` / ``>VALUE``: it builds and its llama-server's figure lies beyond the
-  threshold by the bench's statistics (harness/bisect_bench.py; a build that fails, or a figure
-  whose interval straddles the threshold, is skipped);
+  threshold by the bench's statistics (harness/bisect_bench.py; a build that fails, a llama-server
+  that crashes or does not answer, or a figure whose interval straddles the threshold, is skipped);
 - ``gates`` (nightly only): it builds and passes the recipe's ``nightly.gates`` against the last
   good night's figures (harness/gates.py), as the failed night's gate step asked.
 
@@ -242,9 +242,20 @@ def _bench(prepared: Prepared, env: Env, built: _Built, threshold: bisect_bench.
         if not binary.is_file():
             raise StepError(f"bench: the build of {env.recipe.name} has no llama-server",
                             hint="add llama-server to build.targets")
-        values = bisect_bench.measure(binary, env.recipe, built.backend, env.model, tmp)
+        try:
+            values = bisect_bench.measure(binary, env.recipe, built.backend, env.model, tmp)
+        except StepError as exc:  # it crashed, did not start, or did not answer: nothing to measure
+            return Verdict("skip", f"llama-server could not be measured: {_said(exc, tmp / 'logs')}")
     verdict, detail = bisect_bench.decide(values, threshold)
     return Verdict(verdict, detail)
+
+
+def _said(exc: StepError, logs: Path) -> str:
+    """The error's first line, and the last line the server logged (a GGML_ASSERT, say), before the logs go."""
+    said = str(exc).splitlines()[0]
+    last = [line.strip() for log in sorted(logs.glob("*.log")) for line in log.read_text(errors="replace").splitlines()
+            if line.strip() and not line.startswith("+ ")][-1:]
+    return f"{said} (its log's last line: {last[0][:200]})" if last else said
 
 
 def _gates(prepared: Prepared, env: Env, built: _Built) -> Verdict:

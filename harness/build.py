@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -285,6 +286,10 @@ def _fall_back(crash: DecodeCrash, plan: isa.Plan, tree: Path, strict: bool, fal
     variant_features = isa.cpu_variants(tree).get(crash.variant or "", []) if crash.variant else []
     ext = isa.next_exclusion(plan, repack_only=crash.no_repack_ok is True, variant_features=variant_features)
     where = f"this CPU ({plan.cpu.model}), {plan.compiler}, variant {plan.variant}"
+    if crash.crash.returncode == -signal.SIGABRT:  # abort(): the code's own check (GGML_ASSERT), not the CPU
+        crash.hint = ("nothing was published (the previous build stays): an abort is a failed assert in the code, "
+                      "not an instruction this CPU refused, so no extension is excluded; see the log")
+        raise crash
     if ext is None:
         crash.hint = (f"nothing was published (the previous build stays): {where} uses no extension left to "
                       f"exclude ({', '.join(plan.enabled) or 'none'}); try build.cpu.variant: portable, "

@@ -11,7 +11,10 @@ mean len = ...``) adds the verification steps and the slot.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -101,7 +104,8 @@ def complete(
             timeout=settings.request_timeout,
         )
     except requests.RequestException as exc:
-        raise StepError(f"request to llama-server failed: {exc}\n  log: {srv.log_path}") from None
+        died = ended(srv)
+        raise StepError(f"request to llama-server failed: {died + ': ' if died else ''}{exc}\n  log: {srv.log_path}") from None
     if r.status_code != 200:
         raise StepError(f"llama-server answered HTTP {r.status_code}: {r.text[:500]}\n  log: {srv.log_path}")
     data: dict[str, Any] = r.json()
@@ -184,6 +188,26 @@ def with_log_lines(samples: Sequence[Sample], log: Path) -> list[Sample]:
         steps = round(accepted / (mean_len - 1.0)) if mean_len > 1.0 and accepted else None
         out.append(replace(s, slot=slot, draft_steps=steps))
     return out
+
+
+def ended(srv: server.Server, wait: float = 2.0) -> str:
+    """How the server ended when a request to it failed ("llama-server was killed by SIGABRT"), "" while it
+    runs; read without reaping it (``server.stop`` still owns its process group)."""
+    if srv.process is None or not hasattr(os, "waitid"):
+        return ""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info = os.waitid(os.P_PID, srv.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return ""
+        if info is not None:
+            if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                return f"llama-server was killed by {signal.Signals(info.si_status).name}"
+            return f"llama-server exited {info.si_status}"
+        if time.monotonic() > deadline:
+            return ""
+        time.sleep(0.05)
 
 
 def _text(response: dict[str, Any]) -> str:
