@@ -9,10 +9,9 @@ nothing is measured with it.  The gates compare nights, so a gate model that mov
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from harness import console, hub
+from harness import atomic, console, hub
 from harness.errors import InputError, StepError
 from harness.recipe import GateHubModel, NightlyGates, Recipe
 
@@ -56,17 +55,9 @@ def fetch(spec: GateHubModel, *, label: str) -> Path:
             raise InputError(f"{label}: the Hub has no {where}: {type(exc).__name__}") from None
         except hub.client_errors() as exc:
             raise StepError(f"{label}: download of {where} failed: {type(exc).__name__}: {exc}") from None
-    digest = sha256_of(found)
+    digest = atomic.sha256_file(found)
     if digest != spec.sha256:
         raise InputError(f"{label}: {where} has sha256 {digest}, the recipe pins {spec.sha256}",
                          hint="the file is not the one the gates were measured with: check it, then put its "
                               "sha256 (and revision) in the recipe")  # fmt: skip
     return found
-
-
-def sha256_of(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

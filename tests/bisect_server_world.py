@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from harness import offline
-from tests.bisect_world import World, git
+from tests.bisect_world import World, git, repositories
 
 URL = "https://github.com/bisect-server-test/llama.cpp"
 N = 24
@@ -185,12 +185,7 @@ def _write(work: Path, name: str, text: str, mode: int = 0o644) -> None:
 
 
 def build(root: Path) -> ServerWorld:
-    upstream, work = root / "upstream.git", root / "work"
-    root.mkdir(parents=True, exist_ok=True)
-    git(root, "init", "-q", "--bare", str(upstream))
-    git(upstream, "config", "uploadpack.allowAnySHA1InWant", "true")
-    git(upstream, "config", "uploadpack.allowFilter", "true")
-    git(root, "init", "-q", "-b", "master", str(work))
+    upstream, work = repositories(root)
     w = ServerWorld(root, upstream)
     _write(work, "CMakeLists.txt", CMAKE)
     _write(work, "server.py.in", server_source(), 0o755)

@@ -75,13 +75,19 @@ def _write(work: Path, name: str, text: str) -> None:
     git(work, "add", name)
 
 
-def build(root: Path) -> World:
+def repositories(root: Path) -> tuple[Path, Path]:
+    """The served bare upstream (fetch by SHA, partial clones) and the work repository beside it."""
     upstream, work = root / "upstream.git", root / "work"
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q", "--bare", str(upstream))
     git(upstream, "config", "uploadpack.allowAnySHA1InWant", "true")
     git(upstream, "config", "uploadpack.allowFilter", "true")
     git(root, "init", "-q", "-b", "master", str(work))
+    return upstream, work
+
+
+def build(root: Path) -> World:
+    upstream, work = repositories(root)
     w = World(root, upstream)
     _write(work, "CMakeLists.txt", CMAKE)
     _write(work, "main.c", MAIN)

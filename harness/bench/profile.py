@@ -12,7 +12,6 @@ configuration that won for them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from harness import atomic
 from harness.errors import InputError
 
 VERSION = 1
@@ -73,11 +73,7 @@ class Profile(BaseModel):
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return atomic.sha256_file(path)
 
 
 def build_of(root: Path, backend: str) -> Build:
