@@ -44,12 +44,12 @@ class Check:
     required: bool = True
 
 
-def check(recipe: Recipe, *, hub_timeout: float = HUB_TIMEOUT_S) -> list[Check]:
+def check(recipe: Recipe, *, hub_timeout: float = HUB_TIMEOUT_S, builds_dir: Path | None = None) -> list[Check]:
     checks = _toolchains(list(recipe.spec.build.backends))
     if "cuda" in recipe.spec.build.backends:
         checks += _cuda_archs(recipe)
     if recipe.spec.model is not None:
-        checks += _model(recipe, recipe.spec.model, hub_timeout)
+        checks += _model(recipe, recipe.spec.model, hub_timeout, builds_dir)
     return checks
 
 
@@ -99,8 +99,8 @@ def _cuda_archs(recipe: Recipe) -> list[Check]:
     return [Check("cuda: archs", True, f"{', '.join(archs)} ({where}), all targeted by nvcc {cuda.nvcc_version()}")]
 
 
-def _model(recipe: Recipe, model: ModelSection, hub_timeout: float) -> list[Check]:
-    tree = _converter_tree(recipe)
+def _model(recipe: Recipe, model: ModelSection, hub_timeout: float, builds_dir: Path | None) -> list[Check]:
+    tree = _converter_tree(recipe, builds_dir)
     if model.python:
         checks = [_converter_python(model.python), *_pinned(model.python, tree, "model.python")]
     else:
@@ -112,13 +112,14 @@ def _model(recipe: Recipe, model: ModelSection, hub_timeout: float) -> list[Chec
     return checks
 
 
-def _converter_tree(recipe: Recipe) -> Path | None:
-    """Where the converter's requirements are: the recipe's published build, else its prepared tree."""
+def _converter_tree(recipe: Recipe, builds_dir: Path | None) -> Path | None:
+    """Where the converter's requirements are: the recipe's published build (under ``builds_dir``, else
+    ./builds), else its prepared tree."""
     from harness import builds
     from harness.pipeline import converter_env
     from harness.tree import Tree
 
-    candidates = [builds.build_root(None, recipe.name, b) for b in recipe.spec.build.backends]
+    candidates = [builds.build_root(builds_dir, recipe.name, b) for b in recipe.spec.build.backends]
     candidates.append(Tree.for_recipe(recipe).src)
     return next((c for c in candidates if (c / converter_env.REQUIREMENTS).is_file()), None)
 

@@ -268,3 +268,166 @@ def tiny_qwen35_mtp(vocab_gguf: Path, out: Path, *, seed: int = 0) -> Path:
     assert len(mtp) == QWEN35_MTP_TENSORS, sorted(mtp)
     save_file({**tensors, **mtp}, str(weights), metadata={"format": "pt"})
     return out
+
+
+# --- a tiny Gemma 4 and its assistant --------------------------------------------------------
+
+GEMMA4_TARGET = {"hidden": 64, "layers": ["sliding_attention"] * 3 + ["full_attention"], "ff": 128}
+GEMMA4_ASSISTANT = {"hidden": 32, "layers": ["sliding_attention", "full_attention"], "ff": 64}
+GEMMA4_HEADS, GEMMA4_KV_HEADS, GEMMA4_HEAD_SWA, GEMMA4_HEAD_FULL = 2, 1, 32, 64
+GEMMA4_ROPE = {
+    "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+}
+
+
+def _write_gemma4_tokenizer(gf: GGUFFile, out: Path) -> None:
+    """tokenizer.json + tokenizer_config.json for Gemma 4's vocabulary (a BPE with byte fallback).
+
+    Spaces are ``▁`` (a normalizer replaces them), bytes without a token fall back to ``<0xNN>``,
+    and the decoder undoes both: the shape ``gguf.LlamaHfVocab`` (Gemma4Model.set_vocab) accepts.
+    Control tokens become special added tokens at their own ids; the converter itself marks
+    Gemma 4's visible tool/channel tokens user-defined again.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+
+    tokens: list[str] = gf.value("tokenizer.ggml.tokens")
+    types: list[int] = gf.value("tokenizer.ggml.token_type")
+    merges = [tuple(m.split(" ", 1)) for m in gf.value("tokenizer.ggml.merges")]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    unk = tokens[int(gf.value("tokenizer.ggml.unknown_token_id"))]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    special = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types, strict=True) if k == CONTROL]
+    tok.add_special_tokens(special)
+    tok.save(str(out / "tokenizer.json"))
+
+    def token(key: str) -> str:
+        return tokens[int(gf.value(f"tokenizer.ggml.{key}_token_id"))]
+
+    cfg: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 131072,
+        "bos_token": token("bos"),
+        "eos_token": token("eos"),
+        "unk_token": unk,
+        "pad_token": token("padding"),
+        "mask_token": token("mask"),
+    }
+    template = gf.value("tokenizer.chat_template")
+    if template is not None:
+        cfg["chat_template"] = template
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _gemma4_config(gf: GGUFFile, shape: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "hidden_size": shape["hidden"],
+        "intermediate_size": shape["ff"],
+        "num_hidden_layers": len(shape["layers"]),
+        "layer_types": shape["layers"],
+        "num_attention_heads": GEMMA4_HEADS,
+        "num_key_value_heads": GEMMA4_KV_HEADS,
+        "num_global_key_value_heads": GEMMA4_KV_HEADS,
+        "head_dim": GEMMA4_HEAD_SWA,
+        "global_head_dim": GEMMA4_HEAD_FULL,
+        "hidden_size_per_layer_input": 0,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "sliding_window": 512,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": GEMMA4_ROPE,
+        "final_logit_softcapping": 30.0,
+        "attention_k_eq_v": False,
+        "enable_moe_block": False,  # dense: Gemma 4's dense configs name the MoE sizes as null
+        "moe_intermediate_size": None,
+        "num_experts": None,
+        "tie_word_embeddings": True,
+        "vocab_size": len(gf.value("tokenizer.ggml.tokens")),
+        "bos_token_id": int(gf.value("tokenizer.ggml.bos_token_id")),
+        "eos_token_id": int(gf.value("tokenizer.ggml.eos_token_id")),
+        "pad_token_id": int(gf.value("tokenizer.ggml.padding_token_id")),
+        "torch_dtype": "float32",
+        **extra,
+    }
+
+
+def _gemma4_layers(shape: dict[str, Any], rng: np.random.Generator, *, kv: bool) -> dict[str, np.ndarray]:
+    """Decoder layers under Gemma 4's names (``self_attn.*``, ``mlp.*``, four norms, ``layer_scalar``);
+    ``kv=False``: the assistant's, which only has queries (it attends to the target's KV cache)."""
+    n, ff = shape["hidden"], shape["ff"]
+    t: dict[str, np.ndarray] = {}
+
+    def w(*dims: int) -> np.ndarray:
+        return rng.normal(0, 0.05, size=dims).astype(np.float32)
+
+    def norm(dim: int) -> np.ndarray:
+        return (1 + rng.normal(0, 0.01, size=dim)).astype(np.float32)  # Gemma 4's RMSNorm: weight as is
+
+    for i, kind in enumerate(shape["layers"]):
+        hd = GEMMA4_HEAD_FULL if kind == "full_attention" else GEMMA4_HEAD_SWA
+        p = f"model.layers.{i}."
+        t |= {p + "input_layernorm.weight": norm(n), p + "post_attention_layernorm.weight": norm(n),
+              p + "pre_feedforward_layernorm.weight": norm(n), p + "post_feedforward_layernorm.weight": norm(n),
+              p + "self_attn.q_proj.weight": w(GEMMA4_HEADS * hd, n), p + "self_attn.q_norm.weight": norm(hd),
+              p + "self_attn.o_proj.weight": w(n, GEMMA4_HEADS * hd),
+              p + "mlp.gate_proj.weight": w(ff, n), p + "mlp.up_proj.weight": w(ff, n), p + "mlp.down_proj.weight": w(n, ff),
+              p + "layer_scalar": np.array([0.5], dtype=np.float32)}  # fmt: skip
+        if kv:
+            t |= {p + "self_attn.k_proj.weight": w(GEMMA4_KV_HEADS * hd, n),
+                  p + "self_attn.v_proj.weight": w(GEMMA4_KV_HEADS * hd, n), p + "self_attn.k_norm.weight": norm(hd)}  # fmt: skip
+    return t
+
+
+def _write_gemma4(vocab_gguf: Path, out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> Path:
+    from safetensors.numpy import save_file
+
+    with open_gguf(vocab_gguf) as gf:
+        _write_gemma4_tokenizer(gf, out)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gen = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    (out / "generation_config.json").write_text(json.dumps(gen) + "\n")
+    return out
+
+
+def tiny_gemma4(vocab_gguf: Path, out: Path, *, seed: int = 0) -> Path:
+    """A 4-layer ``Gemma4ForCausalLM`` (hidden 64; 3 sliding-window layers with head size 32, then one
+    full-attention layer with head size 64 and proportional RoPE) with Gemma 4's real tokenizer."""
+    out.mkdir(parents=True, exist_ok=True)
+    shape = GEMMA4_TARGET
+    rng = np.random.default_rng(seed)
+    with open_gguf(vocab_gguf) as gf:
+        config = _gemma4_config(gf, shape, architectures=["Gemma4ForCausalLM"], model_type="gemma4_text",
+                                num_kv_shared_layers=0)  # fmt: skip
+    tensors = {
+        "model.embed_tokens.weight": rng.normal(0, 0.05, size=(config["vocab_size"], shape["hidden"])).astype(np.float16),
+        "model.norm.weight": np.ones(shape["hidden"], dtype=np.float32),
+        **_gemma4_layers(shape, rng, kv=True),
+    }
+    return _write_gemma4(vocab_gguf, out, config, tensors)
+
+
+def tiny_gemma4_assistant(vocab_gguf: Path, out: Path, *, seed: int = 1) -> Path:
+    """The ``Gemma4AssistantForCausalLM`` of :func:`tiny_gemma4`: hidden 32, two query-only layers (sliding,
+    full; llama.cpp gives them the target's last sliding and last full KV cache), ``pre_projection``
+    from [target embedding, target hidden] (2 x 64) to 32 and ``post_projection`` back to 64."""
+    out.mkdir(parents=True, exist_ok=True)
+    shape, backbone = GEMMA4_ASSISTANT, GEMMA4_TARGET["hidden"]
+    rng = np.random.default_rng(seed)
+    with open_gguf(vocab_gguf) as gf:
+        config = _gemma4_config(gf, shape, architectures=["Gemma4AssistantForCausalLM"], model_type="gemma4_assistant",
+                                backbone_hidden_size=backbone, num_kv_shared_layers=len(shape["layers"]))  # fmt: skip
+    n = shape["hidden"]
+    tensors = {
+        "model.embed_tokens.weight": rng.normal(0, 0.05, size=(config["vocab_size"], n)).astype(np.float16),
+        "model.norm.weight": np.ones(n, dtype=np.float32),
+        "pre_projection.weight": rng.normal(0, 0.05, size=(n, 2 * backbone)).astype(np.float32),
+        "post_projection.weight": rng.normal(0, 0.05, size=(backbone, n)).astype(np.float32),
+        **_gemma4_layers(shape, rng, kv=False),
+    }
+    return _write_gemma4(vocab_gguf, out, config, tensors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from harness import console
@@ -12,12 +13,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("doctor", help="check the toolchains for each backend, or what one recipe needs")
     p.add_argument("recipe", nargs="?", metavar="RECIPE",
                    help="check only what this recipe needs (exit 1 when something required is missing)")  # fmt: skip
+    p.add_argument("--builds-dir", type=Path, default=None, metavar="D",
+                   help="where builds/<recipe>/<backend> are (default: ./builds): the converter's pins come from there")  # fmt: skip
     p.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.recipe:
-        return _recipe(args.recipe, as_json=args.json)
+        return _recipe(args.recipe, as_json=args.json, builds_dir=args.builds_dir)
     import shutil
 
     from harness import backends, cmake
@@ -82,7 +85,7 @@ def _cpu() -> dict[str, Any]:
                        for v, p in policy.items()}}
 
 
-def _recipe(path: str, *, as_json: bool) -> int:
+def _recipe(path: str, *, as_json: bool, builds_dir: Path | None = None) -> int:
     """``harness doctor RECIPE``: the checks of harness/needs.py; exit 1 when a required one failed."""
     from dataclasses import asdict
 
@@ -90,7 +93,7 @@ def _recipe(path: str, *, as_json: bool) -> int:
     from harness.recipe import load_recipe
 
     recipe = load_recipe(path)
-    checks = needs.check(recipe)
+    checks = needs.check(recipe, builds_dir=builds_dir)
     ok = all(c.ok for c in checks if c.required)
     if as_json:
         console.emit_json({"recipe": str(recipe.path), "ok": ok, "checks": [asdict(c) for c in checks]})
