@@ -83,7 +83,9 @@ def private(test_cache: Path) -> Iterator[dict[str, object]]:
         env = session_build.env(test_cache)
         env["HARNESS_CACHE"] = str(root / "harness-cache")
         build = ["build", recipe, "--builds-dir", root / "builds", "--smoke", "version", "--json"]
-        res = _harness(env, *build)
+        # --force: configured with this checkout's cmake and ninja (another checkout's venv left other
+        # paths in the build directory, and the edited build would configure again for that alone)
+        res = _harness(env, *build, "--force")
         assert res.returncode == 0, res.stderr[-3000:]
         yield {"env": env, "recipe": recipe, "patch": patch, "build": build,
                "published": Path(json.loads(res.stdout)[0]["path"])}
