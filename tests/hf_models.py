@@ -21,12 +21,15 @@ layer).  Its tokenizer is rebuilt from llama.cpp's ``models/ggml-vocab-qwen35.gg
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
+from harness import atomic, offline
 from harness.gguf_files.reader import GGUFFile, open_gguf
 
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types
@@ -431,3 +434,19 @@ def tiny_gemma4_assistant(vocab_gguf: Path, out: Path, *, seed: int = 1) -> Path
         **_gemma4_layers(shape, rng, kv=False),
     }
     return _write_gemma4(vocab_gguf, out, config, tensors)
+
+
+def sdist_vocab(test_cache: Path, name: str, override: str) -> Path:
+    """llama.cpp's ``models/<name>`` from the session's llama-cpp-python sdist (its tree is 0c1e570),
+    extracted once into the test cache; ``$<override>`` names another file instead."""
+    if os.environ.get(override):
+        return Path(os.environ[override])
+    target = test_cache / "models" / name
+    if not target.exists():
+        with tarfile.open(offline.sdist(test_cache / "sdist")) as tar:
+            member = next(m for m in tar if m.name.endswith(f"/vendor/llama.cpp/models/{name}"))
+            source = tar.extractfile(member)
+            assert source is not None
+            with atomic.temp_file_beside(target) as tmp:
+                tmp.write_bytes(source.read())
+    return target

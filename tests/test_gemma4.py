@@ -14,13 +14,10 @@ from the tree's ``models/ggml-vocab-gemma-4.gguf``.
 from __future__ import annotations
 
 import json
-import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from harness import atomic, offline
 from harness.gguf_files import audit
 from harness.gguf_files.split import open_model
 from tests import hf_models
@@ -28,24 +25,12 @@ from tests.conftest import run_harness, write_recipe
 from tests.test_pipeline import Build, harness, pipeline_build  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.convert]
-VOCAB_MEMBER = "vendor/llama.cpp/models/ggml-vocab-gemma-4.gguf"
 
 
 @pytest.fixture(scope="session")
 def gemma4_vocab(test_cache: Path) -> Path:
     """llama.cpp's models/ggml-vocab-gemma-4.gguf (262,144 tokens), from the session's sdist (its tree is 0c1e570)."""
-    env = os.environ.get("HARNESS_TEST_GEMMA4_VOCAB")
-    if env:
-        return Path(env)
-    target = test_cache / "models" / "ggml-vocab-gemma-4.gguf"
-    if not target.exists():
-        with tarfile.open(offline.sdist(test_cache / "sdist")) as tar:
-            member = next(m for m in tar if m.name.endswith("/" + VOCAB_MEMBER))
-            source = tar.extractfile(member)
-            assert source is not None
-            with atomic.temp_file_beside(target) as tmp:
-                tmp.write_bytes(source.read())
-    return target
+    return hf_models.sdist_vocab(test_cache, "ggml-vocab-gemma-4.gguf", "HARNESS_TEST_GEMMA4_VOCAB")
 
 
 def _recipe(directory: Path, build: Build, source: Path, name: str) -> Path:

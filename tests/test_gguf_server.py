@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -24,31 +22,17 @@ from typing import Any
 
 import pytest
 
-from harness import atomic, offline
 from harness.cli import main
-from tests import models
+from tests import hf_models, models
 
 pytestmark = pytest.mark.slow
-VOCAB_MEMBER = "vendor/llama.cpp/models/ggml-vocab-qwen35.gguf"
 N_PREDICT = 24
 
 
 @pytest.fixture(scope="session")
 def qwen35_vocab(test_cache: Path) -> Path:
     """llama.cpp's models/ggml-vocab-qwen35.gguf, from the llama-cpp-python sdist of the session."""
-    env = os.environ.get("HARNESS_TEST_QWEN35_VOCAB")
-    if env:
-        return Path(env)
-    target = test_cache / "models" / "ggml-vocab-qwen35.gguf"
-    if not target.exists():
-        tarball = offline.sdist(test_cache / "sdist")
-        with tarfile.open(tarball) as tar:
-            member = next(m for m in tar if m.name.endswith("/" + VOCAB_MEMBER))
-            source = tar.extractfile(member)
-            assert source is not None
-            with atomic.temp_file_beside(target) as tmp:
-                tmp.write_bytes(source.read())
-    return target
+    return hf_models.sdist_vocab(test_cache, "ggml-vocab-qwen35.gguf", "HARNESS_TEST_QWEN35_VOCAB")
 
 
 @pytest.fixture(scope="module")
