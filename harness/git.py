@@ -284,14 +284,22 @@ def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
     return _run(["merge-base", "--is-ancestor", ancestor, descendant], repo=repo, check=False)[0] == 0
 
 
+def _commit_object(repo: Path, sha: str) -> tuple[list[str], str]:
+    """The header lines and the message of commit ``sha``, read from the commit object alone
+    (``git show`` may read trees and blobs, which a tree borrowing from a partial mirror lacks)."""
+    text = _text(["cat-file", "commit", sha], repo)
+    header, _, message = text.partition("\n\n")
+    return header.splitlines(), message
+
+
 def commit_time(repo: Path, sha: str) -> int:
-    return int(_text(["show", "-s", "--format=%ct", sha, "--"], repo).strip())
+    committer = next(line for line in _commit_object(repo, sha)[0] if line.startswith("committer "))
+    return int(committer.rsplit(" ", 2)[1])
 
 
 def subject(repo: Path, sha: str) -> str:
     """The first line of ``sha``'s message."""
-    message = _text(["show", "-s", "--format=%B", sha, "--"], repo)
-    return message.split("\n", 1)[0].strip()
+    return _commit_object(repo, sha)[1].split("\n", 1)[0].strip()
 
 
 def tree_of(repo: Path, rev: str) -> str:
