@@ -75,7 +75,7 @@ registry:  ## install docker-registry and htpasswd for the cache tests, if missi
 DEMO_PROMPT ?= The three primary colors are
 
 demo: install ccache  ## fresh machine, no GitHub: build recipes/demo.yaml (CPU, proven by a decode), then serve and bench SmolLM2-135M
-	eval "$$($(PY) -m harness.offline $(OFFLINE_CACHE))" && $(HARNESS) build recipes/demo.yaml
+	eval "$$($(PY) -m harness.source.sdist_upstream $(OFFLINE_CACHE))" && $(HARNESS) build recipes/demo.yaml
 	@builds/demo/cpu/bin/llama-server --version
 	@model="$$($(PY) -m harness.smoke.smollm2)" && \
 	  $(HARNESS) serve recipes/demo.yaml --model "$$model" --prompt "$(DEMO_PROMPT)" --n-predict 32 && \

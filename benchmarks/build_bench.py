@@ -40,7 +40,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import cmake, offline  # noqa: E402
+from harness.build import cmake  # noqa: E402
+from harness.source import sdist_upstream as offline  # noqa: E402
 
 PATCH = REPO / "patches" / "quantize-print-harness.patch"
 

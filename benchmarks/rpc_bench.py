@@ -17,7 +17,7 @@ The CPU modes name every device, so they mean the same on a GPU build's binaries
 With ``--gpu``: ``local`` is ``-ngl all`` on the GPU; ``rpc1`` is the same GPU behind one
 rpc-server on loopback (``rpc-server --device CUDA0``; head ``--rpc A --device RPC0 -ngl all``).
 
-The rpc-servers are started once (harness/rpc/process.py) and stay up; each round starts every
+The rpc-servers are started once (harness/serve/rpc/process.py) and stay up; each round starts every
 mode's llama-server afresh, in turn (alternating, so drift hits all alike), and asks one fixed
 prompt at temperature 0; the server's own timings give generation and prompt tok/s.  The text
 must be the same in every mode.  Prints medians (generation also its range) and ratios to ``local`` as a Markdown table.
@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.rpc import process  # noqa: E402
+from harness.serve.rpc import process  # noqa: E402
 from harness.smoke import decoder  # noqa: E402
 
 PROMPT = ("Write a short paragraph about the history of the printing press, its inventor, "

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness import offline  # noqa: E402
+from harness.source import sdist_upstream as offline  # noqa: E402
 
 
 def du(path: Path) -> int:

@@ -10,7 +10,7 @@ figure is the median of its runs, so load from other processes falls on all of t
 - no-op: `harness build RECIPE --builds-dir B` on the test session's CPU build
   (tests/session_build.py: the recipe under $HARNESS_TEST_CACHE/session/repo, the environment
   of session_build.env()); made first if missing, which is a full llama.cpp build.
-- no-op, full check: the same with the fast path's record removed first (harness/uptodate.py),
+- no-op, full check: the same with the fast path's record removed first (harness/build/uptodate.py),
   so the recipe is parsed, the lock checked and the identity computed, as on the first no-op
   after any change; it writes the record again.
 - ninja: `ninja -C <build dir> <targets>` saying "no work to do", for reference.

@@ -1,6 +1,6 @@
 """Several files as one switch: a journal written first, rolled back or forward by whoever reads next.
 
-Nightly's adoption (harness/adoption.py) made this pattern for its lock, builds and
+Nightly's adoption (harness/nightly/adoption.py) made this pattern for its lock, builds and
 ``last-good.json``; here it is for plain files (``patches export``'s patch, recipe and lock).
 A journal beside the files is written atomically before any of them and removed after all:
 

@@ -10,13 +10,13 @@ lists the same ones and a test holds them together): ``HF_TOKEN``, ``GITHUB_TOKE
 ``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``PGPASSWORD``, ``MYSQL_PWD``, ``GH_PAT``,
 ``OPENAI_KEY``; not ``TOKENIZERS_PARALLELISM``, ``PWD`` or ``SSH_AUTH_SOCK``.  None of
 the tools we run needs one: cmake, ninja, compilers, llama.cpp's tools and llama-server
-read none (the server's key goes in a file, harness/server.py), and the model download
+read none (the server's key goes in a file, harness/serve/server.py), and the model download
 runs in this process (huggingface_hub reads HF_TOKEN itself).  git is the exception:
 fetching a private repository may need the user's credentials, so git's network commands
 keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*``,
 ``GCM_*``: gh's helper reads ``GH_TOKEN``/``GITHUB_TOKEN``; ``SSH_AUTH_SOCK`` and
 ``GIT_ASKPASS`` are not secrets by name and always pass); its local commands get none
-(harness/git.py builds git's environment from an allow-list and runs it through ``run_bytes``).
+(harness/source/git.py builds git's environment from an allow-list and runs it through ``run_bytes``).
 
 Long-running children (``stream``: ninja, cmake) run in a process group of their own; they are
 stopped with SIGTERM to that group when we unwind (Ctrl-C, SIGTERM) and get SIGTERM when the

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness import offline
+from harness.source import sdist_upstream as offline
 from tests.bisect_world import World, git, repositories
 
 URL = "https://github.com/bisect-server-test/llama.cpp"

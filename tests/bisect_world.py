@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import offline
+from harness.source import sdist_upstream as offline
 
 URL = "https://github.com/bisect-test/llama.cpp"
 N = 40

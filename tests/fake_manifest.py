@@ -1,10 +1,10 @@
-"""A valid ``manifest.json`` (harness/manifest.py) for tests that publish a build by hand."""
+"""A valid ``manifest.json`` (harness/build/manifest.py) for tests that publish a build by hand."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness import manifest
+from harness.build import manifest
 
 
 def data(**overrides: Any) -> dict[str, Any]:

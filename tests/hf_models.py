@@ -29,8 +29,9 @@ from typing import Any, Literal
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
-from harness import atomic, offline
+from harness import atomic
 from harness.gguf_files.reader import GGUFFile, open_gguf
+from harness.source import sdist_upstream as offline
 
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types
 

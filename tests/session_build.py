@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import offline
+from harness.source import sdist_upstream as offline
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ["llama-server", "llama-quantize", "llama-imatrix", "llama-gguf-split", "llama-perplexity"]

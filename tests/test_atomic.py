@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import atomic, builds
+from harness import atomic
+from harness.build import published
 from harness.errors import InputError
 
 
@@ -41,7 +42,7 @@ def test_dotdot_recipe_name_cannot_reach_the_users_directory(tmp_path: Path) -> 
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "precious").write_text("x")
     with pytest.raises(InputError):
-        builds.build_root(tmp_path / "builds", "..", "cpu")
+        published.build_root(tmp_path / "builds", "..", "cpu")
     with pytest.raises(atomic.OutsideRoot):
         atomic.remove_tree(tmp_path / "builds" / ".." / "cpu", root=tmp_path / "builds")
     assert (tmp_path / "cpu" / "precious").read_text() == "x"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import backends, cmake, isa
+from harness import backends
 from harness.backends import cuda
-from harness.recipe import Build
+from harness.build import cmake, isa
+from harness.recipe.schema import Build
 from tests.conftest import run_harness, write_recipe
 
 SRC, BDIR = Path("/c/trees/r/src"), Path("/c/builds/r/b")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect
+from harness.bisect import run as bisect
 from tests import bisect_world as bw
 from tests.conftest import run_harness, write_recipe
 
@@ -327,9 +327,9 @@ def test_ends_in_the_mirror_need_no_remote(bworld: bw.World, env: dict[str, str]
     """Full (and abbreviated) SHAs the mirror already holds are taken from it, pinned behind a pin that holds
     them: with the upstream gone, a bisection of a range it has runs, and c27 (in the mirror's history, never
     pinned) is an end without a fetch; a tag, which only the remote can name, says it cannot reach it."""
-    from harness import lock
-    from harness.mirror import Mirror
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
+    from harness.source import lock
+    from harness.source.mirror import Mirror
 
     recipe = _recipe(tmp_path, env, [1])
     good, bad = bworld.commits[20], bworld.commits[30]
@@ -430,7 +430,7 @@ def _recorded_tps(name: str, scale: float = 1.0) -> dict[str, list[float]]:
     ("tokens_per_second>25", "bad"),
 ])
 def test_bench_threshold_decided_by_the_interval(expr: str, verdict: str) -> None:
-    from harness import bisect_bench
+    from harness.bisect import bench as bisect_bench
 
     got, detail = bisect_bench.decide(_recorded_tps("demo-run1.json"), bisect_bench.parse(expr))
     assert got == verdict, detail
@@ -441,7 +441,7 @@ def test_bench_threshold_decided_by_the_interval(expr: str, verdict: str) -> Non
 
 def test_bench_too_few_samples_is_a_skip() -> None:
     """Five prompts, one round: even all of them far below the threshold is no verdict (stats.MIN_PAIRS)."""
-    from harness import bisect_bench
+    from harness.bisect import bench as bisect_bench
 
     one_round = {k: v[:1] for k, v in list(_recorded_tps("demo-run1.json").items())[:5]}
     got, detail = bisect_bench.decide(one_round, bisect_bench.parse("tokens_per_second<100"))
@@ -451,7 +451,7 @@ def test_bench_too_few_samples_is_a_skip() -> None:
 def test_bench_bisection_on_recorded_noise_finds_the_slow_commit() -> None:
     """40 commits measured with the two recorded runs' real noise in turn; from commit 27 on every figure
     is 0.6x: bisecting with bench:tokens_per_second<25 names commit 27 in log2 steps."""
-    from harness import bisect_bench
+    from harness.bisect import bench as bisect_bench
 
     threshold = bisect_bench.parse("tokens_per_second<25")
     runs = [_recorded_tps("demo-run1.json"), _recorded_tps("demo-run2.json")]
@@ -469,8 +469,8 @@ def test_bench_bisection_on_recorded_noise_finds_the_slow_commit() -> None:
 def test_bench_measures_the_real_llama_server(tmp_path: Path, llama_bin: Path, smollm2_gguf: Path) -> None:
     """One step's measurement on the session's real llama-server and SmolLM2: every prompt of the suite in
     every round gives a figure, and thresholds far on either side decide without a skip."""
-    from harness import bisect_bench
-    from harness.recipe import load_recipe
+    from harness.bisect import bench as bisect_bench
+    from harness.recipe.schema import load_recipe
 
     recipe = load_recipe(write_recipe(tmp_path / "repo", "mini", "name: mini\nbuild: {backends: [cpu]}\n"
                                       "serve: {ctx: 512, args: [-t, '2']}\n"))
@@ -485,8 +485,8 @@ def test_bench_measures_the_real_llama_server(tmp_path: Path, llama_bin: Path, s
 def test_gate_verdict_is_the_gates_refusal() -> None:
     """At each step of a gate bisection the candidate's figures are held against the last good night's
     with the nightly's own rule (gates.compare): bad when a mean KLD rose by more than allowed."""
-    from harness import bisect_checks
-    from harness.recipe import Recipe, RecipeModel
+    from harness.bisect import checks as bisect_checks
+    from harness.recipe.schema import Recipe, RecipeModel
 
     spec = RecipeModel.model_validate({"name": "g", "build": {"backends": ["cpu"]},
                                        "nightly": {"gates": {"model": "m.gguf", "max_kld_increase": 0.005}}})
@@ -505,8 +505,8 @@ def test_a_gate_failure_bisects_with_the_gates_check(bworld: bw.World, env: dict
     so the first step's measurement says so and the hunt reports that error instead of a culprit."""
     if not shutil.which("cc"):
         pytest.skip("no C compiler")
-    from harness import lock
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
+    from harness.source import lock
 
     path = _recipe(tmp_path, env, [2], lock_at=bworld.commits[0], world=bworld)
     path.write_text(path.read_text() + "  gates: {model: gate.gguf}\n")
@@ -571,9 +571,10 @@ def test_steps_fetch_no_commits(bworld: bw.World, env: dict[str, str], tmp_path:
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The mirror fetched the bad end with its whole history once: a step's prepare fetches no commit
     (only the blobs its checkout reads).  Every commit fetch git really runs is recorded."""
-    from harness import bisect_checks, lock
-    from harness.mirror import Mirror
-    from harness.recipe import load_recipe
+    from harness.bisect import checks as bisect_checks
+    from harness.recipe.schema import load_recipe
+    from harness.source import lock
+    from harness.source.mirror import Mirror
 
     path = _recipe(tmp_path, env, [2, 1], lock_at=bworld.commits[0], world=bworld)
     for k, v in env.items():

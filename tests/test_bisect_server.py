@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cmake
+from harness.build import cmake
 from harness.smoke import tiny_model
 from tests import bisect_server_world as sw
 from tests.conftest import run_harness, write_recipe

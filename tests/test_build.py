@@ -107,7 +107,7 @@ def test_patch_change_rebuilds_little_and_a_broken_one_publishes_nothing(llama_b
         assert res.returncode == 0, res.stderr
         manifest = json.loads((llama_build / "manifest.json").read_text())
         # quantize.cpp, the stamp's build-info.cpp and the relinks of what links it, never CMake, src/llama.cpp
-        # or ggml.c (harness/stamp.py; the exact set: tests/test_build_incremental.py): 14 steps at 0c1e570
+        # or ggml.c (harness/build/stamp.py; the exact set: tests/test_build_incremental.py): 14 steps at 0c1e570
         # where plain ninja needs 3; 17 when CMake got the whole stamp
         assert manifest["ninja_steps"] < 17, manifest["ninja_steps"]
         log = Path(manifest["log"]).read_text()

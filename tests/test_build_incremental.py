@@ -1,5 +1,5 @@
 """A one-file patch edit rebuilds what plain ninja rebuilds for the same edit, plus what the stamp
-reaches (harness/stamp.py), by ninja's own account: the entries its ``.ninja_log`` gained.
+reaches (harness/build/stamp.py), by ninja's own account: the entries its ``.ninja_log`` gained.
 
 The real llama.cpp tree in a build cache of its own (``<test cache>/incremental``, kept between
 sessions, so a later session pays an incremental build): the session build's cache is shared with
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import atomic, cmake
+from harness import atomic
+from harness.build import cmake
 from tests import session_build
 from tests.conftest import REPO
 

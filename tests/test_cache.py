@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 
-from harness import manifest, pack
-from harness.cache import Tampered, oci, open_cache
-from harness.cache import pull as cache_pull
+from harness.build import manifest, pack
+from harness.build.cache import Tampered, oci, open_cache
+from harness.build.cache import pull as cache_pull
 from tests import registry as registry_mod
 from tests import session_build
 from tests.conftest import REPO

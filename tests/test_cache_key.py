@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import build, isa, manifest
-from harness.lock import Lock, LockedItem
-from harness.recipe import load_recipe
+from harness.build import isa, manifest
+from harness.build import run as build
+from harness.recipe.schema import load_recipe
+from harness.source.lock import Lock, LockedItem
 from tests.conftest import run_harness, write_recipe
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"

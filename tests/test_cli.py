@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, toolchain, uptodate
+from harness import cli
+from harness.build import toolchain, uptodate
 from harness.errors import InputError
 from tests import fake_manifest
 from tests.conftest import REPO, run_harness, write_recipe
@@ -114,10 +115,10 @@ def test_arguments_after_double_dash_reach_llama_server(verb: str) -> None:
 
 def test_help_and_no_op_decision_import_nothing_heavy() -> None:
     heavy = ["pydantic", "rich", "requests", "huggingface_hub", "gguf", "numpy", "matplotlib", "yaml", "filelock",
-             "harness.server", "harness.rpc.endpoints"]
+             "harness.serve.server", "harness.serve.rpc.endpoints"]
     probe = (
         "import sys; from harness import cli; cli.build_parser(); "
-        "from harness.commands import build; from harness import uptodate; uptodate.check('0' * 32); "
+        "from harness.commands import build; from harness.build import uptodate; uptodate.check('0' * 32); "
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
@@ -219,7 +220,7 @@ def test_toolchain_versions_are_cached_on_path_size_and_mtime(tmp_path: Path) ->
     assert entry["path"] == str(cc.resolve()) and entry["text"] == "fakecc 2.0.1"
 
 
-# -- the no-op fast path (harness/uptodate.py) ----------------------------------------------
+# -- the no-op fast path (harness/build/uptodate.py) ----------------------------------------------
 
 
 def _published(tmp_path: Path, identity: str) -> Path:

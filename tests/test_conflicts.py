@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.conflicts import ConflictReport, FileConflict, Hunk, files_from_apply_errors
+from harness.source.conflicts import ConflictReport, FileConflict, Hunk, files_from_apply_errors
 
 # what `git apply --3way` printed for a patch whose context matched nowhere (a fresh-user trial):
 # git names the hunk once for its direct attempt and again for the 3-way retry

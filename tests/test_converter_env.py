@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import needs
+from harness.build import needs
 from harness.pipeline import converter_env, tools
 
 pytestmark = pytest.mark.network  # the envs install from the package index (pip's cache, else PyPI)

@@ -299,7 +299,7 @@ def test_every_token_of_the_smoke_vocabulary_is_valid_utf8_to_llama_cpp(
     vocabulary's 128 high bytes are not."""
     import requests
 
-    from harness.server import running_server
+    from harness.serve.server import running_server
     from harness.smoke import tiny_model
 
     if vocab == "bytes":

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import atomic, cli, flock, hub
+from harness import atomic, cli, flock
 from harness.errors import InputError, StepError
+from harness.source import hub
 from tests.conftest import REPO
 
 # a bug in a command (a KeyError nothing expects), run the way a user runs the CLI

@@ -174,7 +174,7 @@ def test_export_refuses_a_conflict_state_that_does_not_name_its_lock(tmp_path: P
 def test_remail_keeps_a_mail_that_had_no_separator_line(tmp_path: Path) -> None:
     """Issue 23, item 2: mails whose message runs straight into the diff (no `---`, as some tools write them)
     and CRLF mails come back as one mail `git mailinfo` (what `git am` runs) reads the same way."""
-    from harness import patchset
+    from harness.source import patch_parts as patchset
 
     diff = b"diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
     mail = (b"From: A U Thor <a@example.invalid>\nDate: Mon, 21 Sep 2026 14:13:20 +0000\nSubject: [PATCH] x: b\n\n"

@@ -108,7 +108,7 @@ def test_an_unreachable_remote_is_named_with_gits_reason(tmp_path: Path, world_e
 
 
 def test_failure_tails_put_gits_reason_first_and_cap_lines() -> None:
-    from harness import git
+    from harness.source import git
 
     tail = git.failure_tail("fatal: the reason\n", b"x" * 500_000 + b"\n" + b"line\n" * 100)
     lines = tail.splitlines()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import gates, nightly_report
 from harness.errors import InputError
-from harness.recipe import NightlyGates, load_recipe
+from harness.nightly import gates
+from harness.nightly import report as nightly_report
+from harness.recipe.schema import NightlyGates, load_recipe
 from tests.conftest import write_recipe
 from tests.test_gguf_server import qwen35_vocab  # noqa: F401  (a fixture)
 
@@ -106,7 +107,7 @@ def test_gate_settings_are_validated() -> None:
 
 def test_too_few_scored_tokens_are_refused_before_anything_runs(tmp_path: Path) -> None:
     """llama-perplexity prints no KL divergence statistics under 100 scored tokens (it exits 0 all the same)."""
-    from harness.recipe import ModelQuality
+    from harness.recipe.schema import ModelQuality
     from tests.conftest import run_harness
 
     with pytest.raises(ValueError, match="score 31 tokens"):
@@ -121,7 +122,7 @@ def test_too_few_scored_tokens_are_refused_before_anything_runs(tmp_path: Path) 
 
 
 def test_a_quant_whose_heads_accept_far_less_than_the_references_is_flagged() -> None:
-    from harness.mtp_acceptance import flags
+    from harness.quality.mtp_acceptance import flags
 
     reference = {"1": 0.62, "3": 0.41}
     assert flags({"1": 0.60, "3": 0.38}, reference, 0.5) == []
@@ -152,8 +153,8 @@ def _scaled(factors: dict[str, list[float]]) -> dict[str, list[float]]:
 
 
 def test_the_tokens_per_s_gate_refuses_only_a_clear_slowdown_beyond_the_threshold() -> None:
-    from harness import gate_speed
     from harness.bench import stats
+    from harness.nightly import gate_speed
 
     spec = NightlyGates(model="m.gguf", min_tokens_per_s_ratio=0.9)
     noisy = gate_speed.summarize(OLD, _scaled({"code/fix": [0.6, 1.3, 0.9], "code/write": [1.2, 0.7, 0.95],
@@ -173,7 +174,7 @@ def test_the_tokens_per_s_gate_refuses_only_a_clear_slowdown_beyond_the_threshol
 
 
 def test_the_report_says_the_tokens_per_s_figure_its_spread_and_verdict(tmp_path: Path) -> None:
-    from harness import gate_speed
+    from harness.nightly import gate_speed
 
     spec = NightlyGates(model="m.gguf", min_tokens_per_s_ratio=0.9)
     much = gate_speed.summarize(OLD, _scaled({k: [0.70, 0.72, 0.69] for k in OLD}), rounds=3)
@@ -205,7 +206,7 @@ def test_the_gate_model_is_a_pinned_hub_file_and_a_mismatch_is_exit_2(tmp_path: 
     import hashlib
     import os
 
-    from harness import gate_model
+    from harness.nightly import gate_model
     from tests import hf_hub
     from tests.conftest import run_harness
 
@@ -220,7 +221,7 @@ def test_the_gate_model_is_a_pinned_hub_file_and_a_mismatch_is_exit_2(tmp_path: 
         assert good.spec.nightly.gates is not None
         # in a process of its own: huggingface_hub reads HF_ENDPOINT and HF_HOME when it is first imported
         fetched = subprocess.run(
-            [sys.executable, "-c", "import sys; from harness import gate_model, recipe; r = recipe.load_recipe(sys.argv[1]); "
+            [sys.executable, "-c", "import sys; from harness.nightly import gate_model; from harness.recipe import schema; r = schema.load_recipe(sys.argv[1]); "
              "print(gate_model.path(r, r.spec.nightly.gates))", str(good_recipe)],
             env=env, capture_output=True, text=True, timeout=120, check=False)
         assert fetched.returncode == 0, fetched.stderr

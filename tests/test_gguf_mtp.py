@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from harness import offline
 from harness.cli import main
 from harness.gguf_files import mtp_table
 from harness.gguf_files.split import open_model
+from harness.source import sdist_upstream as offline
 from tests import models, mtp_models
 
 # the model files of the pinned tree that load NextN/MTP tensors (issue 13), by architecture name

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import offline
+from harness.source import sdist_upstream as offline
 from tests import history as h
 from tests.conftest import run_harness, write_recipe
 

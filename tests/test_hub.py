@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import hub
-from harness import lock as lock_mod
 from harness.errors import InputError, StepError
-from harness.recipe import load_recipe
+from harness.recipe.schema import load_recipe
+from harness.source import hub
+from harness.source import lock as lock_mod
 from tests.conftest import REPO, write_recipe
 
 BASE = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"  # a full SHA: the lock asks git nothing
@@ -104,12 +104,12 @@ def test_resolve_revision_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_the_lock_and_the_pipeline_do_not_import_each_other() -> None:
     """lock -> hub <- pipeline.source -> lock: no cycle, whatever is imported first."""
-    for first in ("harness.lock", "harness.pipeline.source", "harness.pipeline.run"):
+    for first in ("harness.source.lock", "harness.pipeline.source", "harness.pipeline.run"):
         code = f"import {first}, sys; print(sorted(m for m in sys.modules if m.startswith('harness.')))"
         res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
         loaded = res.stdout
-        if first == "harness.lock":
+        if first == "harness.source.lock":
             assert "harness.pipeline" not in loaded
-    source = (REPO / "harness" / "lock.py").read_text()
+    source = (REPO / "harness" / "source" / "lock.py").read_text()
     assert "harness.pipeline" not in source
-    assert "import lock" not in (REPO / "harness" / "hub.py").read_text()
+    assert "import lock" not in (REPO / "harness" / "source" / "hub.py").read_text()

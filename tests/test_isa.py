@@ -1,4 +1,4 @@
-"""The CPU instruction-set policy (harness/isa.py): what each variant uses, excludes and says why."""
+"""The CPU instruction-set policy (harness/build/isa.py): what each variant uses, excludes and says why."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import isa
-from harness.recipe import Build
+from harness.build import isa
+from harness.recipe.schema import Build
 from tests.conftest import REPO, write_recipe
 
 DATA = Path(__file__).parent / "data" / "cpuinfo"

@@ -92,7 +92,7 @@ def labels(report: dict[str, Any]) -> list[tuple[str, bool]]:
 
 @contextlib.contextmanager
 def server(build: Build, model: Path, *args: str | Path, log: Path) -> Iterator[str]:
-    from harness.server import running_server
+    from harness.serve.server import running_server
 
     with running_server(build.bin / "llama-server", model, ["-c", "1024", *map(str, args)], log_path=log) as srv:
         yield srv.url

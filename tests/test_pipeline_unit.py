@@ -256,10 +256,10 @@ def test_resolve_revision_offline_and_for_pinned_shas(monkeypatch: pytest.Monkey
 
 
 def test_the_lock_pins_the_model_revision(tmp_path: Path) -> None:
-    from harness import lock as lock_mod
+    from harness.source import lock as lock_mod
 
     recipe_path = write_recipe(tmp_path / "repo", "r", "model: {source: org/model}\n")
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
 
     recipe = load_recipe(recipe_path)
     assert source.locked_revision(recipe, "org/model") is None
@@ -328,7 +328,7 @@ def _recipe(tmp_path: Path, body: str = "") -> Path:
 
 
 def _context(tmp_path: Path, *, source_spec: str, revision: str | None = None) -> plan.Context:
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
 
     builds = tmp_path / "builds"
     if not (builds / "session" / "cpu").exists():
@@ -406,7 +406,7 @@ def test_missing_tools_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_low_bit_quant_with_mtp_layers_needs_mtp_type(tmp_path: Path) -> None:
-    from harness.recipe import ModelQuantize
+    from harness.recipe.schema import ModelQuantize
 
     ctx = _context(tmp_path, source_spec=str(fake_checkpoint(tmp_path / "ck")))
     ctx.types = ["IQ2_XS"]
@@ -429,7 +429,7 @@ def test_the_converter_architectures_are_read_from_the_tree(tmp_path: Path) -> N
 
 
 def test_model_overrides_and_a_recipe_without_a_model_section(tmp_path: Path) -> None:
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
 
     bare = load_recipe(_recipe(tmp_path))
     with pytest.raises(InputError, match="no model: section"):
@@ -441,7 +441,7 @@ def test_model_overrides_and_a_recipe_without_a_model_section(tmp_path: Path) ->
 
 
 def test_calibration_defaults_to_data_calibration_txt(tmp_path: Path) -> None:
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
 
     recipe = load_recipe(_recipe(tmp_path))
     path = plan.calibration_path(recipe, None)

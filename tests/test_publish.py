@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import publish
+from harness.build import publish
 
 
 def _layout(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from harness import quality
 from harness.errors import InputError
+from harness.quality import measure as quality
 from tests.conftest import run_harness
 from tests.test_gguf_server import qwen35_vocab  # noqa: F401  (a fixture)
 from tests.test_pipeline import Build, harness, labels, pipeline_build, qwen_hf, recipe  # noqa: F401  (fixtures)

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import build, cmake, isa, manifest
 from harness.backends import get as get_backend
+from harness.build import cmake, isa, manifest
+from harness.build import run as build
 from harness.errors import InputError, StepError
-from harness.recipe import Recipe, load_recipe
-from harness.rpc import endpoints, process, protocol
+from harness.recipe.schema import Recipe, load_recipe
+from harness.serve.rpc import endpoints, process, protocol
 from tests import fake_manifest, session_build
 from tests.conftest import REPO, run_harness, write_recipe
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import git, runner
+from harness import runner
+from harness.source import git
 
 SECRETS = {"HF_TOKEN": "hf_x", "GITHUB_TOKEN": "ghp_x", "GH_TOKEN": "gh_x", "AWS_SECRET_ACCESS_KEY": "aws_x",
            "LLAMA_API_KEY": "k", "OPENAI_API_KEY": "o", "MY_SERVICE_PASSWORD": "p"}

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import cli, server
+from harness import cli
 from harness.errors import InputError
-from harness.recipe import Serve
+from harness.recipe.schema import Serve
+from harness.serve import server
 from tests.conftest import REPO, run_harness, write_recipe
 
 KNOWN = ("none", "draft-simple", "draft-mtp", "ngram-simple", "ngram-mod", "ngram-cache")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import server, server_help
-from harness.recipe import Serve
+from harness.recipe.schema import Serve
+from harness.serve import server, server_help
 from harness.smoke import tiny_model
 from tests import fake_manifest, models
 from tests.conftest import REPO, run_harness, write_recipe

@@ -242,7 +242,7 @@ def test_prepare_after_a_kill_that_left_an_empty_mirror(tmp_path: Path, world_en
     fetch recurses without end in git 2.39 (CI saw a prepare hang for 30 minutes, 6,500 gits deep)."""
     recipe = write_recipe(tmp_path, "empty", UP + "stack:\n  - pr: 1\n")
     assert run_harness("lock", recipe).returncode == 0
-    make_empty = ("from harness.mirror import Mirror\n"
+    make_empty = ("from harness.source.mirror import Mirror\n"
                   f"with Mirror.for_url({w.UPSTREAM_URL!r}).locked(): pass\n")
     subprocess.run([sys.executable, "-c", make_empty], cwd=REPO, check=True)
     res = run_harness("prepare", recipe, "--json", timeout=300)

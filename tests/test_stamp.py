@@ -1,11 +1,11 @@
-"""The build stamp (harness/stamp.py) on trees shaped like upstream's and like a fork's."""
+"""The build stamp (harness/build/stamp.py) on trees shaped like upstream's and like a fork's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness import stamp
-from harness.cmake import Stamp
+from harness.build import stamp
+from harness.build.cmake import Stamp
 
 TEMPLATE = '''int LLAMA_BUILD_NUMBER = @LLAMA_BUILD_NUMBER@;
 char const * LLAMA_COMMIT = "@LLAMA_BUILD_COMMIT@";
@@ -72,7 +72,7 @@ def test_a_new_commit_alone_does_not_re_run_cmake_but_a_changed_cmakelists_does(
     """Real git, CMake and ninja: llama.cpp's common/ makes .git/index a configure dependency."""
     import subprocess
 
-    from harness import cmake
+    from harness.build import cmake
 
     src = _tree(tmp_path)
     (src / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.14)\nproject(x NONE)\n" + TOP

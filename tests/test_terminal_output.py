@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness import cmake, console
+from harness import console
 from harness.bench.report import Row, table
+from harness.build import cmake
 from harness.pipeline import progress
 from harness.pipeline.plan import Outcome
 from harness.pipeline.summary import render

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import download
 from harness.errors import StepError
+from harness.source import download
 from tests import world as w
 from tests.conftest import run_harness, write_recipe
 

@@ -12,12 +12,16 @@ import numpy as np
 import pytest
 import yaml
 
-from harness import buffer_types, needs, nightly, nightly_report, server_help, smoke
+from harness import smoke
 from harness.backends import cuda
+from harness.build import needs
 from harness.errors import InputError
 from harness.gguf_files.audit import audit_path
+from harness.nightly import report as nightly_report
+from harness.nightly import run as nightly
 from harness.pipeline import checkpoint, tools
-from harness.recipe import load_recipe
+from harness.recipe.schema import load_recipe
+from harness.serve import buffer_types, server_help
 from harness.smoke import tiny_model
 from tests import mtp_models
 from tests.conftest import REPO, run_harness, write_recipe
@@ -219,7 +223,7 @@ def test_a_p0_diff_is_named_as_a_path_problem(tmp_path: Path) -> None:
     conflict; git apply (-p1) looks for `llama.cpp` and says it does not exist."""
     import subprocess
 
-    from harness import patchset
+    from harness.source import patch_parts as patchset
 
     tree = tmp_path / "tree"
     (tree / "src").mkdir(parents=True)

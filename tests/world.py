@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import offline
+from harness.source import sdist_upstream as offline
 
 UPSTREAM_URL = "https://github.com/ggml-org/llama.cpp"
 FORK_URL = "https://github.com/example-user/llama.cpp"  # a fork whose branches stack onto upstream

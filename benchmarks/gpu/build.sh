@@ -19,7 +19,7 @@ sys.path.insert(0, ".")
 from tests import models
 vocab = glob.glob("/root/hc/trees/cuda-*/src/models/ggml-vocab-qwen35.gguf")[0]
 models.write_qwen35(pathlib.Path("/root/tiny.gguf"), vocab=pathlib.Path(vocab), rigged=True)
-from harness.server import running_server
+from harness.serve.server import running_server
 log = pathlib.Path("/root/tiny-server.log")
 with running_server(pathlib.Path("/root/builds/cuda/cuda/bin/llama-server"), pathlib.Path("/root/tiny.gguf"), ["-ngl", "999", "-c", "512"], log_path=log):
     pass

@@ -9,8 +9,8 @@ python3 - <<'PY' > "$OUT/offload.txt" 2>&1
 import glob, json, pathlib, subprocess, sys
 sys.path.insert(0, ".")
 import requests
-from harness.recipe import Serve
-from harness.server import compose_args, running_server
+from harness.recipe.schema import Serve
+from harness.serve.server import compose_args, running_server
 from tests import models
 vocab = pathlib.Path(glob.glob("/root/hc/trees/cuda-*/src/models/ggml-vocab-qwen35.gguf")[0])
 model = models.write_qwen35(pathlib.Path("/root/tiny.gguf"), vocab=vocab, rigged=True)

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.recipe import Build
+from harness.recipe.schema import Build
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """CPU: ggml's CPU backend alone.  Its instruction sets (native, portable, all-variants) are
-the policy every backend shares: harness/isa.py."""
+the policy every backend shares: harness/build/isa.py."""
 
 from __future__ import annotations
 
 from harness.backends.base import Detection, Tool
-from harness.recipe import Build
+from harness.recipe.schema import Build
 
 
 class Cpu:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness import console, runner
 from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe import Build
+from harness.recipe.schema import Build
 
 NVCC = Tool("nvcc", "CUDA compiler", "install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads) and put its bin/ on PATH")
 CUBLAS_INSTALL = ("install the toolkit's cuBLAS development files (e.g. cuda-libraries-dev-<version> or libcublas-dev-<version>; "

@@ -6,7 +6,7 @@ import shutil
 
 from harness import runner
 from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe import Build
+from harness.recipe.schema import Build
 
 HIPCONFIG = Tool("hipconfig", "ROCm HIP toolchain", "install ROCm (https://rocm.docs.amd.com) and put /opt/rocm/bin on PATH")
 

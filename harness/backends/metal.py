@@ -7,7 +7,7 @@ import shutil
 
 from harness import runner
 from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe import Build
+from harness.recipe.schema import Build
 
 XCRUN = Tool("xcrun", "Xcode command line tools (Metal compiler)", "xcode-select --install")
 

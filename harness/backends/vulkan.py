@@ -6,7 +6,7 @@ import shutil
 
 from harness import runner
 from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe import Build
+from harness.recipe.schema import Build
 
 GLSLC = Tool("glslc", "GLSL -> SPIR-V shader compiler", "install the Vulkan SDK (https://vulkan.lunarg.com) or `apt install glslc`")
 HEADERS = Tool("pkg-config", "finds the Vulkan loader", "`apt install libvulkan-dev pkg-config` or the Vulkan SDK")

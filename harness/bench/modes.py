@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import server
 from harness.errors import InputError
+from harness.serve import server
 
 SWEEP_KEYS = ("draft-n-max",)
 

@@ -77,9 +77,8 @@ def sha256(path: Path) -> str:
 
 
 def build_of(root: Path, backend: str) -> Build:
-    from harness import builds
-
-    manifest = builds.manifest(root)
+    from harness.build import published
+    manifest = published.manifest(root)
     return Build(identity=manifest.identity if manifest else None, stamp=manifest.stamp.commit if manifest else None,
                  backend=backend)
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import requests
 
-from harness import server
 from harness.bench.modes import Mode
 from harness.bench.prompts import Prompt
 from harness.errors import StepError
+from harness.serve import server
 
 
 @dataclass(frozen=True)

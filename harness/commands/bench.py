@@ -23,7 +23,7 @@ from harness.commands.serve import (
     handle_stop_signals,
     positive_int,
 )
-from harness.rpc import head as rpc_head
+from harness.serve.rpc import head as rpc_head
 
 if TYPE_CHECKING:
     from harness.bench.profile import Profile
@@ -80,11 +80,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness import atomic, serve_plan, server
+    from harness import atomic
     from harness.bench import chart, modes, prompts, report, stats
     from harness.bench import profile as profiles
     from harness.bench.runner import Settings, run_plan
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
+    from harness.serve import plan as serve_plan
+    from harness.serve import server
 
     recipe = load_recipe(args.recipe)
     model = existing_file(args.model, "--model")
@@ -189,9 +191,8 @@ def run(args: argparse.Namespace) -> int:
 def _profile(recipe: str, model: Path, binary: Path, backend: str, args: argparse.Namespace,
              commands: dict[str, list[str]], picks: list[Best], out: Path) -> Profile:  # fmt: skip
     """Per category: the pick, or ``none`` with the closest mode named."""
-    from harness import builds
     from harness.bench import profile as profiles
-
+    from harness.build import published
     choices = {}
     for b in picks:
         r = b.row
@@ -201,7 +202,7 @@ def _profile(recipe: str, model: Path, binary: Path, backend: str, args: argpars
             verdict=r.verdict if r else None, speedup=r.speedup if r else None, low=r.low if r else None,
             high=r.high if r else None, closest=r.mode if r and b.mode is None else None, args=commands[label],
         )  # fmt: skip
-    root = builds.build_root(args.builds_dir, recipe, backend)
+    root = published.build_root(args.builds_dir, recipe, backend)
     return profiles.Profile(
         recipe=recipe, model=str(model), model_sha256=profiles.sha256(model), build=profiles.build_of(root, backend),
         hardware=profiles.hardware(args.server_args), bench=str(out / "bench.json"), categories=choices,

@@ -60,9 +60,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     import shlex
 
-    from harness import bisect, bisect_checks, lock
+    from harness.bisect import checks as bisect_checks
+    from harness.bisect import run as bisect
     from harness.errors import InputError
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
+    from harness.source import lock
 
     check = bisect_checks.parse(args.check)
     if args.max_steps is not None and args.max_steps < 1:

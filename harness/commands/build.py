@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from harness import console
 
 if TYPE_CHECKING:
-    from harness.cache import Transport
-    from harness.recipe import Recipe
+    from harness.build.cache import Transport
+    from harness.recipe.schema import Recipe
 
 SMOKE_CHECKS = ("version", "decode", "quantize", "serve")  # harness/smoke/ (recipe.py: SmokeTest)
 
@@ -54,17 +54,17 @@ def _checks(value: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import uptodate
+    from harness.build import uptodate
 
     checks = _checks(args.smoke)
     if args.dry_run:
         return _dry_run(args, checks)
-    # the no-op fast path: nothing the last build depended on changed (see harness/uptodate.py)
+    # the no-op fast path: nothing the last build depended on changed (see harness/build/uptodate.py)
     record_key = uptodate.key(args.recipe, args.backends, args.builds_dir, ccache=not args.no_ccache, smoke=checks)
     if not args.force and not args.push and (done := uptodate.check(record_key)) is not None:
         return _report(done, as_json=args.json)
-    from harness import build
-    from harness.recipe import load_recipe
+    from harness.build import run as build
+    from harness.recipe.schema import load_recipe
 
     recipe_path = Path(args.recipe).resolve()
     files = uptodate.digests([recipe_path])  # before parsing: an edit from now on is a miss next time
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace, recipe: Recipe) -> Transport | None:
-    from harness import cache
+    from harness.build import cache
     from harness.errors import InputError
 
     url = None if args.no_cache else cache.configured(args.cache, recipe.spec.build.cache)
@@ -95,8 +95,8 @@ def _cache(args: argparse.Namespace, recipe: Recipe) -> Transport | None:
 
 
 def _dry_run(args: argparse.Namespace, checks: list[str] | None) -> int:
-    from harness import build_plan
-    from harness.recipe import load_recipe
+    from harness.build import plan as build_plan
+    from harness.recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     plans = [build_plan.dry_run(recipe, b, builds_dir=args.builds_dir, checks=checks, jobs=args.jobs,

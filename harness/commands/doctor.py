@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
         return _recipe(args.recipe, as_json=args.json, builds_dir=args.builds_dir)
     import shutil
 
-    from harness import backends, cmake
+    from harness import backends
+    from harness.build import cmake
     from harness.errors import InputError
 
     common: dict[str, str | None] = {}
@@ -72,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cpu() -> dict[str, Any]:
-    """This CPU, its extensions, and what each CPU variant would use and exclude here (harness/isa.py)."""
-    from harness import isa, toolchain
-    from harness.recipe import Build
+    """This CPU, its extensions, and what each CPU variant would use and exclude here (harness/build/isa.py)."""
+    from harness.build import isa, toolchain
+    from harness.recipe.schema import Build
 
     compiler = toolchain.compiler()
     cpu = isa.detect_cpu()
@@ -86,11 +87,11 @@ def _cpu() -> dict[str, Any]:
 
 
 def _recipe(path: str, *, as_json: bool, builds_dir: Path | None = None) -> int:
-    """``harness doctor RECIPE``: the checks of harness/needs.py; exit 1 when a required one failed."""
+    """``harness doctor RECIPE``: the checks of harness/build/needs.py; exit 1 when a required one failed."""
     from dataclasses import asdict
 
-    from harness import needs
-    from harness.recipe import load_recipe
+    from harness.build import needs
+    from harness.recipe.schema import load_recipe
 
     recipe = load_recipe(path)
     checks = needs.check(recipe, builds_dir=builds_dir)

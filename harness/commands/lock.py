@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     from dataclasses import replace
 
-    from harness import lock, stack
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
+    from harness.source import lock, stack
 
     recipe = load_recipe(args.recipe)
     existing = lock.read(recipe.lock_path)

@@ -18,16 +18,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import builds, pack
+    from harness.build import pack, published
     from harness.errors import InputError
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     backend = args.backend or recipe.spec.build.backends[0]
-    root = builds.build_root(args.builds_dir, recipe.name, backend)
-    manifest = builds.read_manifest(root)
+    root = published.build_root(args.builds_dir, recipe.name, backend)
+    manifest = published.read_manifest(root)
     if manifest is None:
-        raise builds.not_built(recipe, "manifest.json", backend=backend, builds_dir=args.builds_dir)
+        raise published.not_built(recipe, "manifest.json", backend=backend, builds_dir=args.builds_dir)
     out = args.out or Path(f"{recipe.name}-{backend}-{manifest.stamp.commit.replace('+', '-')}{pack.suffix()}")
     if out.suffix not in (".gz", ".zst") or (out.suffix == ".zst" and not pack.zstd_available()):
         raise InputError(f"--out {out}: name a .tar.gz" + (" or .tar.zst" if pack.zstd_available() else

@@ -16,8 +16,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.patchfile import export_conflict
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
+    from harness.source.patch_export import export_conflict
 
     recipe = load_recipe(args.recipe)
     done = export_conflict(recipe)

@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import disk, lock, stack
-    from harness.recipe import load_recipe
+    from harness.build import disk
+    from harness.recipe.schema import load_recipe
+    from harness.source import lock, stack
 
     recipe = load_recipe(args.recipe)
     the_lock = lock.ensure(recipe, frozen=args.frozen, fetch=True)

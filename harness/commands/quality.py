@@ -32,8 +32,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from harness import console, quality, quality_report
+    from harness import console
     from harness.errors import InputError
+    from harness.quality import measure as quality
+    from harness.quality import report as quality_report
 
     for path in [args.reference, *args.models]:
         if not path.is_file():
@@ -58,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tool(args: argparse.Namespace) -> Path:
-    from harness import builds, quality
+    from harness.build import published
     from harness.errors import InputError
-    from harness.recipe import load_recipe
+    from harness.quality import measure as quality
+    from harness.recipe.schema import load_recipe
 
     if args.bin is not None:
         tool: Path = args.bin / quality.PERPLEXITY
@@ -68,5 +71,5 @@ def _tool(args: argparse.Namespace) -> Path:
             raise InputError(f"no {quality.PERPLEXITY} in {args.bin}",
                              hint="add llama-perplexity to build.targets and rebuild")  # fmt: skip
         return tool
-    return builds.find_tool(load_recipe(args.recipe), quality.PERPLEXITY, backend=args.backend,
+    return published.find_tool(load_recipe(args.recipe), quality.PERPLEXITY, backend=args.backend,
                             builds_dir=args.builds_dir)  # fmt: skip

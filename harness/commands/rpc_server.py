@@ -3,7 +3,7 @@
 It binds 127.0.0.1 unless told otherwise: rpc-server has no authentication and computes
 whatever graph it is sent, so any other address needs ``--allow-remote`` and prints a
 warning.  Prints the endpoint once it answers the RPC handshake, records itself in the
-registry the head's checks read (harness/rpc/endpoints.py), and on Ctrl-C stops its
+registry the head's checks read (harness/serve/rpc/endpoints.py), and on Ctrl-C stops its
 process group (exit 130).
 """
 
@@ -17,15 +17,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import builds, console
+from harness import console
+from harness.build import published
 from harness.commands.serve import handle_stop_signals, positive_int
 from harness.errors import InputError, StepError
-from harness.rpc import DEFAULT_PORT
+from harness.serve.rpc import DEFAULT_PORT
 
 if TYPE_CHECKING:
-    from harness.manifest import Manifest
-    from harness.recipe import Recipe
-    from harness.rpc import endpoints, process
+    from harness.build.manifest import Manifest
+    from harness.recipe.schema import Recipe
+    from harness.serve.rpc import endpoints, process
 
 UNSAFE = ("rpc-server has no authentication and runs whatever tensors and graphs it is sent; anyone who can reach "
           "{host}:{port} can use this machine's memory and compute (llama.cpp tools/rpc/README.md: never on an open "
@@ -55,8 +56,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from harness.hosts import is_loopback
-    from harness.recipe import load_recipe
-    from harness.rpc import endpoints, process
+    from harness.recipe.schema import load_recipe
+    from harness.serve.rpc import endpoints, process
 
     recipe = load_recipe(args.recipe)
     host = _bind_address(args.host, args.allow_remote)
@@ -92,8 +93,8 @@ def find_build(recipe: Recipe, *, backend: str | None, builds_dir: Path | None) 
     """The recipe's published build that has an rpc-server (the first backend built with build.rpc)."""
     seen: list[str] = []
     for b in [backend] if backend else recipe.spec.build.backends:
-        root = builds.build_root(builds_dir, recipe.name, b)
-        manifest = builds.read_manifest(root)  # another schema: a clean message
+        root = published.build_root(builds_dir, recipe.name, b)
+        manifest = published.read_manifest(root)  # another schema: a clean message
         if manifest is None:
             continue
         seen.append(str(root))
@@ -103,7 +104,7 @@ def find_build(recipe: Recipe, *, backend: str | None, builds_dir: Path | None) 
     if seen:
         raise InputError(f"{', '.join(seen)}: built without the RPC backend (no rpc-server)",
                          hint=f"set build.rpc: true in {recipe.path} and run: harness build {recipe.path}")
-    where = builds.build_root(builds_dir, recipe.name, backend or recipe.spec.build.backends[0])
+    where = published.build_root(builds_dir, recipe.name, backend or recipe.spec.build.backends[0])
     raise InputError(f"no build in {where}", hint=f"set build.rpc: true and run: harness build {recipe.path}")
 
 

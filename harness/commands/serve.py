@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 from harness import console
 from harness.errors import CommandFailed, InputError
-from harness.rpc import head as rpc_head
+from harness.serve.rpc import head as rpc_head
 
 if TYPE_CHECKING:
-    from harness import serve_plan
-    from harness.recipe import Recipe
-    from harness.rpc.endpoints import Checked
-    from harness.server import Server
+    from harness.recipe.schema import Recipe
+    from harness.serve import plan as serve_plan
+    from harness.serve.rpc.endpoints import Checked
+    from harness.serve.server import Server
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,8 +88,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import serve_plan, server
-    from harness.recipe import load_recipe
+    from harness.recipe.schema import load_recipe
+    from harness.serve import plan as serve_plan
+    from harness.serve import server
 
     args.host = args.host or server.DEFAULT_HOST
     recipe = load_recipe(args.recipe)
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, server_args: list[str],
            key: str | None, rpc: list[Checked]) -> int:
-    from harness import server
+    from harness.serve import server
 
     with server.running_server(
         binary, model, server_args, host=args.host, port=args.port, key=key,
@@ -151,8 +152,10 @@ def _profile_plan(args: argparse.Namespace, recipe: Recipe, binary: Path, backen
                   model: Path) -> serve_plan.Plan:  # fmt: skip
     """The command line a bench measured for the category (after the profile is checked against
     this model and build), plus the arguments after ``--``; the speculative options cannot be mixed in."""
-    from harness import builds, serve_plan, server_help
     from harness.bench import profile as profiles
+    from harness.build import published
+    from harness.serve import plan as serve_plan
+    from harness.serve import server_help
 
     mixed = [flag for flag, given in (("--mtp", args.mtp), ("--spec", args.spec), ("--draft", args.draft),
                                       ("--draft-n-max", args.draft_n_max), ("--parallel", args.parallel),
@@ -161,7 +164,7 @@ def _profile_plan(args: argparse.Namespace, recipe: Recipe, binary: Path, backen
         raise InputError(f"--profile sets the speculative flags, slots and rpc-servers it was measured with; "
                          f"drop {', '.join(mixed)}", hint="or serve without --profile")  # fmt: skip
     prof = profiles.load(args.profile)
-    root = builds.build_root(args.builds_dir, recipe.name, backend)
+    root = published.build_root(args.builds_dir, recipe.name, backend)
     profiles.applies(prof, args.profile, model=model, build=profiles.build_of(root, backend))
     category, choice = profiles.choice(prof, args.profile, args.category)
     offered = server_help.read(binary)
@@ -199,7 +202,7 @@ def _ask(srv: Server, prompt: str, n_predict: int, *, as_json: bool) -> int:
     """One completion at temperature 0 (llama-server's /completion), printed; the server stops after."""
     import requests
 
-    from harness import server
+    from harness.serve import server
 
     try:
         resp = requests.post(f"{srv.url}/completion", headers=srv.headers(), timeout=600,

@@ -1,7 +1,7 @@
 """The model pipeline: a recipe's ``model:`` section and its build -> GGUF files.
 
 ``source``     where the model comes from (a local directory, a GGUF or split set, or a Hugging
-               Face repo id), its locked revision (:mod:`harness.hub` resolves it for the lock),
+               Face repo id), its locked revision (:mod:`harness.source.hub` resolves it for the lock),
                the filtered ``snapshot_download`` and the remote safetensors metadata
 ``checkpoint`` what a HF checkpoint holds: architecture, MTP layers, tensor counts and sizes
 ``tools``      the recipe's published build: llama-quantize, llama-imatrix, the converter, identity

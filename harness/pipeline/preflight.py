@@ -127,9 +127,9 @@ def estimate(ctx: Context, *, params: int, mtp_layers: int, download: int, vocab
         if separate and mtp_type and pending(ctx.mtp_quant_path(mtp_type.upper())):
             est.add(ctx.mtp_quant_path(mtp_type.upper()).name, params * head_share * qtypes.bpw(mtp_type, ctx.type_bpw) / 8)
     if ctx.wants("quality") and vocab and pending(ctx.kld_base_path()):
-        from harness import quality
+        from harness.quality import measure as quality
 
-        q = ctx.section.quality  # the reference's logits: exact for this many chunks (harness.quality.base_bytes)
+        q = ctx.section.quality  # the reference's logits: exact for this many chunks (harness.quality.measure.base_bytes)
         est.add(ctx.kld_base_path().name, quality.base_bytes(ctx=q.ctx, chunks=q.chunks, vocab=vocab))
     return est
 
@@ -215,7 +215,7 @@ def _remote(ctx: Context) -> tuple[dict[str, Any], int, int, int]:
 
 
 def _gguf_vocab(path: Path) -> int:
-    from harness import quality
+    from harness.quality import measure as quality
 
     try:
         return quality.n_vocab(path)

@@ -18,7 +18,7 @@ from harness.gguf_files import gguf_py
 from harness.pipeline import cache, plan, preflight, qtypes, source, tools
 from harness.pipeline.plan import Context, Options, Outcome
 from harness.pipeline.steps import STEPS
-from harness.recipe import SHA40, Recipe, load_recipe
+from harness.recipe.schema import SHA40, Recipe, load_recipe
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Downloads take only what conversion reads (config, tokenizer, safetensors and th
 the model card) at one revision, into ``<model dir>/hf``.  The token comes from the
 environment (``HF_TOKEN``, read by huggingface_hub itself): it is never passed in argv,
 never printed, never written to a sidecar or a lock.  Which commit a revision names is the
-lock's business (:mod:`harness.hub`); this module reads the pin back from the lock.
+lock's business (:mod:`harness.source.hub`); this module reads the pin back from the lock.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import hub
 from harness.errors import InputError, StepError
-from harness.recipe import SHA40, Recipe
+from harness.recipe.schema import SHA40, Recipe
+from harness.source import hub
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -84,7 +84,7 @@ def offline() -> bool:
 
 
 def resolve_revision(source: str, revision: str | None) -> str | None:
-    """The commit to download for ``source``: None for a local directory, else :func:`harness.hub.resolve_revision`."""
+    """The commit to download for ``source``: None for a local directory, else :func:`harness.source.hub.resolve_revision`."""
     if parse(source).is_local:
         return None
     return hub.resolve_revision(source, revision)
@@ -92,7 +92,7 @@ def resolve_revision(source: str, revision: str | None) -> str | None:
 
 def locked_revision(recipe: Recipe, source: str) -> str | None:
     """The revision the recipe's lock pins for ``source`` (the lock's ``model`` entry)."""
-    from harness import lock
+    from harness.source import lock
 
     the_lock = lock.read(recipe.lock_path)
     if the_lock is None or the_lock.model.get("source") != source:

@@ -78,7 +78,7 @@ def rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
 
 
 def _quality(q: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the summary keeps of a quant's quality record (harness.quality.Measure)."""
+    """What the summary keeps of a quant's quality record (harness.quality.measure.Measure)."""
     if q is None:
         return None
     keys = ("mean_kld", "p99_kld", "same_top_p", "ppl_ratio", "mtp", "mtp_flags")

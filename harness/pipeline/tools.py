@@ -14,8 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import builds, runner
-from harness.recipe import Recipe
+from harness import runner
+from harness.build import published
+from harness.recipe.schema import Recipe
 
 QUANTIZE, IMATRIX, PERPLEXITY = "llama-quantize", "llama-imatrix", "llama-perplexity"
 CONVERTER = "convert_hf_to_gguf.py"
@@ -75,13 +76,13 @@ def find(recipe: Recipe, *, backend: str | None, builds_dir: Path | None, python
     """The first backend of the recipe (or ``backend``) with a published llama-quantize."""
     backends = [backend] if backend else list(recipe.spec.build.backends)
     for b in backends:
-        root = builds.build_root(builds_dir, recipe.name, b)
+        root = published.build_root(builds_dir, recipe.name, b)
         if (root / "bin" / QUANTIZE).exists():
-            manifest = builds.manifest(root)  # none, or another schema: named by the tool's digest
+            manifest = published.manifest(root)  # none, or another schema: named by the tool's digest
             ident = manifest.identity if manifest else None
             interpreter = python or (recipe.spec.model.python if recipe.spec.model else None)
             return Build(root.absolute(), b, ident if isinstance(ident, str) else None, interpreter)
-    raise builds.not_built(recipe, QUANTIZE, backend=backend, builds_dir=builds_dir)
+    raise published.not_built(recipe, QUANTIZE, backend=backend, builds_dir=builds_dir)
 
 
 def missing(build: Build, *, convert: bool, imatrix: bool) -> list[str]:

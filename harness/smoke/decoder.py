@@ -121,7 +121,7 @@ def decode(decoder: Path, model: Path, args: Sequence[str], *, n_predict: int, l
 
 def _with_server(decoder: Path, model: Path, args: Sequence[str], n_predict: int, log_path: Path,
                  prompt: str, timeout: float) -> Decoded:
-    from harness.server import running_server
+    from harness.serve.server import running_server
 
     t0 = time.monotonic()
     log_path.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.rpc import process
+from harness.serve.rpc import process
 from harness.smoke import Context, SmokeFailure, decoder, tiny_model
 
 N_PREDICT = 8

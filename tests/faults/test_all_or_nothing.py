@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import adoption, atomic, builds, lock
+from harness import atomic
+from harness.build import published
+from harness.nightly import adoption
+from harness.source import lock
 from tests import fake_manifest, models
 from tests.conftest import REPO, run_harness
 
@@ -73,7 +76,8 @@ def test_a_single_file_output_has_no_write_id(tmp_path: Path, graft_inputs: tupl
 ADOPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from harness import adoption, lock
+    from harness.nightly import adoption
+    from harness.source import lock
     builds_dir, lock_path, candidate_lock = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     cand = lock.read(candidate_lock)
     moves = [adoption.Move(backend=b, candidate=str(builds_dir / "r" / ".candidate" / b),
@@ -95,9 +99,9 @@ def _build(path: Path, identity: str) -> None:
 def _state(builds_dir: Path, lock_path: Path) -> tuple[str, list[str], dict[str, str]]:
     the_lock = lock.read(lock_path)
     assert the_lock is not None
-    published = [str(getattr(builds.manifest(builds_dir / "r" / b), "identity", None)) for b in ("cpu", "vulkan")]
+    identities = [str(getattr(published.manifest(builds_dir / "r" / b), "identity", None)) for b in ("cpu", "vulkan")]
     pointer = json.loads((builds_dir / "r" / "last-good.json").read_text())
-    return the_lock.base_sha, published, {b: p["identity"] for b, p in pointer.items()}
+    return the_lock.base_sha, identities, {b: p["identity"] for b, p in pointer.items()}
 
 
 @pytest.mark.parametrize("fault", ["adopt:journaled", "adopt:locked", "adopt:moved"])

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import isa, readlimits
+from harness import readlimits
+from harness.build import isa
 from harness.errors import InputError
 from tests.conftest import write_recipe
 from tests.faults.conftest import harness_measured
@@ -151,7 +152,7 @@ def learned_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _cpu_compiler() -> tuple[isa.Cpu, isa.Compiler]:
-    from harness import toolchain
+    from harness.build import toolchain
 
     return isa.detect_cpu(), toolchain.compiler()
 
@@ -178,7 +179,6 @@ def test_a_hostile_learned_json_is_ignored_with_a_warning(
 
 
 def test_deep_manifest_and_no_op_record_are_not_a_crash(tmp_path: Path) -> None:
-    from harness import builds
-
+    from harness.build import published
     (tmp_path / "manifest.json").write_text("[" * 200000 + "]" * 200000)
-    assert builds.manifest(tmp_path) is None  # not one of ours: rebuilt
+    assert published.manifest(tmp_path) is None  # not one of ours: rebuilt

@@ -4,7 +4,7 @@ The lock's ``draft`` entry was a plain dict: a number for a revision, a missing 
 file name that climbs out of the repository passed ``lock --check`` and then crashed ``serve``
 with a traceback (or handed huggingface_hub a path outside its cache).  Each case of
 tests/data/bad_pins/draft.yaml is fed to the real ``harness serve`` with the session's real
-llama.cpp build; :mod:`harness.lock_models` is also checked directly against the model pin.
+llama.cpp build; :mod:`harness.source.lock_models` is also checked directly against the model pin.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import lock_models
 from harness.errors import InputError
+from harness.source import lock_models
 from tests import models
 from tests.faults.conftest import harness_measured
 from tests.test_serve import served_recipe

@@ -282,7 +282,7 @@ def test_key_files_of_killed_servers_are_deleted_at_the_next_start(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
-    from harness import server
+    from harness.serve import server
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])
@@ -303,7 +303,7 @@ def test_run_dirs_of_finished_harnesses_do_not_pile_up(tmp_path: Path, monkeypat
     harnesses are kept (and none over a day old), a live harness's never touched."""
     import tempfile
 
-    from harness import server
+    from harness.serve import server
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import offline
-from harness.mirror import Mirror
-from harness.recipe import load_recipe
-from harness.tree import Tree
+from harness.recipe.schema import load_recipe
+from harness.source import sdist_upstream as offline
+from harness.source.mirror import Mirror
+from harness.source.tree import Tree
 from tests import world as w
 from tests.conftest import run_harness, write_recipe
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import backends, cmake, isa, toolchain
-from harness.recipe import Build
+from harness import backends
+from harness.build import cmake, isa, toolchain
+from harness.recipe.schema import Build
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")

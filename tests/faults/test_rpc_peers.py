@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness.rpc import protocol
+from harness.serve.rpc import protocol
 
 
 def _peer(behaviour: Callable[[socket.socket], None]) -> Iterator[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import disk
+from harness.build import disk
 from harness.errors import InputError
 from tests import world as w
 from tests.conftest import run_harness, write_recipe

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cmake, lifetime
+from harness import lifetime
+from harness.build import cmake
 from harness.errors import StepError
 from tests.conftest import REPO
 

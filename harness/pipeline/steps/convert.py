@@ -119,7 +119,7 @@ class Convert:
 def _explain(exc: CommandFailed) -> Exception:
     tail = exc.output_tail
     if "No module named" in tail or "ModuleNotFoundError" in tail:
-        from harness.needs import CONVERT_INSTALL
+        from harness.build.needs import CONVERT_INSTALL
 
         return StepError(
             f"the converter's Python ({exc.argv[0]}) lacks a module it needs\n{exc}",

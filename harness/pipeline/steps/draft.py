@@ -1,7 +1,7 @@
 """draft: the recipe's draft / assistant model (``draft:``), fetched and audited against the quants.
 
 A Hugging Face draft is downloaded at the revision and file names the lock pins (into the
-Hugging Face cache, :mod:`harness.draft`); a local one is used where it is.  It is audited
+Hugging Face cache, :mod:`harness.serve.draft`); a local one is used where it is.  It is audited
 with ``--target`` the first quant of this run (else the converted file): a draft llama.cpp
 would refuse with that model (architecture, hidden width, vocabulary) fails the step.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from harness import draft as drafts
 from harness.gguf_files.split import open_model
 from harness.pipeline import summary
 from harness.pipeline.plan import Context, Outcome
+from harness.serve import draft as drafts
 
 
 class Draft:

@@ -21,7 +21,7 @@ from harness.gguf_files import imatrix as imatrix_file
 from harness.pipeline import progress
 from harness.pipeline.plan import Context, Outcome
 from harness.pipeline.steps.job import Job, execute
-from harness.recipe import ModelImatrix
+from harness.recipe.schema import ModelImatrix
 
 VERSION = 1
 

@@ -1,5 +1,5 @@
-"""quality: KL divergence of every quant against the reference, by llama-perplexity (:mod:`harness.quality`),
-and for a model with MTP layers the heads' draft acceptance at depth 1 and 3 (:mod:`harness.mtp_acceptance`).
+"""quality: KL divergence of every quant against the reference, by llama-perplexity (:mod:`harness.quality.measure`),
+and for a model with MTP layers the heads' draft acceptance at depth 1 and 3 (:mod:`harness.quality.mtp_acceptance`).
 
 The reference is the converted file (BF16/F16, or the GGUF source), or the quant ``quality.reference``
 names (e.g. Q8_0).  Its log-probabilities over the evaluation text are one cached output,
@@ -18,11 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness import atomic, console, mtp_acceptance, quality, quality_report
+from harness import atomic, console
 from harness.errors import InputError, StepError
 from harness.pipeline import cache
 from harness.pipeline.plan import Context, Outcome
 from harness.pipeline.steps.job import Job, digest, execute, tool_identity
+from harness.quality import measure as quality
+from harness.quality import mtp_acceptance
+from harness.quality import report as quality_report
 
 VERSION = 1
 

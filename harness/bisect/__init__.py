@@ -1,0 +1,1 @@
+"""harness bisect: the first upstream commit where a check turns bad."""

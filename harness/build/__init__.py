@@ -1,0 +1,1 @@
+"""Patched tree -> builds/<recipe>/<backend>/: configure, compile, stamp, prove, publish, pack, cache."""

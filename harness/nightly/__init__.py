@@ -1,0 +1,1 @@
+"""Nightly: re-lock, rebuild, gate, adopt what passes, report."""

@@ -1,0 +1,1 @@
+"""The recipe: its schema, where its builds live, and YAML with positions."""

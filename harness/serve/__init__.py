@@ -1,0 +1,1 @@
+"""llama-server and rpc-server: command lines, draft models, processes."""

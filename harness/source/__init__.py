@@ -1,0 +1,1 @@
+"""Recipe -> lock -> sources in the mirror cache -> the patched tree: git, mirrors, locks, the stack."""
