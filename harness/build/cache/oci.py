@@ -31,10 +31,10 @@ import requests
 from harness.build.cache import Entry, Tampered, Unreachable, check_name, creds, tag
 from harness.errors import StepError
 
-ARTIFACT_TYPE = "application/vnd.llama-harness.build.run.v1"
-CONFIG_TYPE = "application/vnd.llama-harness.build.run.manifest.v1+json"
-LAYER_TYPES = {".tar.gz": "application/vnd.llama-harness.build.run.layer.v1.tar+gzip",
-               ".tar.zst": "application/vnd.llama-harness.build.run.layer.v1.tar+zstd"}
+ARTIFACT_TYPE = "application/vnd.llama-harness.build.v1"
+CONFIG_TYPE = "application/vnd.llama-harness.build.manifest.v1+json"
+LAYER_TYPES = {".tar.gz": "application/vnd.llama-harness.build.layer.v1.tar+gzip",
+               ".tar.zst": "application/vnd.llama-harness.build.layer.v1.tar+zstd"}
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 TIMEOUT = (10.0, 60.0)  # connect, between bytes
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
