@@ -93,8 +93,14 @@ def redirect_env(mapping: dict[str, Path | str], base: dict[str, str] | None = N
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m harness.source.sdist_upstream CACHE``: print shell exports redirecting GitHub's llama.cpp to the sdist."""
-    args = sys.argv[1:] if argv is None else argv
-    cache = Path(args[0] if args else ".cache-offline").resolve()
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.source.sdist_upstream",
+        description="Make a local llama.cpp upstream from PyPI's llama-cpp-python sdist and print the shell "
+                    "exports that redirect GitHub's llama.cpp to it (eval them).")
+    parser.add_argument("cache", nargs="?", default=".cache-offline", help="where the sdist and the bare repository go")
+    cache = Path(parser.parse_args(argv).cache).resolve()
     bare = upstream_repo(cache)
     env = redirect_env({UPSTREAM_URL: bare}, base={})
     for key, value in env.items():
