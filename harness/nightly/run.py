@@ -26,6 +26,7 @@ from harness.build import run as build
 from harness.build.cache import Transport
 from harness.errors import CommandFailed, HarnessError, StepError
 from harness.nightly import adoption
+from harness.nightly.report import Entry
 from harness.recipe.schema import Recipe
 from harness.source import fetch as sources
 from harness.source import git, lock, locking, stack
@@ -73,7 +74,7 @@ def classify_moves(old: Lock | None, candidate: Lock, moves: list[locking.Move])
 
 
 def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None,
-               cache: Transport | None = None, push: bool = False) -> dict[str, Any]:
+               cache: Transport | None = None, push: bool = False) -> Entry:
     """``cache``: pull a proven build of the candidate's key instead of compiling it; ``push``: store
     each build that passed there (harness/build/cache/)."""
     started = time.monotonic()
@@ -181,7 +182,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         entry.update(failed_step=step, error=f"internal error: {type(exc).__name__}: {exc}")
         console.error(f"{recipe.name}: {step} failed with an internal error: {type(exc).__name__}: {exc}")
     entry["seconds"] = round(time.monotonic() - started, 1)
-    return entry
+    return Entry.model_validate(entry)
 
 
 def failed_build(step: str, exc: BaseException) -> dict[str, Any]:
