@@ -17,11 +17,12 @@ CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
 GCC13 = isa.detect_compiler("gcc (Ubuntu 13.3.0-6ubuntu2~24.04) 13.3.0\nCopyright (C) 2023 Free Software Foundation, Inc.")
 TOOLS = {"cmake": "cmake version 3.31.6", "ninja": "1.13.0", "cc": "cc (Debian 14.2.0-19) 14.2.0",
          "c++": "c++ (Debian 14.2.0-19) 14.2.0"}
-PATCH = LockedItem("patch", "patches/a.patch", sha256="1" * 64)
+PATCH = LockedItem(kind="patch", ref="patches/a.patch", sha256="1" * 64)
 
 
 def _lock(*items: LockedItem) -> Lock:
-    return Lock("r", "https://github.com/ggml-org/llama.cpp", "master", "a" * 40, items)
+    return Lock(recipe="r", upstream={"repo": "https://github.com/ggml-org/llama.cpp", "ref": "master", "sha": "a" * 40},
+                stack=items)
 
 
 def _key(tmp_path: Path, variant: str, cpu: isa.Cpu, the_lock: Lock, backend: str = "cpu",
@@ -46,7 +47,7 @@ def test_the_key_is_the_same_build_on_any_machine_and_only_that(tmp_path: Path) 
     assert _key(tmp_path, "native", spr, _lock(PATCH)) == native  # computed again: the same key
     assert _key(tmp_path, "native", one_more, _lock(PATCH)).digest != native.digest  # one CPU feature more
     assert _key(tmp_path, "native", spr, _lock()).digest != native.digest  # one stack item less
-    other_patch = LockedItem("patch", "patches/a.patch", sha256="2" * 64)
+    other_patch = LockedItem(kind="patch", ref="patches/a.patch", sha256="2" * 64)
     assert _key(tmp_path, "native", spr, _lock(other_patch)).digest != native.digest  # the patch edited
     assert _key(tmp_path, "native", spr, _lock(PATCH), tools={**TOOLS, "cc": "cc 15"}).digest != native.digest
     assert native.isa["features"] == sorted(spr.flags)

@@ -18,8 +18,7 @@ import pytest
 
 from harness.errors import InputError, StepError
 from harness.recipe.schema import load_recipe
-from harness.source import hub
-from harness.source import lock as lock_mod
+from harness.source import hub, locking
 from tests.conftest import REPO, write_recipe
 
 BASE = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"  # a full SHA: the lock asks git nothing
@@ -80,7 +79,7 @@ def test_offline_leaves_the_revision_unresolved_and_check_and_frozen_fail(recipe
     assert "the revision of Qwen/Qwen3.6-35B-A3B is not resolved" in " ".join(res.stderr.split())
 
     with pytest.raises(InputError, match="not resolved"):
-        lock_mod.ensure(load_recipe(recipe), frozen=True)
+        locking.ensure(load_recipe(recipe), frozen=True)
 
 
 def test_a_pinned_revision_needs_no_hub(tmp_path: Path) -> None:

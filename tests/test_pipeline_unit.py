@@ -263,7 +263,7 @@ def test_the_lock_pins_the_model_revision(tmp_path: Path) -> None:
 
     recipe = load_recipe(recipe_path)
     assert source.locked_revision(recipe, "org/model") is None
-    the_lock = lock_mod.Lock("r", "https://example.org/llama.cpp", "master", "b" * 40,
+    the_lock = lock_mod.Lock(recipe="r", upstream={"repo": "https://example.org/llama.cpp", "ref": "master", "sha": "b" * 40},
                              model={"source": "org/model", "revision": "c" * 40})  # fmt: skip
     lock_mod.write(recipe.lock_path, the_lock)
     assert source.locked_revision(recipe, "org/model") == "c" * 40

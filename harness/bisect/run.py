@@ -33,8 +33,7 @@ from harness import atomic, console, paths
 from harness.bisect.checks import Check, Env, Verdict
 from harness.errors import HarnessError, InputError, StepError
 from harness.recipe.schema import Recipe
-from harness.source import git, stack
-from harness.source import lock as lock_mod
+from harness.source import git, remote_refs, stack
 from harness.source.conflicts import ConflictError
 from harness.source.lock import Lock
 from harness.source.mirror import PIN, Mirror, Want
@@ -117,7 +116,7 @@ def ends(recipe: Recipe, the_lock: Lock, good: str | None, bad: str | None) -> t
         if bad is not None:
             bad_sha = _resolve(recipe, mirror, bad, "--bad")
         else:
-            bad_sha = lock_mod.upstream_tip(recipe)
+            bad_sha = remote_refs.upstream_tip(recipe)
             _pin(mirror, Want(bad_sha, upstream_ref, f"upstream {the_lock.upstream_ref} (now)"))
         if good is not None:  # after bad: an abbreviated --good is looked up in bad's history
             good_sha = _resolve(recipe, mirror, good, "--good")
@@ -163,7 +162,7 @@ def _resolve(recipe: Recipe, mirror: Mirror, rev: str, what: str) -> str:
         raise InputError(f"{what} {rev!r}: not a commit SHA, branch or tag name", key=what)
     hexish, unreachable = HEX.match(rev.lower()) is not None, None
     try:
-        answers = lock_mod._ls_remote(mirror.url, lock_mod._ref_candidates(rev), [f"{what} {rev}"], recipe.path)
+        answers = remote_refs.ls_remote_for(mirror.url, remote_refs.ref_candidates(rev), [f"{what} {rev}"], recipe.path)
     except StepError as exc:
         if not hexish:
             raise
@@ -240,7 +239,7 @@ def run(recipe: Recipe, the_lock: Lock, check: Check, *, good: str | None = None
         started = time.monotonic()
         with mirror.locked():  # behind bad's pin: no fetch for the candidate commit in prepare
             mirror.pin_ancestor(sha, bad_sha)
-        stacked = _stacked(recipe, replace(the_lock, base_sha=sha), tree)
+        stacked = _stacked(recipe, the_lock.replace(base_sha=sha), tree)
         verdict = check.judge(stacked, env)
         steps.append(Step(step=len(steps) + 1, commit=commit_info(mirror.path, sha), verdict=verdict.verdict,
                           detail=verdict.detail, seconds=round(time.monotonic() - started, 1), end=end))
@@ -349,7 +348,7 @@ def check_at(recipe: Recipe, the_lock: Lock, check: Check, sha: str, env: Env) -
     """One check of ``the_lock``'s stack on upstream ``sha`` (fetched already), in the bisection's tree."""
     tree = scratch_tree(recipe)
     with atomic.lock(tree.root.with_name(tree.root.name + ".bisect.lock"), timeout=1):
-        return check.judge(_stacked(recipe, replace(the_lock, base_sha=sha), tree), replace(env, root=tree.root))
+        return check.judge(_stacked(recipe, the_lock.replace(base_sha=sha), tree), replace(env, root=tree.root))
 
 
 def for_night(recipe: Recipe, old: Lock | None, new_base: str | None, failed_step: str,

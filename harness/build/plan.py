@@ -20,7 +20,7 @@ from harness.build import stamp as stamp_mod
 from harness.errors import InputError
 from harness.recipe.schema import Recipe
 from harness.serve.rpc import build as rpc_build
-from harness.source import lock
+from harness.source import lock, locking
 from harness.source.tree import Tree
 
 
@@ -38,9 +38,9 @@ def dry_run(recipe: Recipe, backend_name: str, *, builds_dir: Path | None, check
     InputError (exit 2), as the real build would give."""
     backend = backends.get(backend_name)
     the_lock = lock.read(recipe.lock_path)
-    stale = lock.check(recipe, the_lock) if the_lock is not None else []
+    stale = locking.check(recipe, the_lock) if the_lock is not None else []
     if frozen and (the_lock is None or stale):
-        raise lock.frozen_error(recipe, stale if the_lock is not None else None)  # the real build's error
+        raise locking.frozen_error(recipe, stale if the_lock is not None else None)  # the real build's error
     plan = isa.plan(recipe.spec.build, toolchain.compiler())
     tree = Tree.for_recipe(recipe)
     bdir = build.work_dir(recipe, backend_name)

@@ -39,7 +39,7 @@ from harness.errors import InputError, StepError
 from harness.recipe.schema import Recipe
 from harness.serve.rpc import build as rpc_build
 from harness.smoke.decode import DecodeCrash
-from harness.source import git, lock, stack
+from harness.source import git, locking, stack
 from harness.source.lock import Lock
 from harness.source.stack import Prepared
 from harness.source.tree import Tree
@@ -166,7 +166,7 @@ def build(
     on_disk = published.manifest(out or published.build_root(builds_dir, recipe.name, backend_name))
     if on_disk is None:  # nothing to be up to date with: refuse before locking or fetching
         _check_toolchain(backend, recipe)
-    the_lock = lock_override or lock.ensure(recipe, frozen=frozen, fetch=True)
+    the_lock = lock_override or locking.ensure(recipe, frozen=frozen, fetch=True)
     cmake_bin, ninja_bin = cmake.program("cmake"), cmake.program("ninja")
     tools = {**toolchain.versions(cmake_bin, ninja_bin), **backend.toolchain()}
     launcher = cmake.ccache_program() if ccache else None

@@ -11,7 +11,7 @@ from harness.build import cmake, disk, isa, publish, published, toolchain
 from harness.build import stamp as stamp_mod
 from harness.errors import InputError
 from harness.recipe.schema import Recipe
-from harness.source import git, lock, stack
+from harness.source import git, locking, stack
 from harness.source.tree import Tree
 
 
@@ -31,7 +31,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
     if on_disk is None:
         raise InputError(f"no published build at {out}", hint=f"run: harness build {shlex.quote(str(recipe.path))} --backend {backend_name}")
     backend = backends.get(backend_name)
-    the_lock = lock.ensure(recipe, frozen=True)
+    the_lock = locking.ensure(recipe, frozen=True)
     prepared = stack.prepare(recipe, the_lock, check_remote=False)
     if prepared.commit != on_disk.patched_commit:
         raise InputError(f"{out} was built from {on_disk.patched_commit[:12]}, the lock now gives {prepared.commit[:12]}: build it again first")

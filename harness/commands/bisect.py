@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.bisect import run as bisect
     from harness.errors import InputError
     from harness.recipe.schema import load_recipe
-    from harness.source import lock
+    from harness.source import lock, locking
 
     check = bisect_checks.parse(args.check)
     if args.max_steps is not None and args.max_steps < 1:
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     command = f"harness lock {shlex.quote(str(recipe.path))}"
     if the_lock is None:
         raise InputError(f"bisect needs the recipe's lock: run `{command}` first")
-    problems = lock.check(recipe, the_lock)
+    problems = locking.check(recipe, the_lock)
     if problems:
         raise InputError(f"{recipe.lock_path} disagrees with the recipe:\n  " + "\n  ".join(problems),
                          hint=f"run `{command}` first (bisect uses the lock's stack and never writes it)")

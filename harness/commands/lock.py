@@ -34,16 +34,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     import shlex
-    from dataclasses import replace
 
     from harness.recipe.schema import load_recipe
-    from harness.source import lock, stack
+    from harness.source import lock, locking, stack
 
     recipe = load_recipe(args.recipe)
     existing = lock.read(recipe.lock_path)
     command = f"harness lock {shlex.quote(str(recipe.path))}"
     if args.check:
-        problems = ["no lock file"] if existing is None else lock.check(recipe, existing, remote=True)
+        problems = ["no lock file"] if existing is None else locking.check(recipe, existing, remote=True)
         if existing is not None:
             problems += [stack.stale_problem(existing, *s) for s in stack.stale_retired(recipe, existing)]
         step = (f"run `{command}` to bring the lock in line with the recipe (pins of unchanged items are kept; "
@@ -58,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             console.out(f"{recipe.lock_path}: up to date")
         return 1 if problems else 0
-    new, moves = lock.resolve(recipe, existing, update=args.update)
+    new, moves = locking.resolve(recipe, existing, update=args.update)
     stale = stack.stale_retired(recipe, new)  # marks the base no longer bears out are dropped
     dropped = [stack.stale_problem(new, *s) for s in stale]
     if stale:
         gone = {n for n, _, _ in stale}
-        new = replace(new, items=tuple(replace(i, retired=None) if n in gone else i for n, i in enumerate(new.items, start=1)))
+        new = new.replace(stack=tuple(i.replace(retired=None) if n in gone else i for n, i in enumerate(new.items, start=1)))
     changed = existing is None or new.to_json() != existing.to_json()
     if changed:
         lock.write(recipe.lock_path, new)

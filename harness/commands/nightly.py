@@ -54,15 +54,15 @@ def run(args: argparse.Namespace) -> int:
                                           smoke_model=args.smoke_model, cache=transports[recipe.name],
                                           push=args.push))
     accepted = ("passed", "degraded") if args.allow_degraded else ("passed",)
-    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "ok": all(e["status"] in accepted for e in entries),
-              "allow_degraded": args.allow_degraded, "recipes": entries}
+    report = nightly_report.Report(date=datetime.now(UTC).isoformat(timespec="seconds"), recipes=entries,
+                                   ok=all(e.status in accepted for e in entries), allow_degraded=args.allow_degraded)
     files = nightly_report.write(args.report, report)
     if args.json:
-        console.emit_json({**report, "files": {k: str(v) for k, v in files.items()}})
+        console.emit_json({**report.to_json(), "files": {k: str(v) for k, v in files.items()}})
     else:
         for e in entries:
-            console.out(f"{e['recipe']}: {e['status']}" + (f" at {e['failed_step']}" if e["failed_step"] else "")
-                        + (" (adopted)" if e["adopted"] else "")
-                        + (f"; missing from the build: {', '.join(m['item'] for m in e['missing'])}" if e["missing"] else ""))
+            console.out(f"{e.recipe}: {e.status}" + (f" at {e.failed_step}" if e.failed_step else "")
+                        + (" (adopted)" if e.adopted else "")
+                        + (f"; missing from the build: {', '.join(m.item for m in e.missing)}" if e.missing else ""))
         console.out(f"report: {files['md']}")
-    return 0 if report["ok"] else 1
+    return 0 if report.ok else 1

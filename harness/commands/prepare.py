@@ -34,10 +34,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from harness.build import disk
     from harness.recipe.schema import load_recipe
-    from harness.source import lock, stack
+    from harness.source import locking, stack
 
     recipe = load_recipe(args.recipe)
-    the_lock = lock.ensure(recipe, frozen=args.frozen, fetch=True)
+    the_lock = locking.ensure(recipe, frozen=args.frozen, fetch=True)
     disk.check(disk.for_prepare(recipe, the_lock))
     # a conflict is a ConflictError: with --json, the CLI prints it with the report under error.conflict
     prepared = stack.prepare(recipe, the_lock, check_remote=not args.offline, skip_conflicts=args.skip_conflicts,

@@ -66,7 +66,7 @@ def finish(builds_dir: Path | None, recipe: str) -> bool:
     if journal is None:
         return False
     root = published.root_of(builds_dir)
-    lock.write(Path(journal.lock_path), Lock.from_json(journal.lock, Path(journal.lock_path)))
+    lock.write(Path(journal.lock_path), lock.parse(journal.lock, Path(journal.lock_path)))
     faults.point("adopt:locked")
     pointer = dict(journal.pointer)
     for move in journal.moves:

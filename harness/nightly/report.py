@@ -1,34 +1,140 @@
-"""The nightly report: report.json for scripts, report.md for people, history.jsonl and a chart."""
+"""The nightly report: report.json for scripts, report.md for people, history.jsonl and a chart.
+
+What crosses modules is typed and versioned: one recipe's night (:class:`Entry`, from
+harness/nightly/run.py), the night's :class:`Report` (report.json) and one :class:`HistoryLine` per
+recipe and night (history.jsonl, appended to every night and read back for the charts).  A history
+line this harness cannot read (cut short, another tool's, a newer schema) is skipped with one note
+naming the file and lines; a line of the first format (no schema, the same keys) is read as it is.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
-from harness import atomic
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from harness import atomic, console
+
+SCHEMA: Final = 1  # report.json and history.jsonl (before: free dicts, no schema)
 STATUS_MARK = {"passed": "PASS", "degraded": "DEGRADED", "failed": "FAIL"}
 STATUS_COLOR = {"passed": "tab:green", "degraded": "tab:orange", "failed": "tab:red"}
 
 
-def write(directory: Path, report: dict[str, Any]) -> dict[str, Path]:
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Missing(_Model):
+    item: str
+    detail: str
+
+
+class MoveRecord(_Model):
+    what: str
+    old: str | None
+    new: str
+    gone: bool = False
+
+
+class Entry(_Model):
+    """One recipe's night (harness/nightly/run.py: ``run_recipe``).  ``items``: one row per stack item
+    (item, kind, ref, repo, pin, status, detail, moved, retired, files); ``builds`` and ``smoke`` by
+    backend and check:backend; ``gates`` and ``bisect`` as harness/nightly/gates.py and bisect write them."""
+
+    recipe: str
+    path: str | None = None
+    status: Literal["passed", "degraded", "failed"]
+    failed_step: str | None = None
+    error: str | None = None
+    adopted: bool = False
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    missing: list[Missing] = Field(default_factory=list)
+    moves: list[MoveRecord] = Field(default_factory=list)
+    builds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    smoke: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    old_base: str | None = None
+    new_base: str | None = None
+    skipped_conflicts: list[str] = Field(default_factory=list)
+    gates: dict[str, Any] | None = None
+    bisect: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class Report(_Model):
+    """report.json: the night's entries, and whether the night counts as a success."""
+
+    schema_: Literal[1] = Field(default=SCHEMA, alias="schema")
+    date: str
+    ok: bool | None = None
+    allow_degraded: bool | None = None
+    recipes: list[Entry]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **self.model_dump(mode="json", by_alias=True, exclude_unset=True)}
+
+
+class HistoryLine(_Model):
+    """One line of history.jsonl: a recipe's night in a few figures (the charts' data)."""
+
+    schema_: Literal[1] = Field(default=SCHEMA, alias="schema")
+    date: str
+    recipe: str
+    status: str
+    failed_step: str | None = None
+    build_s: float = 0.0
+    seconds: float = 0.0
+    base: str | None = None
+    missing: list[str] = Field(default_factory=list)
+    gates: dict[str, float | None] | None = None
+
+    @classmethod
+    def of(cls, date: str, r: Entry) -> HistoryLine:
+        build_s = sum((b.get("timings") or {}).get("build_s", 0) for b in r.builds.values() if b.get("ok"))
+        return cls(date=date, recipe=r.recipe, status=r.status, failed_step=r.failed_step, build_s=round(build_s, 1),
+                   seconds=r.seconds, base=r.new_base, missing=[m.item for m in r.missing],
+                   gates=(r.gates or {}).get("metrics"))
+
+
+def read_history(path: Path) -> list[HistoryLine]:
+    """The lines of ``path`` this harness reads; the others are skipped with one note naming them."""
+    rows, skipped = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            rows.append(HistoryLine.model_validate({"schema": SCHEMA, **data} if isinstance(data, dict)
+                                                   and "schema" not in data else data))  # fmt: skip
+        except (json.JSONDecodeError, ValidationError):
+            skipped.append(n)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        console.warn(f"{path}: skipped {len(skipped)} line(s) this harness cannot read (line {shown}): "
+                     f"cut short, another tool's, or a newer schema than {SCHEMA}")
+    return rows
+
+
+def write(directory: Path, report: Report | dict[str, Any]) -> dict[str, Path]:
+    night = report if isinstance(report, Report) else Report.model_validate(report)
     directory.mkdir(parents=True, exist_ok=True)
     files = {"json": directory / "report.json", "md": directory / "report.md",
              "history": directory / "history.jsonl", "chart": directory / "history.png"}
-    atomic.write_json(files["json"], report)
-    atomic.write_text(files["md"], markdown(report))
+    data = night.to_json()
+    atomic.write_json(files["json"], data)
+    atomic.write_text(files["md"], markdown(data))
     with open(files["history"], "a", encoding="utf-8") as f:
-        for r in report["recipes"]:
-            build_s = sum((b.get("timings") or {}).get("build_s", 0) for b in r["builds"].values() if b.get("ok"))
-            f.write(json.dumps({"date": report["date"], "recipe": r["recipe"], "status": r["status"],
-                                "failed_step": r["failed_step"], "build_s": round(build_s, 1), "seconds": r["seconds"],
-                                "base": r.get("new_base"), "missing": [m["item"] for m in r.get("missing", [])],
-                                "gates": (r.get("gates") or {}).get("metrics")}) + "\n")
-    chart(files["history"], files["chart"])
-    for recipe in sorted({r["recipe"] for r in report["recipes"] if r.get("gates")}):
+        for r in night.recipes:
+            f.write(HistoryLine.of(night.date, r).model_dump_json(by_alias=True) + "\n")
+    rows = read_history(files["history"])
+    chart(rows, files["chart"])
+    for recipe in sorted({r.recipe for r in night.recipes if r.gates}):
         files[f"gates:{recipe}"] = directory / f"gates-{recipe}.png"
-        gates_chart(files["history"], recipe, files[f"gates:{recipe}"])
+        gates_chart(rows, recipe, files[f"gates:{recipe}"])
     return files
 
 
@@ -128,20 +234,19 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def chart(history: Path, png: Path) -> None:
+def chart(rows: list[HistoryLine], png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
     fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
-    for recipe in sorted({r["recipe"] for r in rows}):
-        mine = [r for r in rows if r["recipe"] == recipe]
+    for recipe in sorted({r.recipe for r in rows}):
+        mine = [r for r in rows if r.recipe == recipe]
         xs = list(range(len(mine)))
-        ax.plot(xs, [r["build_s"] for r in mine], label=recipe, marker="o")
+        ax.plot(xs, [r.build_s for r in mine], label=recipe, marker="o")
         for x, r in zip(xs, mine, strict=True):
-            ax.scatter([x], [r["build_s"]], color=STATUS_COLOR.get(r["status"], "tab:red"), zorder=3)
+            ax.scatter([x], [r.build_s], color=STATUS_COLOR.get(r.status, "tab:red"), zorder=3)
     ax.set_xlabel("night")
     ax.set_ylabel("build seconds")
     ax.set_title("nightly builds (green: passed, orange: degraded, red: failed)")
@@ -152,29 +257,28 @@ def chart(history: Path, png: Path) -> None:
     plt.close(fig)
 
 
-def gates_chart(history: Path, recipe: str, png: Path) -> None:
+def gates_chart(rows: list[HistoryLine], recipe: str, png: Path) -> None:
     """Each gate metric of ``recipe`` over the nights that measured it: the trend a maintainer looks at first."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
-    mine = [r for r in rows if r.get("recipe") == recipe and isinstance(r.get("gates"), dict)]
-    panels = [(label, sorted({m for r in mine for m in r["gates"] if pick(m)})) for label, pick in GATE_PANELS]
+    mine = [(r, r.gates) for r in rows if r.recipe == recipe and r.gates is not None]
+    panels = [(label, sorted({m for _, g in mine for m in g if pick(m)})) for label, pick in GATE_PANELS]
     panels = [p for p in panels if p[1]] or [(GATE_PANELS[0][0], [])]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), dpi=100, sharex=True, squeeze=False)
     for ax, (label, metrics) in zip(axes[:, 0], panels, strict=True):
         for metric in metrics:
-            pts = [(i, r["gates"][metric]) for i, r in enumerate(mine) if metric in r["gates"]]
+            pts = [(i, g[metric]) for i, (_, g) in enumerate(mine) if metric in g]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=metric)
-        for i, r in enumerate(mine):
-            if r["status"] == "failed":
+        for i, (r, _) in enumerate(mine):
+            if r.status == "failed":
                 ax.axvline(i, color="tab:red", alpha=0.3)
         ax.set_ylabel(label, fontsize=8)
         if metrics:
             ax.legend(fontsize=7)
-    axes[-1, 0].set_xticks(range(len(mine)), [r["date"] for r in mine], fontsize=6, rotation=30)
+    axes[-1, 0].set_xticks(range(len(mine)), [r.date for r, _ in mine], fontsize=6, rotation=30)
     axes[0, 0].set_title(f"{recipe}: gate model quality per night (red: refused or failed)", fontsize=9)
     fig.tight_layout()
     with atomic.temp_file_beside(png) as tmp:

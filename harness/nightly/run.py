@@ -15,7 +15,6 @@ a journal that the next run rolls forward).  Otherwise all stay as they were.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,14 @@ from harness.build import run as build
 from harness.build.cache import Transport
 from harness.errors import CommandFailed, HarnessError, StepError
 from harness.nightly import adoption
+from harness.nightly.report import Entry
 from harness.recipe.schema import Recipe
 from harness.source import fetch as sources
-from harness.source import git, lock, stack
+from harness.source import git, lock, locking, stack
 from harness.source.conflicts import ConflictError
 from harness.source.lock import Lock, LockedItem
 from harness.source.mirror import Mirror, Want
+from harness.source.stack_state import ItemResult
 
 TAIL = 25
 
@@ -53,7 +54,7 @@ def _descends(mirror: Mirror, old: str, new: str) -> bool | None:
         return git.is_ancestor(mirror.path, old, new)
 
 
-def classify_moves(old: Lock | None, candidate: Lock, moves: list[lock.Move]) -> dict[str, dict[str, Any]]:
+def classify_moves(old: Lock | None, candidate: Lock, moves: list[locking.Move]) -> dict[str, dict[str, Any]]:
     """label -> {status: moved|gone, detail} for items whose pin changed or whose ref vanished."""
     found: dict[str, dict[str, Any]] = {}
     if old is None:
@@ -73,7 +74,7 @@ def classify_moves(old: Lock | None, candidate: Lock, moves: list[lock.Move]) ->
 
 
 def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, smoke_model: Path | None,
-               cache: Transport | None = None, push: bool = False) -> dict[str, Any]:
+               cache: Transport | None = None, push: bool = False) -> Entry:
     """``cache``: pull a proven build of the candidate's key instead of compiling it; ``push``: store
     each build that passed there (harness/build/cache/)."""
     started = time.monotonic()
@@ -89,7 +90,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         if adoption.finish(builds_dir, recipe.name):
             console.info(f"{recipe.name}: finished the adoption a killed nightly left half done")
         old = lock.read(recipe.lock_path)
-        candidate, moves = lock.resolve(recipe, old, update=True, keep_gone=True)
+        candidate, moves = locking.resolve(recipe, old, update=True, keep_gone=True)
         entry["old_base"], entry["new_base"] = (old.base_sha if old else None), candidate.base_sha
         new_base, new_lock = candidate.base_sha, candidate
         entry["moves"] = [{"what": m.what, "old": m.old, "new": m.new, "gone": m.gone} for m in moves]
@@ -108,13 +109,13 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
             raise
         conflicts = {r.ref: r for r in results if r.status == stack.CONFLICT}
         retired = [
-            replace(i, retired=f"already merged upstream by {candidate.base_sha[:12]} ({r.detail}); retired {today}")
+            i.replace(retired=f"already merged upstream by {candidate.base_sha[:12]} ({r.detail}); retired {today}")
             if r.status == stack.MERGED and not i.retired else
-            replace(i, skipped=f"conflicts with upstream {candidate.base_sha[:12]} ({r.detail}); skipped {today}")
+            i.replace(skipped=f"conflicts with upstream {candidate.base_sha[:12]} ({r.detail}); skipped {today}")
             if r.status == stack.CONFLICT else i
             for i, r in zip(candidate.items, results, strict=True)
         ]
-        candidate = replace(candidate, items=tuple(retired))
+        candidate = candidate.replace(stack=tuple(retired))
         entry["items"] = _items(candidate.items, results, moved, None)
         entry["skipped_conflicts"] = sorted(conflicts)
         entry["missing"] = [{"item": i.label(), "detail": r.detail}
@@ -181,7 +182,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         entry.update(failed_step=step, error=f"internal error: {type(exc).__name__}: {exc}")
         console.error(f"{recipe.name}: {step} failed with an internal error: {type(exc).__name__}: {exc}")
     entry["seconds"] = round(time.monotonic() - started, 1)
-    return entry
+    return Entry.model_validate(entry)
 
 
 def failed_build(step: str, exc: BaseException) -> dict[str, Any]:
@@ -230,7 +231,7 @@ def _smoke_summary(name: str, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _items(items: tuple[LockedItem, ...], results: list[stack.ItemResult], moved: dict[str, dict[str, Any]],
+def _items(items: tuple[LockedItem, ...], results: list[ItemResult], moved: dict[str, dict[str, Any]],
            conflict: dict[str, Any] | None) -> list[dict[str, Any]]:
     rows = []
     by_index = dict(enumerate(results))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError, StepError
-from harness.recipe.schema import SHA40, Recipe
+from harness.recipe.schema import Recipe
 from harness.source import hub
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -95,10 +95,9 @@ def locked_revision(recipe: Recipe, source: str) -> str | None:
     from harness.source import lock
 
     the_lock = lock.read(recipe.lock_path)
-    if the_lock is None or the_lock.model.get("source") != source:
+    if the_lock is None or the_lock.model is None or the_lock.model.source != source:
         return None
-    rev = the_lock.model.get("revision")
-    return rev if rev and SHA40.match(rev) else None
+    return the_lock.model.revision  # a full SHA: the lock's model is validated when read
 
 
 def plan_download(repo: str, revision: str, dest: Path) -> tuple[int, list[str]]:

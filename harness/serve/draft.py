@@ -30,7 +30,7 @@ from harness.errors import InputError, StepError
 from harness.gguf_files import audit as audit_mod
 from harness.gguf_files.split import open_model
 from harness.recipe.schema import Recipe
-from harness.source import hub, lock_models
+from harness.source import hub
 from harness.source.lock_models import DraftPin
 
 
@@ -54,18 +54,18 @@ def pin(recipe: Recipe) -> DraftPin:
     """The lock's pin of the recipe's Hub draft (``{source, file, revision, files}``), locking it first if
     need be; a hand-edited one that is not a pin (wrong types, missing keys, not a full SHA, a file
     name outside the repository) is an InputError (exit 2) naming the lock file and the key."""
-    from harness.source import lock
+    from harness.source import locking
 
     spec = recipe.spec.draft
     assert spec is not None and not spec.is_local
-    pinned = lock.ensure(recipe).draft
+    pinned = locking.ensure(recipe).draft
     if not pinned:
         raise StepError(
             f"{recipe.path}: the draft {spec.source} {spec.file} is not pinned (HF_HUB_OFFLINE?)",
             hint="run `harness lock` with the Hugging Face Hub reachable, or pin draft.revision to a commit SHA "
             "and name one file",
         )
-    return lock_models.draft_pin(pinned, recipe.lock_path)
+    return pinned  # validated when the lock was read
 
 
 def _cached_or_fetched(repo: str, revision: str, filename: str, *, download: bool) -> Path:

@@ -21,8 +21,7 @@ from typing import Any
 from harness import console
 from harness.errors import CommandFailed, InputError, StepError
 from harness.recipe.schema import Recipe, is_url
-from harness.source import download, git
-from harness.source import lock as lock_mod
+from harness.source import download, git, locking
 from harness.source import patch_parts as patchset
 from harness.source.lock import Lock, LockedItem
 from harness.source.mirror import Mirror, Want
@@ -105,7 +104,7 @@ def patch_bytes(recipe: Recipe, item: LockedItem) -> bytes:
 
 def series_bytes(recipe: Recipe, item: LockedItem) -> list[tuple[str, bytes]]:
     """(file name, content) of each file of a patch series, in order, verified against the lock."""
-    files = lock_mod.series_files(recipe, item.ref)
+    files = locking.series_files(recipe, item.ref)
     locked = list(item.files or ())
     if [p.name for p in files] != [name for name, _ in locked]:
         raise InputError(

@@ -1,9 +1,9 @@
-"""The lock's pins of Hugging Face files (``model:``, ``draft:``) as typed models, checked on use.
+"""The lock's pins of Hugging Face files (``model:``, ``draft:``) as typed models.
 
-``harness lock`` writes them; a hand edit (a number for a revision, a missing key, a file name
-that climbs out of the repository) used to pass the lock's schema, which held them as plain
-dicts, and crash whatever used them.  :func:`draft_pin` and :func:`model_pin` validate an
-entry and raise an :class:`InputError` (exit 2) naming the lock file and each bad key.
+``harness lock`` writes them; they are fields of the lock's model (:class:`harness.source.lock.Lock`),
+so a hand edit (a number for a revision, a missing key, a file name that climbs out of the
+repository) is refused when the lock is read, naming the lock file and the key.  :func:`draft_pin`,
+:func:`model_pin` and :func:`problems` check one entry alone (an InputError, exit 2, naming each bad key).
 """
 
 from __future__ import annotations

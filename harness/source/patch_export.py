@@ -35,7 +35,7 @@ from harness import journal
 from harness.errors import InputError
 from harness.recipe.schema import Recipe, files_root, journal_path, load_recipe
 from harness.source import fetch as sources
-from harness.source import git, lock
+from harness.source import git, lock, locking
 from harness.source import patch_parts as patchset
 from harness.source.tree import Tree
 
@@ -95,7 +95,7 @@ def _export(recipe: Recipe, tree: Tree) -> Exported:
     try:
         switch.tentative(target, content)  # the lock reads the patch from disk
         updated = _validated(recipe, new_text)
-        new_lock, _ = lock.resolve(updated, made_on)
+        new_lock, _ = locking.resolve(updated, made_on)
         _same_pins(recipe, made_on, new_lock, index)
         lock_bytes = (json.dumps(new_lock.to_json(), indent=2, sort_keys=False) + "\n").encode()
         switch.commit({target: content, recipe.path: new_text.encode() if new_text is not None else None,
@@ -117,7 +117,7 @@ def _conflict_lock(recipe: Recipe, state: dict[str, Any]) -> lock.Lock:
             "(it was made by an older harness), so its patch could be written against the wrong base",
             hint=f"run `harness prepare {shlex.quote(str(recipe.path))}` again and resolve the conflict it keeps",
         )
-    return lock.Lock.from_json(state["lock"], recipe.lock_path)
+    return lock.parse(state["lock"], recipe.lock_path)
 
 
 def _same_pins(recipe: Recipe, made_on: lock.Lock, new: lock.Lock, index: int) -> None:
@@ -178,7 +178,7 @@ def _patch_path(recipe: Recipe, label: str, index: int) -> tuple[Path, Path]:
 
 
 def _series_member(recipe: Recipe, ref: str, part: str | None) -> Path:
-    files = {p.name: p for p in lock.series_files(recipe, ref)}
+    files = {p.name: p for p in locking.series_files(recipe, ref)}
     if part not in files:
         raise InputError(f"patch series {ref}: {part!r} is not one of its files any more; run `harness prepare` again")
     return files[part]

@@ -16,9 +16,8 @@ patch (a binary change without data, a corrupt hunk, a zero-context diff) is bad
 
 from __future__ import annotations
 
-import json
 import shlex
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from harness import atomic, console
 from harness.errors import CommandFailed, InputError, StepError
 from harness.recipe.schema import Recipe
 from harness.source import fetch as sources
-from harness.source import git
+from harness.source import git, stack_state
 from harness.source import patch_parts as patchset
 from harness.source.conflicts import (
     ConflictError,
@@ -38,27 +37,10 @@ from harness.source.conflicts import (
 from harness.source.fetch import Drift
 from harness.source.lock import Lock, LockedItem
 from harness.source.mirror import CommitGone, Mirror
+from harness.source.stack_state import ItemResult, PartResult
 from harness.source.tree import Tree
 
 APPLIED, MERGED, CONFLICT, SKIPPED = "applied", "already-merged", "conflict", "skipped"
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    kind: str
-    ref: str
-    repo: str | None
-    pin: str
-    status: str
-    detail: str = ""
-    commit: str | None = None
-    parts: list[dict[str, Any]] | None = None  # per mail / series file: name, status, detail, commit
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["parts"] is None:
-            del data["parts"]
-        return data
 
 
 @dataclass(frozen=True)
@@ -125,8 +107,9 @@ def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_confl
         state_file = tree.state_dir / f"{key}.json"
         repo = tree.src
         cached = git.rev_parse(repo, f"refs/harness/patched/{key}") if (repo / ".git").exists() else None
-        if cached and state_file.exists():
-            items = [ItemResult(**i) for i in json.loads(state_file.read_text())["items"]]
+        state = stack_state.read(state_file, len(lock.items)) if cached else None
+        if cached and state is not None:
+            items = list(state.items)
             if git.rev_parse(repo, "HEAD") != cached or git.is_dirty(repo):
                 git.checkout_detached(repo, cached)
             if frozen and (stale := _stale(lock, items)):
@@ -140,7 +123,7 @@ def prepare(recipe: Recipe, lock: Lock, *, check_remote: bool = True, skip_confl
         ctx = _Ctx(recipe, lock, tree, git.commit_time(repo, lock.base_sha), mirrors, fetched)
         commit, items = _apply_stack(ctx, skip_conflicts)
         git.update_ref(repo, f"refs/harness/patched/{key}", commit)
-        atomic.write_json(state_file, {"commit": commit, "items": [i.to_json() for i in items]})
+        stack_state.write(state_file, commit, items)
         git.checkout_detached(repo, commit)
     if frozen and (stale := _stale(lock, items)):
         raise stale_retired_error(recipe, lock, stale)
@@ -228,18 +211,19 @@ def _keep_conflict(ctx: _Ctx, report: ConflictReport, index: int) -> ConflictRep
 
 
 def _result(item: LockedItem, status: str, detail: str = "", commit: str | None = None,
-            parts: list[dict[str, Any]] | None = None) -> ItemResult:
-    return ItemResult(item.kind, item.ref, item.repo, item.pin, status, detail, commit, parts)
+            parts: list[PartResult] | None = None) -> ItemResult:
+    return ItemResult(kind=item.kind, ref=item.ref, repo=item.repo, pin=item.pin, status=status, detail=detail,
+                      commit=commit, parts=tuple(parts) if parts is not None else None)
 
 
 def _apply_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[ItemResult, ConflictReport | None]:
     if item.retired:  # a mark is re-verified against the current base: a base moved back may lack the item
-        result, report = _apply_item(ctx, replace(item, retired=None), index, onto)
+        result, report = _apply_item(ctx, item.replace(retired=None), index, onto)
         if result.status == MERGED:
-            return replace(result, detail=f"retired in the lock ({item.retired}); still holds: {result.detail}"), None
+            return result.replace(detail=f"retired in the lock ({item.retired}); still holds: {result.detail}"), None
         console.warn(f"{item.label()} is marked retired in the lock ({item.retired}), but the base "
                      f"{ctx.lock.base_sha[:12]} does not have it: it is applied again")
-        return replace(result, detail=f"retired mark no longer holds; {result.detail}".rstrip("; ")), report
+        return result.replace(detail=f"retired mark no longer holds; {result.detail}".rstrip("; ")), report
     if item.skipped:
         return _result(item, SKIPPED, f"skipped in the lock: {item.skipped}"), None
     if item.kind in ("patch", "patches"):
@@ -312,7 +296,7 @@ def patch_parts(recipe: Recipe, item: LockedItem) -> list[patchset.Part]:
 
 def _apply_patch_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tuple[ItemResult, ConflictReport | None]:
     parts = patch_parts(ctx.recipe, item)
-    done: list[dict[str, Any]] = []
+    done: list[PartResult] = []
     for k, part in enumerate(parts, start=1):
         part_onto = git.head(ctx.work)
         status, detail, files = _apply_part(ctx, item, part, _what(item, part, len(parts)))
@@ -329,15 +313,15 @@ def _apply_patch_item(ctx: _Ctx, item: LockedItem, index: int, onto: str) -> tup
                 title = part.subject or part.name
                 message = f"{title}\n\n{item.label()} ({k}/{len(parts)}: {part.name})\nllama-harness stack item {index + 1}: {item.pin}\n"
             commit = git.commit(ctx.work, message, ctx.date)
-        done.append({"name": part.name, "status": status, "detail": detail, "commit": commit})
+        done.append(PartResult(name=part.name, status=status, detail=detail, commit=commit))
     if len(done) == 1:
-        return _result(item, done[0]["status"], done[0]["detail"], done[0]["commit"]), None
-    applied = [d for d in done if d["status"] == APPLIED]
+        return _result(item, done[0].status, done[0].detail, done[0].commit), None
+    applied = [d for d in done if d.status == APPLIED]
     status = APPLIED if applied else MERGED
     detail = f"{len(applied)} of {len(done)} commits applied"
     if len(applied) < len(done):
-        detail += "; already merged: " + ", ".join(d["name"] for d in done if d["status"] != APPLIED)
-    return _result(item, status, detail, applied[-1]["commit"] if applied else None, done), None
+        detail += "; already merged: " + ", ".join(d.name for d in done if d.status != APPLIED)
+    return _result(item, status, detail, applied[-1].commit if applied else None, done), None
 
 
 def _what(item: LockedItem, part: patchset.Part, count: int) -> str:

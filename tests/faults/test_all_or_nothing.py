@@ -88,7 +88,7 @@ ADOPT = textwrap.dedent("""
 
 
 def _lock(base: str) -> lock.Lock:
-    return lock.Lock("r", "https://example.invalid/llama.cpp", "master", base)
+    return lock.Lock(recipe="r", upstream={"repo": "https://example.invalid/llama.cpp", "ref": "master", "sha": base})
 
 
 def _build(path: Path, identity: str) -> None:
