@@ -34,14 +34,13 @@ from __future__ import annotations
 import os
 import platform
 import re
-import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, console, paths, readlimits
+from harness import atomic, console, paths, readlimits, runner
 from harness.errors import InputError
 from harness.recipe.schema import Build
 
@@ -123,8 +122,7 @@ def detect_cpu() -> Cpu:
         return parse_cpuinfo(Path(source).read_text(errors="replace"), arch)
     model = platform.processor() or arch
     if platform.system() == "Darwin":
-        res = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, check=False)
-        model = res.stdout.strip() or model
+        model = runner.run(["sysctl", "-n", "machdep.cpu.brand_string"], check=False).stdout.strip() or model
     return Cpu(model, arch, frozenset())
 
 
