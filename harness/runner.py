@@ -259,8 +259,10 @@ class Service:
                    exited: Callable[[int], BaseException], timed_out: Callable[[], BaseException]) -> T:
         """Poll ``probe`` until it returns something other than None, and return that.  If the leader
         exits first, what it left in its group is killed and ``exited(exit code)`` is raised; after
-        ``timeout`` seconds, ``timed_out()``."""
+        ``timeout`` seconds, ``timed_out()``.  Polled often at first (a small model is up in
+        milliseconds), then every ``poll`` seconds."""
         deadline = time.monotonic() + timeout
+        pause = min(0.005, poll)
         while True:
             if self.exited():
                 raise exited(self._kill_and_reap())  # and whatever it left behind
@@ -269,7 +271,8 @@ class Service:
                 return found
             if time.monotonic() > deadline:
                 raise timed_out()
-            time.sleep(poll)
+            time.sleep(pause)
+            pause = min(pause * 2, poll)
 
     def stop(self, grace: float = 10.0) -> int:
         """SIGTERM the process group, SIGKILL it after ``grace`` seconds; reap the leader.  Its exit code."""
@@ -277,8 +280,10 @@ class Service:
             if not self.reaped:
                 self._signal_group(signal.SIGTERM)
                 deadline = time.monotonic() + grace
+                pause = 0.002  # most servers are gone within milliseconds
                 while not self.exited() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
         finally:  # a second Ctrl-C skips the grace period
             self._kill_and_reap()
             lifetime.unwatch(self.watcher)
