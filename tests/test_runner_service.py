@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -107,3 +109,27 @@ def test_a_missing_program_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot run /nonexistent/server"), \
             runner.service(["/nonexistent/server"], log_path=tmp_path / "x.log"):
         pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_service_dies_with_the_harness_even_on_sigkill(tmp_path: Path) -> None:
+    """The harness killed with SIGKILL runs no cleanup: the kernel (prctl) stops the service."""
+    harness_like = ("import sys, time\nfrom pathlib import Path\nfrom harness import runner\n"
+                    "with runner.service(['sleep', '600'], log_path=Path(sys.argv[1])) as svc:\n"
+                    "    print(svc.pid, flush=True)\n    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", harness_like, str(tmp_path / "s.log")], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    leader = 0
+    try:
+        assert parent.stdout is not None
+        leader = int(parent.stdout.readline())
+        assert not _gone(leader)
+        parent.kill()
+        parent.wait()
+        assert _wait_gone(leader), "the service outlived the harness"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if leader and not _gone(leader):
+            os.kill(leader, signal.SIGKILL)
