@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from harness.hosts import free_port  # noqa: E402
 from harness.serve.rpc import process  # noqa: E402
 from harness.smoke import decoder  # noqa: E402
 
@@ -63,7 +64,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         eps = []
         for i in range(n_servers):
-            port = process.free_port("127.0.0.1")
+            port = free_port("127.0.0.1")
             argv = process.command(rpc_server, "127.0.0.1", port, threads=args.threads or None,
                                    devices="CUDA0" if args.gpu else "CPU")
             rs = stack.enter_context(process.running(argv, "127.0.0.1", port, log_path=Path(tmp) / f"rpc{i}.log"))

@@ -83,10 +83,13 @@ def watch(pgid: int) -> subprocess.Popen[bytes] | None:
     ``preexec`` already ties the child."""
     if preexec() is not None:
         return None
+    # Started here, not through harness/runner.py: runner ties its children to us with this module (a
+    # cycle), and the watcher must outlive us; it gets only what finds Python, none of our secrets.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "PYTHONHOME", "SYSTEMROOT")}
     return subprocess.Popen(
         [sys.executable, "-m", "harness.lifetime", str(os.getpid()), str(pgid)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,
+        start_new_session=True, close_fds=True, env=env,
     )
 
 

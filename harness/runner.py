@@ -21,11 +21,18 @@ keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*`
 Long-running children (``stream``: ninja, cmake) run in a process group of their own; they are
 stopped with SIGTERM to that group when we unwind (Ctrl-C, SIGTERM) and get SIGTERM when the
 harness dies, even by SIGKILL (harness/lifetime.py), so ninja stops its compiles before it exits.
+
+Services (``service``: llama-server, rpc-server) run until we stop them: each in a session of its
+own (Ctrl-C in the terminal does not reach it, and the whole group is stopped together), its
+output appended to a log file, killed when the harness dies (even by SIGKILL), ready once the
+caller's probe answers (``Service.wait_ready``), and stopped as a group on the way out: SIGTERM,
+then SIGKILL after a grace period (``Service.stop``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import fnmatch
 import os
 import re
@@ -33,14 +40,19 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias, TypeVar
 
 from harness import console, lifetime
 from harness.errors import CommandFailed, InputError
 
 TAIL_LINES = 30
+TimeoutExpired = subprocess.TimeoutExpired  # what ``run`` raises past its ``timeout``
+Process: TypeAlias = "subprocess.Popen[bytes]"  # a service's leader (``Service.process``)
+T = TypeVar("T")
 
 # a secret's name matches one of these (upper-cased); README.md "Children get no secrets" lists them
 SECRET_PATTERNS = ("*TOKEN", "*_TOKEN_*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*PASSPHRASE*", "*_PWD",
@@ -210,6 +222,130 @@ def stream(
     if check and returncode != 0:
         raise CommandFailed(args, returncode, "\n".join(tail), log=str(log_path))
     return returncode
+
+
+@dataclass
+class Service:
+    """A long-running child started by ``service``: its leader leads a process group (and session) of its own."""
+
+    argv: list[str]
+    log_path: Path
+    process: Process = field(repr=False, compare=False)
+    watcher: Process | None = field(default=None, repr=False, compare=False)
+    reaped: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exited(self) -> bool:
+        """Whether the leader has exited, without reaping it where the platform allows: the unreaped
+        leader keeps the group id ours, so signalling the group later cannot hit a stranger."""
+        if self.process.returncode is not None:
+            return True
+        if not hasattr(os, "waitid"):  # macOS: reap (the group id may then be reused; rare enough)
+            return self.process.poll() is not None
+        try:
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def wait_exit(self, poll: float = 0.5) -> None:
+        """Block until the leader exits on its own (it is reaped later, by ``stop``)."""
+        while not self.exited():
+            time.sleep(poll)
+
+    def wait_ready(self, probe: Callable[[], T | None], *, timeout: float, poll: float,
+                   exited: Callable[[int], BaseException], timed_out: Callable[[], BaseException]) -> T:
+        """Poll ``probe`` until it returns something other than None, and return that.  If the leader
+        exits first, what it left in its group is killed and ``exited(exit code)`` is raised; after
+        ``timeout`` seconds, ``timed_out()``.  Polled often at first (a small model is up in
+        milliseconds), then every ``poll`` seconds."""
+        deadline = time.monotonic() + timeout
+        pause = min(0.005, poll)
+        while True:
+            if self.exited():
+                raise exited(self._kill_and_reap())  # and whatever it left behind
+            found = probe()
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise timed_out()
+            time.sleep(pause)
+            pause = min(pause * 2, poll)
+
+    def stop(self, grace: float = 10.0) -> int:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds; reap the leader.  Its exit code."""
+        try:
+            if not self.reaped:
+                self._signal_group(signal.SIGTERM)
+                deadline = time.monotonic() + grace
+                pause = 0.002  # most servers are gone within milliseconds
+                while not self.exited() and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+        finally:  # a second Ctrl-C skips the grace period
+            self._kill_and_reap()
+            lifetime.unwatch(self.watcher)
+            self.watcher = None
+        return self.process.returncode
+
+    def _kill_and_reap(self) -> int:
+        """SIGKILL what is left of the group, then reap the leader (once: a reaped leader's group id
+        is no longer ours to signal)."""
+        if not self.reaped:
+            self._signal_group(signal.SIGKILL)
+            self.process.wait()
+            self.reaped = True
+        return self.process.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+
+@contextlib.contextmanager
+def service(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    grace: float = 10.0,
+    restore_signals: bool = True,
+) -> Iterator[Service]:
+    """Start a long-running child (echoed, output appended to ``log_path``, no secrets in its
+    environment: ``child_env``), yield it, and stop its group on the way out (``Service.stop``).
+
+    It runs in a session of its own and dies with the harness, even on SIGKILL (harness/lifetime.py).
+    ``restore_signals=False`` keeps the signals Python ignores (SIGPIPE) ignored in the child.
+    """
+    args = [os.fspath(a) for a in argv]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console.echo_command(args)
+    with open(log_path, "ab") as log:
+        log.write(("+ " + shlex.join(args) + "\n").encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=child_env(env, args[0]), start_new_session=True,
+                                    restore_signals=restore_signals, preexec_fn=lifetime.preexec())
+        except OSError as exc:
+            raise InputError(f"cannot run {args[0]}: {exc.strerror}") from None
+    svc = Service(args, log_path, proc)
+    try:
+        svc.watcher = lifetime.watch(proc.pid)
+        yield svc
+    finally:
+        svc.stop(grace)
+
+
+def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file ("" when there is none)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "\n".join(line.rstrip("\n") for line in collections.deque(f, maxlen=lines))
+    except FileNotFoundError:
+        return ""
 
 
 def _tail_text(text: str, lines: int = TAIL_LINES) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import isa
+from harness.build import isa, isa_audit
 from harness.recipe.schema import Build
 from tests.conftest import REPO, write_recipe
 
@@ -76,9 +76,9 @@ def test_all_variants_drops_the_variant_libraries_that_use_a_broken_extension(tm
         "        ggml_add_cpu_backend_variant(icelake            SSE42 AVX F16C FMA AVX2 BMI2 AVX512 AVX512_VBMI AVX512_VNNI)\n"
         "            ggml_add_cpu_backend_variant(sapphirerapids SSE42 AVX F16C FMA AVX2 BMI2 AVX512 AVX512_VBMI "
         "AVX512_VNNI AVX512_BF16 AMX_TILE AMX_INT8)\n")
-    assert isa.dropped_variants(plan, tree) == ["sapphirerapids"]
-    assert isa.dropped_variants(_plan(ZEN3, GCC13, variant="all-variants", disable=["avx512"]), tree) == ["icelake", "sapphirerapids"]
-    assert isa.dropped_variants(_plan(ZEN3, GCC13, variant="all-variants"), tree) == []
+    assert isa_audit.dropped_variants(plan, tree) == ["sapphirerapids"]
+    assert isa_audit.dropped_variants(_plan(ZEN3, GCC13, variant="all-variants", disable=["avx512"]), tree) == ["icelake", "sapphirerapids"]
+    assert isa_audit.dropped_variants(_plan(ZEN3, GCC13, variant="all-variants"), tree) == []
 
 
 def test_fallback_after_a_crash_drops_the_widest_extension_in_use() -> None:
@@ -130,11 +130,11 @@ def test_the_binary_s_feature_line_is_checked_against_the_plan() -> None:
     plan = _plan(SPR, GCC12)
     spr_line = {"SSE3": "1", "AVX": "1", "AVX_VNNI": "1", "AVX2": "1", "F16C": "1", "FMA": "1", "BMI2": "1",
                 "AVX512": "1", "AVX512_VBMI": "1", "AVX512_VNNI": "1", "AVX512_BF16": "1", "REPACK": "1"}
-    assert isa.mismatch(plan, spr_line) == {}
-    assert isa.mismatch(plan, {**spr_line, "AMX_INT8": "1"}) == {"unexpected": ["amx"]}
+    assert isa_audit.mismatch(plan, spr_line) == {}
+    assert isa_audit.mismatch(plan, {**spr_line, "AMX_INT8": "1"}) == {"unexpected": ["amx"]}
     # what a CUDA build got before the policy (measured on an H200 host): SSE2 only
     sse2 = {"LLAMAFILE": "1", "OPENMP": "1", "REPACK": "1"}
-    assert isa.mismatch(plan, sse2)["missing"][:2] == ["avx512_bf16", "avx512_vnni"]
-    assert isa.mismatch(plan, None) == {}
+    assert isa_audit.mismatch(plan, sse2)["missing"][:2] == ["avx512_bf16", "avx512_vnni"]
+    assert isa_audit.mismatch(plan, None) == {}
     native_off = isa.plan(Build.model_validate({"cmake_args": {"GGML_NATIVE": "OFF"}}), GCC12, SPR)
     assert "build.cmake_args overrides the policy (GGML_NATIVE=OFF)" in native_off.notes[-1]

@@ -22,6 +22,7 @@ from harness.backends import get as get_backend
 from harness.build import cmake, isa, manifest
 from harness.build import run as build
 from harness.errors import InputError, StepError
+from harness.hosts import free_port
 from harness.recipe.schema import Recipe, load_recipe
 from harness.serve.rpc import endpoints, process, protocol
 from tests import fake_manifest, session_build
@@ -110,7 +111,7 @@ def test_rpc_server_and_serve_need_a_build_with_rpc(tmp_path: Path) -> None:
 
 
 def test_nothing_listening_is_refused_at_once() -> None:
-    port = process.free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     t0 = time.monotonic()
     with pytest.raises(StepError) as exc:
         endpoints.check([endpoints.parse(f"127.0.0.1:{port}")], HEAD)
@@ -151,7 +152,7 @@ def test_the_rpc_build_was_proven_through_its_rpc_server_before_publishing(llama
 @pytest.fixture
 def plain_rpc_server(llama_build: Path, tmp_path: Path) -> Iterator[process.RpcServer]:
     """The build's rpc-server started directly (no harness rpc-server: not in the registry)."""
-    port = process.free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     argv = process.command(llama_build / "bin" / "ggml-rpc-server", "127.0.0.1", port)
     with process.running(argv, "127.0.0.1", port, log_path=tmp_path / "plain-rpc.log") as rs:
         yield rs

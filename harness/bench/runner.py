@@ -192,7 +192,7 @@ def with_log_lines(samples: Sequence[Sample], log: Path) -> list[Sample]:
 
 def ended(srv: server.Server, wait: float = 2.0) -> str:
     """How the server ended when a request to it failed ("llama-server was killed by SIGABRT"), "" while it
-    runs; read without reaping it (``server.stop`` still owns its process group)."""
+    runs; read without reaping it (``runner.Service.stop`` still owns its process group)."""
     if srv.process is None or not hasattr(os, "waitid"):
         return ""
     deadline = time.monotonic() + wait

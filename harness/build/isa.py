@@ -34,14 +34,13 @@ from __future__ import annotations
 import os
 import platform
 import re
-import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import atomic, console, paths, readlimits
+from harness import atomic, console, paths, readlimits, runner
 from harness.errors import InputError
 from harness.recipe.schema import Build
 
@@ -123,8 +122,7 @@ def detect_cpu() -> Cpu:
         return parse_cpuinfo(Path(source).read_text(errors="replace"), arch)
     model = platform.processor() or arch
     if platform.system() == "Darwin":
-        res = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, check=False)
-        model = res.stdout.strip() or model
+        model = runner.run(["sysctl", "-n", "machdep.cpu.brand_string"], check=False).stdout.strip() or model
     return Cpu(model, arch, frozenset())
 
 
@@ -364,12 +362,8 @@ def next_exclusion(current: Plan, *, repack_only: bool, variant_features: Iterab
     return next((name for name in order if name in enabled), None)
 
 
-# --- what the built binary says it uses ---------------------------------------------------------
+# --- what the recipe overrides ---------------------------------------------------------------
 
-# ggml's feature names (ggml-cpu.cpp: ggml_backend_cpu_get_features) for our extensions
-GGML_FEATURE = {"avx": "AVX", "avx2": "AVX2", "f16c": "F16C", "fma": "FMA", "bmi2": "BMI2", "avx_vnni": "AVX_VNNI",
-                "avx512": "AVX512", "avx512_vbmi": "AVX512_VBMI", "avx512_vnni": "AVX512_VNNI",
-                "avx512_bf16": "AVX512_BF16", "amx": "AMX_INT8"}
 ISA_OPTIONS = ("GGML_NATIVE", "GGML_BACKEND_DL", "GGML_CPU_ALL_VARIANTS",
                *(f"GGML_{o}" for e in EXTENSIONS for o in e.options))
 
@@ -377,44 +371,3 @@ ISA_OPTIONS = ("GGML_NATIVE", "GGML_BACKEND_DL", "GGML_CPU_ALL_VARIANTS",
 def overridden(build: Build) -> list[str]:
     """The ``build.cmake_args`` entries that override the policy (they come last, so they win)."""
     return [f"{k}={v}" for k, v in build.cmake_args.items() if k in ISA_OPTIONS]
-
-
-def mismatch(current: Plan, features: dict[str, str] | None) -> dict[str, list[str]]:
-    """Where ggml's own feature line disagrees with the plan: ``missing`` (planned, not built) and
-    ``unexpected`` (built, not planned).  Empty when they agree or when ggml said nothing."""
-    if not features or current.variant == "all-variants" or not current.cpu.x86:
-        return {}
-    built = {ext for ext, name in GGML_FEATURE.items() if features.get(name) == "1"}
-    planned = {ext for ext in current.enabled if ext in GGML_FEATURE}
-    found = {"missing": sorted(planned - built, key=EXTENSION_NAMES.index),
-             "unexpected": sorted(built - planned, key=EXTENSION_NAMES.index)}
-    return {k: v for k, v in found.items() if v}
-
-
-# --- all-variants: which libraries to leave out ------------------------------------------------
-
-_VARIANT = re.compile(r"^\s*ggml_add_cpu_backend_variant\(\s*([\w.]+)((?:\s+\w+)*)\s*\)", re.M)
-
-
-def cpu_variants(tree: Path) -> dict[str, list[str]]:
-    """``ggml_add_cpu_backend_variant(tag FEATURES...)`` of the tree's ggml/src/CMakeLists.txt (x86 ones)."""
-    path = tree / "ggml" / "src" / "CMakeLists.txt"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}
-    options = {opt: e.name for e in EXTENSIONS for opt in e.options}
-    variants: dict[str, list[str]] = {}
-    for m in _VARIANT.finditer(text):
-        feats = m.group(2).split()
-        if all(f in options for f in feats):  # the x86 variants (ARM/POWER features are not ours)
-            variants[m.group(1)] = sorted({options[f] for f in feats}, key=EXTENSION_NAMES.index)
-    return variants
-
-
-def dropped_variants(current: Plan, tree: Path) -> list[str]:
-    """The CPU variant libraries (``libggml-cpu-<tag>``) that use a disabled extension."""
-    if current.variant != "all-variants" or not current.disabled:
-        return []
-    return [tag for tag, feats in cpu_variants(tree).items() if set(feats) & set(current.disabled)]
-

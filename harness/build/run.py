@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import atomic, backends, console, faults, lifetime, paths, runner, smoke
-from harness.build import cmake, disk, isa, publish, published, toolchain
+from harness.build import cmake, disk, isa, isa_audit, publish, published, toolchain
 from harness.build import manifest as manifest_mod
 from harness.build import stamp as stamp_mod
 from harness.build.cache import Transport
@@ -267,7 +267,7 @@ def _current(manifest: Manifest, ident: str, checks: Sequence[str], out: Path) -
 
 def _fall_back(crash: DecodeCrash, plan: isa.Plan, tree: Path, strict: bool, fallbacks: list[dict[str, Any]]) -> isa.Plan:
     """The plan without the extension the crash points at; a StepError when there is none or ``strict``."""
-    variant_features = isa.cpu_variants(tree).get(crash.variant or "", []) if crash.variant else []
+    variant_features = isa_audit.cpu_variants(tree).get(crash.variant or "", []) if crash.variant else []
     ext = isa.next_exclusion(plan, repack_only=crash.no_repack_ok is True, variant_features=variant_features)
     where = f"this CPU ({plan.cpu.model}), {plan.compiler}, variant {plan.variant}"
     if crash.crash.returncode == -signal.SIGABRT:  # abort(): the code's own check (GGML_ASSERT), not the CPU
@@ -305,7 +305,7 @@ def _publish(
         except FileNotFoundError as exc:
             raise StepError(str(exc)) from None
         faults.point("build:collected")
-        dropped = publish.drop_cpu_variants(tmp / "bin", isa.dropped_variants(plan, prepared.tree))
+        dropped = publish.drop_cpu_variants(tmp / "bin", isa_audit.dropped_variants(plan, prepared.tree))
         work = bdir / "harness-smoke"
         atomic.remove_tree(work, root=bdir)
         ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=targets, stamp=stamp.commit, work=work,
@@ -320,7 +320,7 @@ def _publish(
             raise
         decode = results.get("decode", {})
         features = decode.get("features", {}).get("CPU")
-        disagree = isa.mismatch(plan, features)
+        disagree = isa_audit.mismatch(plan, features)
         if disagree:
             console.warn(f"{recipe.name}/{backend}: ggml's feature line disagrees with the CPU policy: "
                          + "; ".join(f"{k}: {', '.join(v)}" for k, v in disagree.items())

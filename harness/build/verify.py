@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, backends, console, paths, runner
-from harness.build import cmake, disk, isa, publish, published, toolchain
+from harness.build import cmake, disk, isa, isa_audit, publish, published, toolchain
 from harness.build import stamp as stamp_mod
 from harness.errors import InputError
 from harness.recipe.schema import Recipe
@@ -66,7 +66,7 @@ def verify(recipe: Recipe, backend_name: str, *, builds_dir: Path | None = None,
         targets = list(on_disk.targets)
         stamp_mod.ninja(cmake.build_command(bdir, targets, ninja_bin, jobs), log, env, bdir, stamp, configured)
         publish.collect(bdir, src, targets, dest)
-        publish.drop_cpu_variants(dest / "bin", isa.dropped_variants(plan, src))
+        publish.drop_cpu_variants(dest / "bin", isa_audit.dropped_variants(plan, src))
         fresh = publish.file_digests(dest)
     finally:
         git.worktree_remove(Tree.for_recipe(recipe).src, scratch / "src")

@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.hosts import is_loopback
+    from harness.hosts import free_port, is_loopback
     from harness.recipe.schema import load_recipe
     from harness.serve.rpc import endpoints, process
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                          hint="limit what the head puts there with llama-server's --tensor-split (harness serve ... -- "
                               "--tensor-split A,B,C), or pick devices with --device")
     build = endpoints.BuildId.from_manifest(root, manifest)
-    port = args.port or process.free_port(host)
+    port = args.port or free_port(host)
     if not is_loopback(host):
         console.warn(UNSAFE.format(host=host, port=port) + "; --allow-remote was given. Keep it on a private network "
                      "or firewalled to the head, or bind 127.0.0.1 and reach it through an SSH tunnel (see README)")
@@ -80,13 +80,12 @@ def run(args: argparse.Namespace) -> int:
     handle_stop_signals()
     with process.running(argv, host, port, log_path=args.log, ready_timeout=args.ready_timeout) as rs:
         entry = endpoints.register(host, port, rs.pid, binary, build, rs.log_path)
-        assert rs.process is not None
         try:
             _announce(rs, recipe, build, devices(rs.log_path), as_json=args.json)
-            process.wait_exit(rs.process)  # returns only if it dies on its own
+            rs.service.wait_exit()  # returns only if it dies on its own
         finally:
             endpoints.unregister(entry, rs.pid)
-        raise StepError(f"rpc-server exited on its own (code {rs.process.wait()}); log: {rs.log_path}")
+        raise StepError(f"rpc-server exited on its own (code {rs.service.stop()}); log: {rs.log_path}")
 
 
 def find_build(recipe: Recipe, *, backend: str | None, builds_dir: Path | None) -> tuple[Path, Manifest]:

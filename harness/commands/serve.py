@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from harness import console
+from harness import console, runner
 from harness.errors import CommandFailed, InputError
 from harness.serve.rpc import head as rpc_head
 
@@ -140,11 +140,10 @@ def _serve(args: argparse.Namespace, binary: Path, backend: str, model: Path, se
             console.info(f"llama-server ready (pid {srv.pid}); log: {srv.log_path}; Ctrl-C stops it")
             sys.stdout.write(srv.url + "\n")
         sys.stdout.flush()
-        server.wait_exit(srv)  # only returns if the server dies on its own
-    assert srv.process is not None
+        srv.service.wait_exit()  # only returns if the server dies on its own
     code = srv.process.returncode
     if code != 0:
-        raise CommandFailed(srv.argv, code, server.log_tail(srv.log_path), log=str(srv.log_path))
+        raise CommandFailed(srv.argv, code, runner.log_tail(srv.log_path), log=str(srv.log_path))
     return 0
 
 
@@ -202,14 +201,12 @@ def _ask(srv: Server, prompt: str, n_predict: int, *, as_json: bool) -> int:
     """One completion at temperature 0 (llama-server's /completion), printed; the server stops after."""
     import requests
 
-    from harness.serve import server
-
     try:
         resp = requests.post(f"{srv.url}/completion", headers=srv.headers(), timeout=600,
                              json={"prompt": prompt, "n_predict": n_predict, "temperature": 0, "seed": 1})
         resp.raise_for_status()
     except requests.RequestException as exc:
-        raise CommandFailed(srv.argv, 1, f"{exc}\n" + server.log_tail(srv.log_path), log=str(srv.log_path)) from None
+        raise CommandFailed(srv.argv, 1, f"{exc}\n" + runner.log_tail(srv.log_path), log=str(srv.log_path)) from None
     body = resp.json()
     timings = body.get("timings") or {}
     if as_json:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +31,7 @@ def _available(binary: Path, mtime_ns: int) -> tuple[str, ...]:
 
     try:  # --help after it: a binary that does not fail on the probe prints its help and exits
         res = runner.run([binary, "-ot", _PROBE, "--help"], check=False, timeout=20)
-    except subprocess.TimeoutExpired:
+    except runner.TimeoutExpired:
         return ()  # it neither refused the probe nor printed help: nothing to check against
     lines = (res.stdout + "\n" + res.stderr).splitlines()
     if "Available buffer types:" not in [line.strip() for line in lines]:

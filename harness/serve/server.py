@@ -1,8 +1,8 @@
 """llama-server: its command line (speculative modes, draft depth, offload) and its process.
 
-``running_server`` starts one llama-server in a session of its own (so Ctrl-C in the
-terminal does not reach it and the whole group can be stopped together), waits for
-``/health``, and on the way out stops the group: SIGTERM, then SIGKILL after a grace period.
+``running_server`` starts one llama-server as a service of harness/runner.py (a session of its
+own, so Ctrl-C in the terminal does not reach it and the whole group is stopped together), waits
+for ``/health``, and on the way out stops the group: SIGTERM, then SIGKILL after a grace period.
 
 It binds 127.0.0.1 unless told otherwise; any other address needs an API key, which is
 written to a 0600 file and passed with ``--api-key-file`` (never on the command line,
@@ -16,15 +16,10 @@ configuration.  The server dies with the harness, even on SIGKILL (harness/lifet
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import difflib
 import os
-import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -32,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import atomic, console, readlimits
+from harness import atomic, console, readlimits, runner
 from harness.errors import CommandFailed, InputError, StepError
-from harness.hosts import is_loopback
+from harness.hosts import free_port, is_loopback
 
 if TYPE_CHECKING:
     from harness.recipe.schema import Recipe, Serve
@@ -257,12 +252,25 @@ class Server:
     """A running llama-server; ``url`` is where this machine reaches it."""
 
     url: str
-    pid: int
-    argv: list[str]
-    log_path: Path
+    service: runner.Service = field(repr=False, compare=False)
     api_key: str | None = field(default=None, repr=False)
     key_file: Path | None = field(default=None, repr=False)
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def pid(self) -> int:
+        return self.service.pid
+
+    @property
+    def argv(self) -> list[str]:
+        return self.service.argv
+
+    @property
+    def log_path(self) -> Path:
+        return self.service.log_path
+
+    @property
+    def process(self) -> runner.Process:
+        return self.service.process
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -288,13 +296,10 @@ def running_server(
     require_key(host, key)
     refuse_key_on_command_line(args)
     port = port or free_port(host)
-    from harness import lifetime, runner
-
     _sweep_run_dirs()
     key_dir = Path(tempfile.mkdtemp(prefix=f"{KEY_DIR_PREFIX}{os.getpid()}-"))  # 0700
     if log_path is None:
         log_path = key_dir / "llama-server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [str(binary), "-m", str(model), *args, "--host", host, "--port", str(port)]
     if key:
         key_file = key_dir / "api-key"
@@ -302,31 +307,13 @@ def running_server(
         with os.fdopen(fd, "w") as f:
             f.write(key + "\n")
         argv += ["--api-key-file", str(key_file)]
-    console.echo_command(argv)
     connect = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    server = Server(url=_url(connect, port), pid=0, argv=argv, log_path=log_path, api_key=key,
-                    key_file=key_dir / "api-key" if key else None)
-    watcher = None
     try:
-        with open(log_path, "ab") as log:
-            log.write(("+ " + shlex.join(argv) + "\n").encode())
-            log.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=runner.child_env(_server_env(), binary), start_new_session=True,
-                    preexec_fn=lifetime.preexec(),
-                )  # fmt: skip
-            except OSError as exc:
-                raise InputError(f"cannot run {binary}: {exc.strerror}") from None
-        server.process, server.pid = proc, proc.pid
-        try:
-            watcher = lifetime.watch(proc.pid)
+        with runner.service(argv, log_path=log_path, env=_server_env(), grace=grace) as service:
+            server = Server(url=_url(connect, port), service=service, api_key=key,
+                            key_file=key_dir / "api-key" if key else None)
             _wait_ready(server, ready_timeout)
             yield server
-        finally:
-            stop(proc, grace)
-            lifetime.unwatch(watcher)
     finally:
         if log_path.parent != key_dir:
             shutil.rmtree(key_dir, ignore_errors=True)
@@ -335,65 +322,25 @@ def running_server(
                 (key_dir / "api-key").unlink()
 
 
-def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
-    """SIGTERM the process group, SIGKILL it after ``grace`` seconds; reap the leader."""
-    _signal_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    try:
-        while not _leader_exited(proc) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:  # a second Ctrl-C skips the grace period
-        # The unreaped leader keeps the group id reserved, so this cannot hit a stranger.
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait()
-    return proc.returncode
-
-
-def wait_exit(srv: Server, poll: float = 0.5) -> None:
-    """Block until the server exits on its own (it is reaped later, by ``stop``)."""
-    assert srv.process is not None
-    while not _leader_exited(srv.process):
-        time.sleep(poll)
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "\n".join(line.rstrip("\n") for line in collections.deque(f, maxlen=lines))
-    except FileNotFoundError:
-        return ""
-
-
 def _wait_ready(server: Server, timeout: float) -> None:
     import requests
 
-    assert server.process is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        if _leader_exited(server.process):
-            _signal_group(server.process, signal.SIGKILL)  # whatever it left behind
-            code = server.process.wait()
-            raise CommandFailed(server.argv, code, log_tail(server.log_path), log=str(server.log_path))
+    def healthy() -> bool | None:
         with contextlib.suppress(requests.RequestException):
             status = requests.get(f"{server.url}/health", timeout=2).status_code
             _forget_key(server)  # it answers: its arguments, the key file among them, have been read
             if status == 200:
-                return
-        if time.monotonic() > deadline:
-            tail = "\n".join("    " + line for line in log_tail(server.log_path).splitlines())
-            raise StepError(
-                f"llama-server did not become ready within {timeout:.0f}s\n  log (last lines):\n{tail}\n"
-                f"  full log: {server.log_path}"
-            )
-        time.sleep(0.2)
+                return True
+        return None
+
+    def timed_out() -> StepError:
+        tail = "\n".join("    " + line for line in runner.log_tail(server.log_path).splitlines())
+        return StepError(f"llama-server did not become ready within {timeout:.0f}s\n  log (last lines):\n{tail}\n"
+                         f"  full log: {server.log_path}")
+
+    server.service.wait_ready(
+        healthy, timeout=timeout, poll=0.2, timed_out=timed_out,
+        exited=lambda code: CommandFailed(server.argv, code, runner.log_tail(server.log_path), log=str(server.log_path)))
 
 
 KEY_DIR_PREFIX = "harness-server-"
@@ -426,23 +373,6 @@ def _sweep_run_dirs() -> None:
     for i, (mtime, run_dir) in enumerate(finished):
         if i >= KEEP_RUN_DIRS or now - mtime > KEEP_RUN_DIRS_S:
             shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _leader_exited(proc: subprocess.Popen[bytes]) -> bool:
-    """Whether the leader has exited, without reaping it where the platform allows."""
-    if proc.returncode is not None:
-        return True
-    if not hasattr(os, "waitid"):  # macOS: reap (the group id may then be reused; rare enough)
-        return proc.poll() is not None
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def _server_env() -> dict[str, str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.hosts import free_port
 from harness.serve.rpc import process
 from harness.smoke import Context, SmokeFailure, decoder, tiny_model
 
@@ -36,7 +37,7 @@ def run(ctx: Context) -> dict[str, Any]:
     model = ctx.work / "tiny-F16.gguf"
     if not model.exists():
         tiny_model.write(model)
-    port = process.free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     log = ctx.work / "rpc-server.log"
     try:
         argv = process.command(rpc_server, "127.0.0.1", port, devices="CPU")

@@ -7,8 +7,8 @@ offered); at 0c1e570 it is gone and the server offers its devices' free memory, 
 is passed only where ``--help`` lists it.  It prints ``Starting RPC server vX.Y.Z``, the
 endpoint and its devices on stdout, and "Accepted client connection" per client.
 
-It starts in a session of its own (Ctrl-C in the terminal does not reach it) and is
-stopped as a group by ``harness.serve.server.stop``: SIGTERM, SIGKILL after a grace period.
+It runs as a service of harness/runner.py: in a session of its own (Ctrl-C in the terminal does
+not reach it), stopped as a group on the way out: SIGTERM, SIGKILL after a grace period.
 A server that cannot bind its port prints "Failed to create server socket" and exits 0,
 so readiness is the HELLO answer, never the exit code.
 
@@ -22,20 +22,16 @@ ignored, the write fails, rpc-server drops that client and accepts the next.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shlex
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import console, runner
+from harness import runner
 from harness.errors import InputError, StepError
-from harness.serve import server
 from harness.serve.rpc import protocol
 
 
@@ -43,15 +39,28 @@ from harness.serve.rpc import protocol
 class RpcServer:
     host: str
     port: int
-    pid: int
-    argv: list[str]
-    log_path: Path
     hello: protocol.Hello
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    service: runner.Service = field(repr=False, compare=False)
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.service.pid
+
+    @property
+    def argv(self) -> list[str]:
+        return self.service.argv
+
+    @property
+    def log_path(self) -> Path:
+        return self.service.log_path
+
+    @property
+    def process(self) -> runner.Process:
+        return self.service.process
 
 
 def has_mem_flag(binary: Path) -> bool:
@@ -85,13 +94,6 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running(argv: list[str], host: str, port: int, *, log_path: Path | None = None, ready_timeout: float = 60.0,
             env: dict[str, str] | None = None, grace: float = 5.0) -> Iterator[RpcServer]:
@@ -100,65 +102,29 @@ def running(argv: list[str], host: str, port: int, *, log_path: Path | None = No
         raise InputError(f"{host}:{port} is in use (another rpc-server?)", hint="pick another --port, or --port 0 for a free one")
     if log_path is None:
         log_path = Path(tempfile.mkdtemp(prefix="harness-rpc-")) / "rpc-server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    from harness import lifetime, runner
-
-    console.echo_command(argv)
-    with open(log_path, "ab") as log:
-        log.write(("+ " + shlex.join(argv) + "\n").encode())
-        log.flush()
-        try:
-            # restore_signals=False: SIGPIPE stays ignored in rpc-server (see the module docstring);
-            # no secrets in its environment, and it dies with the harness (harness/lifetime.py)
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=runner.child_env(env, argv[0]), start_new_session=True,
-                                    restore_signals=False, preexec_fn=lifetime.preexec())
-        except OSError as exc:
-            raise InputError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    watcher = None
-    try:
-        watcher = lifetime.watch(proc.pid)
-        said = _wait_ready(proc, host, port, log_path, argv, ready_timeout)
-        yield RpcServer(host, port, proc.pid, argv, log_path, said, proc)
-    finally:
-        server.stop(proc, grace)
-        lifetime.unwatch(watcher)
+    # restore_signals=False: SIGPIPE stays ignored in rpc-server (see the module docstring)
+    with runner.service(argv, log_path=log_path, env=env, grace=grace, restore_signals=False) as service:
+        said = _wait_ready(service, host, port, ready_timeout)
+        yield RpcServer(host, port, said, service)
 
 
-def exited(proc: subprocess.Popen[bytes]) -> bool:
-    """Whether the leader has exited, without reaping it (its group id stays ours until ``stop``)."""
-    if proc.returncode is not None:
-        return True
-    if not hasattr(os, "waitid"):
-        return proc.poll() is not None
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def wait_exit(proc: subprocess.Popen[bytes], poll: float = 0.5) -> None:
-    while not exited(proc):
-        time.sleep(poll)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], host: str, port: int, log_path: Path, argv: list[str],
-                timeout: float) -> protocol.Hello:
+def _wait_ready(service: runner.Service, host: str, port: int, timeout: float) -> protocol.Hello:
     connect = "127.0.0.1" if host == "0.0.0.0" else host
-    deadline = time.monotonic() + timeout
-    while True:
-        if exited(proc):
-            code = proc.wait()
-            raise StepError(f"rpc-server exited (code {code}) before answering on {host}:{port}: {shlex.join(argv)}\n"
-                            f"  output (last lines):\n{_indent(server.log_tail(log_path, 15))}\n  full log: {log_path}")
+
+    def hello() -> protocol.Hello | None:
         try:
             return protocol.hello(connect, port, timeout=2.0)
         except protocol.Unreachable:
-            pass
-        if time.monotonic() > deadline:
-            raise StepError(f"rpc-server did not answer on {host}:{port} within {timeout:.0f}s\n"
-                            f"  output (last lines):\n{_indent(server.log_tail(log_path, 15))}\n  full log: {log_path}")
-        time.sleep(0.1)
+            return None
+
+    def output() -> str:
+        return f"  output (last lines):\n{_indent(runner.log_tail(service.log_path, 15))}\n  full log: {service.log_path}"
+
+    return service.wait_ready(
+        hello, timeout=timeout, poll=0.1,
+        exited=lambda code: StepError(f"rpc-server exited (code {code}) before answering on {host}:{port}: "
+                                      f"{shlex.join(service.argv)}\n{output()}"),
+        timed_out=lambda: StepError(f"rpc-server did not answer on {host}:{port} within {timeout:.0f}s\n{output()}"))
 
 
 def _indent(text: str) -> str:
