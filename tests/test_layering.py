@@ -42,8 +42,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # (importer, imported): why it is still allowed
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("harness.recipe.schema", "harness.serve.rpc.endpoints"): "build.rpc entries are validated with the endpoint syntax "
-    "(rpc.endpoints.parse): move Endpoint and parse below the recipe",
 }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 
 from harness import console, journal
 from harness.errors import InputError, Problem
+from harness.hosts import parse as parse_endpoint
 from harness.recipe import yamlpos
 from harness.recipe.yamlpos import KeyPath
 
@@ -357,17 +358,15 @@ class Serve(_Model):
     cache_type_v: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$")  # -ctv
     n_cpu_moe: int | None = Field(default=None, ge=0)  # --n-cpu-moe N
     args: list[str] = Field(default_factory=list)
-    rpc: list[str] = Field(default_factory=list)  # rpc-server endpoints, host:port[@stamp] (harness/serve/rpc/endpoints.py)
+    rpc: list[str] = Field(default_factory=list)  # rpc-server endpoints, host:port[@stamp] (harness/hosts.py)
 
     @field_validator("rpc")
     @classmethod
     def _rpc(cls, value: list[str]) -> list[str]:
-        from harness.serve.rpc.endpoints import parse
-
         problems = []
         for text in value:
             try:
-                parse(text)
+                parse_endpoint(text)
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
