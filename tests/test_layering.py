@@ -31,11 +31,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("flows", ("harness.nightly", "harness.bisect", "harness.pipeline", "harness.bench", "harness.quality",
                "harness.build.plan", "harness.build.verify", "harness.build.needs", "harness.serve.plan",
                "harness.source.sdist_upstream")),
-    ("build", ("harness.build", "harness.smoke", "harness.backends")),
+    ("build", ("harness.build", "harness.smoke")),
     ("serve", ("harness.serve",)),
     ("published builds", ("harness.build.published", "harness.build.manifest")),
     ("source", ("harness.source",)),
     ("recipe", ("harness.recipe",)),
+    ("backends", ("harness.backends",)),  # the registry: the recipe reads backend names and option models
     ("gguf files", ("harness.gguf_files",)),
     ("base", ("harness",)),
 ]  # fmt: skip

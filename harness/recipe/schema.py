@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,11 +22,13 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from harness import console, journal
+from harness import backends, console, journal
+from harness.backends.cpu import CpuOptions
 from harness.errors import InputError, Problem
 from harness.hosts import parse as parse_endpoint
 from harness.recipe import yamlpos
@@ -44,7 +46,7 @@ def valid_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 DEFAULT_UPSTREAM = "https://github.com/ggml-org/llama.cpp"
-BACKENDS = ("cpu", "cuda", "metal", "vulkan", "hip")
+BACKENDS = tuple(backends.REGISTRY)  # harness/backends/__init__.py: the one list
 DEFAULT_TARGETS = ("llama-server", "llama-cli", "llama-quantize", "llama-imatrix", "llama-gguf-split")
 
 
@@ -167,11 +169,6 @@ class StackItem(_Model):
         return f"patch {self.patch}"
 
 
-# x86 extensions a recipe may switch off (harness/build/isa.py: EXTENSIONS, widest first)
-CPU_EXTENSIONS = ("amx", "avx512_bf16", "avx512_vnni", "avx512_vbmi", "avx512", "avx_vnni", "avx2", "bmi2", "fma",
-                  "f16c", "avx", "sse42")
-
-
 SmokeTest = Literal["version", "decode", "quantize", "serve", "rpc"]
 BUILD_SMOKE: list[SmokeTest] = ["version", "decode"]
 ALL_SMOKE: list[SmokeTest] = ["version", "decode", "quantize", "serve"]
@@ -196,45 +193,15 @@ def _target(value: str) -> str:
 
 
 BackendName = Annotated[str, _one_of("backend", BACKENDS)]
-CpuExtension = Annotated[str, _one_of("CPU extension", CPU_EXTENSIONS, fold=True)]
 TargetName = Annotated[str, AfterValidator(_target)]
 
 
-class CpuOptions(_Model):
-    """The CPU code of every backend (see harness/build/isa.py)."""
+class BuildCommon(_Model):
+    """The keys of ``build`` every recipe has; ``Build`` adds one section ``build.<name>`` per
+    registered backend (its ``options`` model: harness/backends/)."""
 
-    variant: Literal["native", "portable", "all-variants"] = "native"
-    disable: list[CpuExtension] = Field(default_factory=list)  # e.g. [amx, avx512]
-
-    @field_validator("disable")
-    @classmethod
-    def _disable(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value))
-
-
-class CudaOptions(_Model):
-    archs: list[int | str] | None = None
-
-
-class HipOptions(_Model):
-    targets: list[str] | None = None
-
-
-class MetalOptions(_Model):
-    embed_library: bool = True
-
-
-class VulkanOptions(_Model):
-    pass
-
-
-class Build(_Model):
     backends: list[BackendName] = Field(default_factory=lambda: ["cpu"])
-    cpu: CpuOptions = CpuOptions()
-    cuda: CudaOptions = CudaOptions()
-    hip: HipOptions = HipOptions()
-    metal: MetalOptions = MetalOptions()
-    vulkan: VulkanOptions = VulkanOptions()
+    cpu: CpuOptions = CpuOptions()  # the CPU code of every backend (harness/build/isa.py), also the cpu backend's own
     targets: list[TargetName] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
     cmake_args: dict[str, str | int | bool] = Field(default_factory=dict)
     build_type: Literal["Release", "RelWithDebInfo", "Debug", "MinSizeRel"] = "Release"
@@ -251,6 +218,23 @@ class Build(_Model):
         if twice:
             raise ValueError(f"listed twice: {', '.join(twice)}")
         return value
+
+    def options(self, backend: str) -> Any:
+        """The section ``build.<backend>``: an instance of that backend's ``options`` model."""
+        return getattr(self, backend)
+
+
+def _with_backend_sections() -> type[BuildCommon]:
+    sections: dict[str, Any] = {name: (b.options, b.options()) for name, b in backends.REGISTRY.items()}
+    return create_model("Build", __base__=BuildCommon, __module__=__name__, **sections)
+
+
+# The recipe's ``build``: the common keys and a section per registered backend.  Type checkers see
+# the common keys (a backend's section is read through ``options(name)``, typed by the backend).
+if TYPE_CHECKING:
+    Build = BuildCommon
+else:
+    Build = _with_backend_sections()
 
 
 class ModelConvert(_Model):
