@@ -36,7 +36,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("published builds", ("harness.build.published", "harness.build.manifest")),
     ("source", ("harness.source",)),
     ("recipe", ("harness.recipe",)),
-    ("backends", ("harness.backends",)),  # the registry: the recipe reads backend names and option models
+    # the registries the recipe reads: backend names and option models, smoke check names
+    ("registries", ("harness.backends", "harness.smoke.registry")),
     ("gguf files", ("harness.gguf_files",)),
     ("base", ("harness",)),
 ]  # fmt: skip

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import console
+from harness.smoke.registry import BUILD_DEFAULT, COMMAND_LINE
 
 if TYPE_CHECKING:
     from harness.build.cache import Transport
     from harness.recipe.schema import Recipe
 
-SMOKE_CHECKS = ("version", "decode", "quantize", "serve")  # harness/smoke/ (recipe.py: SmokeTest)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-ccache", action="store_true", help="do not use ccache even when installed")
     p.add_argument("--builds-dir", type=Path, help="where builds/<recipe>/<backend> go (default: ./builds)")
     p.add_argument("--smoke", metavar="LIST",
-                   help=f"smoke checks before publishing, comma-separated from {','.join(SMOKE_CHECKS)} "
-                        "(default: the recipe's build.smoke, version,decode)")
+                   help=f"smoke checks before publishing, comma-separated from {','.join(COMMAND_LINE)} "
+                        f"(default: the recipe's build.smoke, {','.join(BUILD_DEFAULT)})")
     p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve checks (default: SmolLM2-135M from PyPI)")
     p.add_argument("--strict", action="store_true",
                    help="when the decode smoke crashes, fail instead of rebuilding without the extension at fault")
@@ -46,9 +46,9 @@ def _checks(value: str | None) -> list[str] | None:
     if value is None:
         return None
     checks = [c.strip() for c in value.split(",") if c.strip()]
-    unknown = [c for c in checks if c not in SMOKE_CHECKS]
+    unknown = [c for c in checks if c not in COMMAND_LINE]
     if unknown:
-        raise InputError(f"--smoke: unknown check {', '.join(map(repr, unknown))}; one of {', '.join(SMOKE_CHECKS)}",
+        raise InputError(f"--smoke: unknown check {', '.join(map(repr, unknown))}; one of {', '.join(COMMAND_LINE)}",
                          key="--smoke")
     return checks
 

@@ -33,6 +33,7 @@ from harness.errors import InputError, Problem
 from harness.hosts import parse as parse_endpoint
 from harness.recipe import yamlpos
 from harness.recipe.yamlpos import KeyPath
+from harness.smoke import registry as smoke_registry
 
 SHA40 = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -169,10 +170,11 @@ class StackItem(_Model):
         return f"patch {self.patch}"
 
 
-SmokeTest = Literal["version", "decode", "quantize", "serve", "rpc"]
-BUILD_SMOKE: list[SmokeTest] = ["version", "decode"]
-ALL_SMOKE: list[SmokeTest] = ["version", "decode", "quantize", "serve"]
-SMOKE_TESTS: tuple[str, ...] = (*ALL_SMOKE, "rpc")  # rpc: added by build.rpc wherever decode runs
+# a smoke check's name (harness/smoke/registry.py: the one list)
+if TYPE_CHECKING:
+    SmokeTest = str
+else:
+    SmokeTest = Literal[smoke_registry.NAMES]
 
 
 # List elements are validated one by one (Annotated), so every bad element is reported, each at its line.
@@ -205,7 +207,7 @@ class BuildCommon(_Model):
     targets: list[TargetName] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
     cmake_args: dict[str, str | int | bool] = Field(default_factory=dict)
     build_type: Literal["Release", "RelWithDebInfo", "Debug", "MinSizeRel"] = "Release"
-    smoke: list[SmokeTest] = Field(default_factory=lambda: list(BUILD_SMOKE))  # checked before publishing
+    smoke: list[SmokeTest] = Field(default_factory=lambda: list(smoke_registry.BUILD_DEFAULT))  # checked before publishing
     rpc: bool = False  # GGML_RPC=ON and the rpc-server target (harness/serve/rpc/)
     cache: str | None = None  # a binary cache to pull from before compiling (harness/build/cache/); not in the identity
 
@@ -443,7 +445,7 @@ class NightlyGates(_Model):
 class Nightly(_Model):
     gates: NightlyGates | None = None
     skip_conflicts: bool = False
-    smoke: list[SmokeTest] = Field(default_factory=lambda: list(ALL_SMOKE))
+    smoke: list[SmokeTest] = Field(default_factory=lambda: list(smoke_registry.NIGHTLY_DEFAULT))
     backends: list[BackendName] | None = None
     bisect_steps: int = Field(default=8, ge=0)  # a failed night bisects upstream for the culprit (0: never)
 
