@@ -23,7 +23,7 @@ from harness.backends import get as get_backend
 from harness.build import cmake, isa, manifest
 from harness.build import run as build
 from harness.errors import InputError, StepError
-from harness.recipe.schema import Recipe, load_recipe
+from harness.recipe.load import Recipe, load_recipe
 from harness.serve.rpc import endpoints, process, protocol
 from tests import fake_manifest, session_build
 from tests.conftest import REPO, run_harness, write_recipe

@@ -28,7 +28,7 @@ from pathlib import Path
 from harness import backends
 from harness.backends.base import GiB, MiB
 from harness.errors import InputError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import fetch as sources
 from harness.source import git
 from harness.source.lock import Lock

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from harness.errors import InputError
 
 if TYPE_CHECKING:
-    from harness.recipe.schema import ModelSection, Recipe
+    from harness.recipe.load import Recipe
+    from harness.recipe.schema import ModelSection
 
 # what llama.cpp's convert_hf_to_gguf.py imports (requirements/requirements-convert_hf_to_gguf.txt);
 # gguf-py comes with the build (builds/<recipe>/<backend>/gguf-py)

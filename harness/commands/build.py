@@ -11,7 +11,7 @@ from harness.smoke.registry import BUILD_DEFAULT, COMMAND_LINE
 
 if TYPE_CHECKING:
     from harness.build.cache import Transport
-    from harness.recipe.schema import Recipe
+    from harness.recipe.load import Recipe
 
 
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.force and not args.push and (done := uptodate.check(record_key)) is not None:
         return _report(done, as_json=args.json)
     from harness.build import run as build
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe_path = Path(args.recipe).resolve()
     files = uptodate.digests([recipe_path])  # before parsing: an edit from now on is a miss next time
@@ -96,7 +96,7 @@ def _cache(args: argparse.Namespace, recipe: Recipe) -> Transport | None:
 
 def _dry_run(args: argparse.Namespace, checks: list[str] | None) -> int:
     from harness.build import plan as build_plan
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(args.recipe)
     plans = [build_plan.dry_run(recipe, b, builds_dir=args.builds_dir, checks=checks, jobs=args.jobs,

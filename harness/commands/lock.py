@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     from dataclasses import replace
 
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source import lock, stack
 
     recipe = load_recipe(args.recipe)

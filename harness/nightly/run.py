@@ -27,7 +27,7 @@ from harness.build import run as build
 from harness.build.cache import Transport
 from harness.errors import CommandFailed, HarnessError, StepError
 from harness.nightly import adoption
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import fetch as sources
 from harness.source import git, lock, stack
 from harness.source.conflicts import ConflictError

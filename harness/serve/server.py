@@ -37,7 +37,8 @@ from harness.errors import CommandFailed, InputError, StepError
 from harness.hosts import is_loopback
 
 if TYPE_CHECKING:
-    from harness.recipe.schema import Recipe, Serve
+    from harness.recipe.load import Recipe
+    from harness.recipe.schema import Serve
 
 DEFAULT_HOST = "127.0.0.1"
 KEY_ENV = "LLAMA_API_KEY"

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness import atomic, console, readlimits
 from harness.errors import CommandFailed, HarnessError, InputError, StepError
 from harness.recipe import yamlpos
-from harness.recipe.schema import SHA40, SHA256, Recipe, StackItem, is_url, normalize_repo_url
+from harness.recipe.load import Recipe
+from harness.recipe.stack_items import SHA40, SHA256, StackItem, is_url, normalize_repo_url
 from harness.source import download, git, hub, lock_models, mirror
 from harness.source import patch_parts as patchset
 

@@ -15,7 +15,7 @@ from harness import console
 
 if TYPE_CHECKING:
     from harness.hosts import Endpoint
-    from harness.recipe.schema import Recipe
+    from harness.recipe.load import Recipe
     from harness.serve.rpc import endpoints
 
 
