@@ -327,7 +327,7 @@ def test_ends_in_the_mirror_need_no_remote(bworld: bw.World, env: dict[str, str]
     """Full (and abbreviated) SHAs the mirror already holds are taken from it, pinned behind a pin that holds
     them: with the upstream gone, a bisection of a range it has runs, and c27 (in the mirror's history, never
     pinned) is an end without a fetch; a tag, which only the remote can name, says it cannot reach it."""
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source import lock
     from harness.source.mirror import Mirror
 
@@ -470,7 +470,7 @@ def test_bench_measures_the_real_llama_server(tmp_path: Path, llama_bin: Path, s
     """One step's measurement on the session's real llama-server and SmolLM2: every prompt of the suite in
     every round gives a figure, and thresholds far on either side decide without a skip."""
     from harness.bisect import bench as bisect_bench
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(write_recipe(tmp_path / "repo", "mini", "name: mini\nbuild: {backends: [cpu]}\n"
                                       "serve: {ctx: 512, args: [-t, '2']}\n"))
@@ -486,7 +486,8 @@ def test_gate_verdict_is_the_gates_refusal() -> None:
     """At each step of a gate bisection the candidate's figures are held against the last good night's
     with the nightly's own rule (gates.compare): bad when a mean KLD rose by more than allowed."""
     from harness.bisect import checks as bisect_checks
-    from harness.recipe.schema import Recipe, RecipeModel
+    from harness.recipe.load import Recipe
+    from harness.recipe.schema import RecipeModel
 
     spec = RecipeModel.model_validate({"name": "g", "build": {"backends": ["cpu"]},
                                        "nightly": {"gates": {"model": "m.gguf", "max_kld_increase": 0.005}}})
@@ -505,7 +506,7 @@ def test_a_gate_failure_bisects_with_the_gates_check(bworld: bw.World, env: dict
     so the first step's measurement says so and the hunt reports that error instead of a culprit."""
     if not shutil.which("cc"):
         pytest.skip("no C compiler")
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source import lock
 
     path = _recipe(tmp_path, env, [2], lock_at=bworld.commits[0], world=bworld)
@@ -572,7 +573,7 @@ def test_steps_fetch_no_commits(bworld: bw.World, env: dict[str, str], tmp_path:
     """The mirror fetched the bad end with its whole history once: a step's prepare fetches no commit
     (only the blobs its checkout reads).  Every commit fetch git really runs is recorded."""
     from harness.bisect import checks as bisect_checks
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source import lock
     from harness.source.mirror import Mirror
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness.build import isa, manifest
 from harness.build import run as build
-from harness.recipe.schema import load_recipe
+from harness.recipe.load import load_recipe
 from harness.source.lock import Lock, LockedItem
 from tests.conftest import run_harness, write_recipe
 

@@ -13,7 +13,8 @@ import pytest
 from harness.errors import InputError
 from harness.nightly import gates
 from harness.nightly import report as nightly_report
-from harness.recipe.schema import NightlyGates, load_recipe
+from harness.recipe.load import load_recipe
+from harness.recipe.schema import NightlyGates
 from tests.conftest import write_recipe
 from tests.test_gguf_server import qwen35_vocab  # noqa: F401  (a fixture)
 
@@ -221,7 +222,7 @@ def test_the_gate_model_is_a_pinned_hub_file_and_a_mismatch_is_exit_2(tmp_path: 
         assert good.spec.nightly.gates is not None
         # in a process of its own: huggingface_hub reads HF_ENDPOINT and HF_HOME when it is first imported
         fetched = subprocess.run(
-            [sys.executable, "-c", "import sys; from harness.nightly import gate_model; from harness.recipe import schema; r = schema.load_recipe(sys.argv[1]); "
+            [sys.executable, "-c", "import sys; from harness.nightly import gate_model; from harness.recipe import load; r = load.load_recipe(sys.argv[1]); "
              "print(gate_model.path(r, r.spec.nightly.gates))", str(good_recipe)],
             env=env, capture_output=True, text=True, timeout=120, check=False)
         assert fetched.returncode == 0, fetched.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InputError, StepError
-from harness.recipe.schema import load_recipe
+from harness.recipe.load import load_recipe
 from harness.source import hub, locking
 from tests.conftest import REPO, write_recipe
 

@@ -31,19 +31,19 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("flows", ("harness.nightly", "harness.bisect", "harness.pipeline", "harness.bench", "harness.quality",
                "harness.build.plan", "harness.build.verify", "harness.build.needs", "harness.serve.plan",
                "harness.source.sdist_upstream")),
-    ("build", ("harness.build", "harness.smoke", "harness.backends")),
+    ("build", ("harness.build", "harness.smoke")),
     ("serve", ("harness.serve",)),
     ("published builds", ("harness.build.published", "harness.build.manifest")),
     ("source", ("harness.source",)),
     ("recipe", ("harness.recipe",)),
+    # the registries the recipe reads: backend names and option models, smoke check names
+    ("registries", ("harness.backends", "harness.smoke.registry")),
     ("gguf files", ("harness.gguf_files",)),
     ("base", ("harness",)),
 ]  # fmt: skip
 
 # (importer, imported): why it is still allowed
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("harness.recipe.schema", "harness.serve.rpc.endpoints"): "build.rpc entries are validated with the endpoint syntax "
-    "(rpc.endpoints.parse): move Endpoint and parse below the recipe",
 }  # fmt: skip
 
 

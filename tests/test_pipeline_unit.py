@@ -259,7 +259,7 @@ def test_the_lock_pins_the_model_revision(tmp_path: Path) -> None:
     from harness.source import lock as lock_mod
 
     recipe_path = write_recipe(tmp_path / "repo", "r", "model: {source: org/model}\n")
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(recipe_path)
     assert source.locked_revision(recipe, "org/model") is None
@@ -328,7 +328,7 @@ def _recipe(tmp_path: Path, body: str = "") -> Path:
 
 
 def _context(tmp_path: Path, *, source_spec: str, revision: str | None = None) -> plan.Context:
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     builds = tmp_path / "builds"
     if not (builds / "session" / "cpu").exists():
@@ -429,7 +429,7 @@ def test_the_converter_architectures_are_read_from_the_tree(tmp_path: Path) -> N
 
 
 def test_model_overrides_and_a_recipe_without_a_model_section(tmp_path: Path) -> None:
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     bare = load_recipe(_recipe(tmp_path))
     with pytest.raises(InputError, match="no model: section"):
@@ -441,7 +441,7 @@ def test_model_overrides_and_a_recipe_without_a_model_section(tmp_path: Path) ->
 
 
 def test_calibration_defaults_to_data_calibration_txt(tmp_path: Path) -> None:
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(_recipe(tmp_path))
     path = plan.calibration_path(recipe, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InputError
-from harness.recipe.schema import load_recipe
+from harness.recipe.load import load_recipe
 from tests.conftest import REPO, run_harness, write_recipe
 
 BAD = sorted((Path(__file__).parent / "data" / "bad_recipes").glob("*.yaml"))

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import hosts
 from harness.backends import get as get_backend
 from harness.build import cmake, isa, manifest
 from harness.build import run as build
 from harness.errors import InputError, StepError
 from harness.hosts import free_port
-from harness.recipe.schema import Recipe, load_recipe
+from harness.recipe.load import Recipe, load_recipe
 from harness.serve.rpc import endpoints, process, protocol
 from tests import fake_manifest, session_build
 from tests.conftest import REPO, run_harness, write_recipe
@@ -37,13 +38,13 @@ HEAD = endpoints.BuildId(stamp="0c1e570+stack.61bf57a5", patched_commit="52c8f7d
 
 
 def test_endpoints_parse_as_llama_server_takes_them() -> None:
-    eps = endpoints.parse_list(["127.0.0.1:50052,gpu-box:50053@0c1e570+stack.61bf57a5", " 10.0.0.2:1 "])
+    eps = hosts.parse_list(["127.0.0.1:50052,gpu-box:50053@0c1e570+stack.61bf57a5", " 10.0.0.2:1 "])
     assert [str(e) for e in eps] == ["127.0.0.1:50052", "gpu-box:50053@0c1e570+stack.61bf57a5", "10.0.0.2:1"]
     assert endpoints.flags(eps) == ["--rpc", "127.0.0.1:50052,gpu-box:50053,10.0.0.2:1"]
     for bad, why in [("127.0.0.1", "not host:port"), ("[::1]:50052", "IPv4 only"), ("h:70000", "out of range"),
                      ("h:1@main", "not a build stamp"), ("h:1,h:1", "listed twice")]:
         with pytest.raises(InputError, match=why):
-            endpoints.parse_list([bad])
+            hosts.parse_list([bad])
 
 
 def test_a_mismatch_names_the_commit_or_the_stack() -> None:
@@ -107,14 +108,14 @@ def test_rpc_server_and_serve_need_a_build_with_rpc(tmp_path: Path) -> None:
     assert res.returncode == 2 and "built without the RPC backend" in res.stderr and "build.rpc: true" in res.stderr
     no_rpc = endpoints.BuildId(**{**HEAD.to_json(), "protocol": None})
     with pytest.raises(InputError, match="has no RPC backend: its llama-server refuses --rpc"):
-        endpoints.check([endpoints.parse("127.0.0.1:9")], no_rpc)
+        endpoints.check([hosts.parse("127.0.0.1:9")], no_rpc)
 
 
 def test_nothing_listening_is_refused_at_once() -> None:
     port = free_port("127.0.0.1")
     t0 = time.monotonic()
     with pytest.raises(StepError) as exc:
-        endpoints.check([endpoints.parse(f"127.0.0.1:{port}")], HEAD)
+        endpoints.check([hosts.parse(f"127.0.0.1:{port}")], HEAD)
     assert time.monotonic() - t0 < 5
     assert f"127.0.0.1:{port}: Connection refused (is rpc-server running there?)" in str(exc.value)
 
@@ -165,30 +166,30 @@ def test_endpoint_checks_against_a_real_rpc_server(plain_rpc_server: process.Rpc
     said = protocol.hello("127.0.0.1", plain_rpc_server.port)
     assert said.protocol == head.protocol == "7.0.0" and said.devices and said.devices[0].total > 0
     with pytest.raises(InputError, match=f"{ep}: cannot tell which llama.cpp it runs") as exc:
-        endpoints.check([endpoints.parse(ep)], head)
+        endpoints.check([hosts.parse(ep)], head)
     assert "--rpc HOST:PORT@STAMP" in str(exc.value) and "--rpc-unverified" in str(exc.value)
-    [ok] = endpoints.check([endpoints.parse(f"{ep}@{head.stamp}")], head)
+    [ok] = endpoints.check([hosts.parse(f"{ep}@{head.stamp}")], head)
     assert ok.verified == "stamp" and ok.protocol == "7.0.0"
     with pytest.raises(InputError, match=f"{ep}: llama.cpp commit 1234567 there, 0c1e570 on the head"):
-        endpoints.check([endpoints.parse(f"{ep}@1234567+stack.61bf57a5")], head)
-    assert endpoints.check([endpoints.parse(ep)], head, unverified=True)[0].verified == "unverified"
+        endpoints.check([hosts.parse(f"{ep}@1234567+stack.61bf57a5")], head)
+    assert endpoints.check([hosts.parse(ep)], head, unverified=True)[0].verified == "unverified"
     # as if harness rpc-server had started it: the registry names its build
     binary, log = Path(plain_rpc_server.argv[0]), plain_rpc_server.log_path
     other = endpoints.BuildId(**{**head.to_json(), "patched_commit": "f" * 40, "lock_digest": "ab" * 32})
     entry = endpoints.register("127.0.0.1", plain_rpc_server.port, plain_rpc_server.pid, binary, other, log)
     with pytest.raises(InputError, match=f"{ep}: stack \\(lock digest\\) abababab there, 61bf57a5 on the head"):
-        endpoints.check([endpoints.parse(ep)], head)
+        endpoints.check([hosts.parse(ep)], head)
     endpoints.register("127.0.0.1", plain_rpc_server.port, plain_rpc_server.pid, binary, head, log)
-    [ok] = endpoints.check([endpoints.parse(ep)], head)
+    [ok] = endpoints.check([hosts.parse(ep)], head)
     assert ok.verified == "registry" and ok.build is not None and ok.build["pid"] == plain_rpc_server.pid
     endpoints.register("127.0.0.1", plain_rpc_server.port, 999999999, binary, head, log)  # a dead server's entry
     with pytest.raises(InputError, match=r"cannot tell which llama\.cpp"):
-        endpoints.check([endpoints.parse(ep)], head)
+        endpoints.check([hosts.parse(ep)], head)
     endpoints.unregister(entry, 999999999)
     assert not entry.exists()
     older = endpoints.BuildId(**{**head.to_json(), "protocol": "6.1.0"})
     with pytest.raises(InputError, match=f"{ep}: RPC protocol 7.0.0, the head's build speaks 6.1.0"):
-        endpoints.check([endpoints.parse(f"{ep}@{head.stamp}")], older)
+        endpoints.check([hosts.parse(f"{ep}@{head.stamp}")], older)
 
 
 @pytest.mark.slow
@@ -201,7 +202,7 @@ def test_a_busy_rpc_server_is_refused_and_survives_the_probe(plain_rpc_server: p
     assert struct.unpack("<Q", holder.recv(8))[0] == 4 + protocol.CONN_CAPS_SIZE
     try:
         with pytest.raises(StepError, match="did not answer HELLO within 2s; rpc-server serves one client at a time"):
-            endpoints.check([endpoints.parse(f"{plain_rpc_server.endpoint}@{head.stamp}")], head, timeout=2)
+            endpoints.check([hosts.parse(f"{plain_rpc_server.endpoint}@{head.stamp}")], head, timeout=2)
     finally:
         holder.close()
     # the probe's HELLO was still queued: rpc-server answers it into a closed socket (SIGPIPE, ignored)

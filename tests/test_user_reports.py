@@ -20,7 +20,7 @@ from harness.gguf_files.audit import audit_path
 from harness.nightly import report as nightly_report
 from harness.nightly import run as nightly
 from harness.pipeline import checkpoint, tools
-from harness.recipe.schema import load_recipe
+from harness.recipe.load import load_recipe
 from harness.serve import buffer_types, server_help
 from harness.smoke import tiny_model
 from tests import mtp_models

@@ -1,12 +1,23 @@
-"""The interface every build backend implements, and what detection reports."""
+"""The interface every build backend implements, and what detection reports.
+
+A backend is one module here and one line in the registry (harness/backends/__init__.py).
+Everything the rest of the harness needs to know about it is on this interface: its CMake
+entries and toolchain, whether it runs on a GPU (llama-server's default ``-ngl``, the decode
+smoke's offload), its recipe section ``build.<name>`` (a pydantic model the recipe schema
+adds), the disk a build of it takes, and whether the no-op fast path of ``harness build``
+may answer for it.  Nothing here imports the recipe: the backends sit below it.
+"""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from harness.recipe.schema import Build
+from pydantic import BaseModel, ConfigDict
+
+MiB = 1 << 20
+GiB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -25,11 +36,47 @@ class Detection:
     notes: list[str] = field(default_factory=list)
 
 
+class Options(BaseModel):
+    """The base of a backend's recipe section ``build.<name>``: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class DiskEstimate:
+    """Upper bounds for the disk preflight (harness/build/disk.py), before anything exists to measure."""
+
+    build_dir: int  # a fresh build directory (objects, libraries, binaries)
+    published: int  # the published copy (bin/ and the converter)
+
+
 class Backend(Protocol):
     name: str
 
-    def cmake_args(self, build: Build) -> dict[str, str]:
-        """CMake cache entries this backend adds (on top of the common release flags)."""
+    @property
+    def gpu(self) -> bool:
+        """Does it run layers on a GPU?  Then llama-server offloads every layer by default (``-ngl all``)
+        and the decode smoke runs both offloaded and with the weights on the CPU."""
+        ...
+
+    @property
+    def options(self) -> type[Options]:
+        """Its recipe section ``build.<name>`` (the recipe schema adds one key per registered backend)."""
+        ...
+
+    @property
+    def disk(self) -> DiskEstimate:
+        ...
+
+    @property
+    def fast_path(self) -> bool:
+        """May the no-op fast path (harness/build/uptodate.py) answer for its builds?  Only when every
+        input of its identity is a file or a variable the fast path checks: no toolkit or driver asked."""
+        ...
+
+    def cmake_args(self, options: Any) -> dict[str, str]:
+        """CMake cache entries this backend adds (on top of the common release flags), from its
+        recipe section (an instance of ``options``)."""
         ...
 
     def env(self) -> dict[str, str]:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import console, runner
-from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe.schema import Build
+from harness.backends.base import Backend, Detection, DiskEstimate, GiB, Options, Tool, detect_tools
 
 NVCC = Tool("nvcc", "CUDA compiler", "install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads) and put its bin/ on PATH")
 CUBLAS_INSTALL = ("install the toolkit's cuBLAS development files (e.g. cuda-libraries-dev-<version> or libcublas-dev-<version>; "
@@ -136,11 +135,19 @@ def untargetable(archs: list[str], supported: list[str]) -> list[str]:
     return bad
 
 
+class CudaOptions(Options):
+    archs: list[int | str] | None = None  # CMake architectures (86, "90a"); default: the GPUs nvidia-smi sees
+
+
 class Cuda:
     name = "cuda"
+    gpu = True
+    options = CudaOptions
+    disk = DiskEstimate(build_dir=4 * GiB, published=1 * GiB)
+    fast_path = False  # nvcc and nvidia-smi answer for its identity
 
-    def cmake_args(self, build: Build) -> dict[str, str]:
-        archs = [str(a) for a in build.cuda.archs] if build.cuda.archs else gpu_archs()
+    def cmake_args(self, options: CudaOptions) -> dict[str, str]:
+        archs = [str(a) for a in options.archs] if options.archs else gpu_archs()
         args = {"GGML_CUDA": "ON"}
         if archs:
             args["CMAKE_CUDA_ARCHITECTURES"] = ";".join(archs)
@@ -182,3 +189,6 @@ class Cuda:
 
     def launcher_languages(self) -> list[str]:
         return ["C", "CXX", "CUDA"]
+
+
+BACKEND: Backend = Cuda()

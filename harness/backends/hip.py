@@ -5,19 +5,26 @@ from __future__ import annotations
 import shutil
 
 from harness import runner
-from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe.schema import Build
+from harness.backends.base import Backend, Detection, DiskEstimate, GiB, Options, Tool, detect_tools
 
 HIPCONFIG = Tool("hipconfig", "ROCm HIP toolchain", "install ROCm (https://rocm.docs.amd.com) and put /opt/rocm/bin on PATH")
 
 
+class HipOptions(Options):
+    targets: list[str] | None = None  # GPU_TARGETS (gfx1100, ...)
+
+
 class Hip:
     name = "hip"
+    gpu = True
+    options = HipOptions
+    disk = DiskEstimate(build_dir=4 * GiB, published=1 * GiB)
+    fast_path = False  # hipconfig answers for its identity
 
-    def cmake_args(self, build: Build) -> dict[str, str]:
+    def cmake_args(self, options: HipOptions) -> dict[str, str]:
         args = {"GGML_HIP": "ON"}
-        if build.hip.targets:
-            args["GPU_TARGETS"] = ";".join(build.hip.targets)
+        if options.targets:
+            args["GPU_TARGETS"] = ";".join(options.targets)
         return args
 
     def env(self) -> dict[str, str]:
@@ -40,3 +47,6 @@ class Hip:
 
     def launcher_languages(self) -> list[str]:
         return ["C", "CXX", "HIP"]
+
+
+BACKEND: Backend = Hip()

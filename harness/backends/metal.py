@@ -6,19 +6,26 @@ import platform
 import shutil
 
 from harness import runner
-from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe.schema import Build
+from harness.backends.base import Backend, Detection, DiskEstimate, MiB, Options, Tool, detect_tools
 
 XCRUN = Tool("xcrun", "Xcode command line tools (Metal compiler)", "xcode-select --install")
 
 
+class MetalOptions(Options):
+    embed_library: bool = True
+
+
 class Metal:
     name = "metal"
+    gpu = True
+    options = MetalOptions
+    disk = DiskEstimate(build_dir=512 * MiB, published=128 * MiB)
+    fast_path = False  # the macOS version is part of its identity
 
-    def cmake_args(self, build: Build) -> dict[str, str]:
+    def cmake_args(self, options: MetalOptions) -> dict[str, str]:
         return {
             "GGML_METAL": "ON",
-            "GGML_METAL_EMBED_LIBRARY": "ON" if build.metal.embed_library else "OFF",
+            "GGML_METAL_EMBED_LIBRARY": "ON" if options.embed_library else "OFF",
             "CMAKE_INSTALL_RPATH": "@loader_path",
         }
 
@@ -43,3 +50,6 @@ class Metal:
 
     def launcher_languages(self) -> list[str]:
         return ["C", "CXX", "OBJC"]
+
+
+BACKEND: Backend = Metal()

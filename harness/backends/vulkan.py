@@ -5,17 +5,24 @@ from __future__ import annotations
 import shutil
 
 from harness import runner
-from harness.backends.base import Detection, Tool, detect_tools
-from harness.recipe.schema import Build
+from harness.backends.base import Backend, Detection, DiskEstimate, GiB, MiB, Options, Tool, detect_tools
 
 GLSLC = Tool("glslc", "GLSL -> SPIR-V shader compiler", "install the Vulkan SDK (https://vulkan.lunarg.com) or `apt install glslc`")
 HEADERS = Tool("pkg-config", "finds the Vulkan loader", "`apt install libvulkan-dev pkg-config` or the Vulkan SDK")
 
 
+class VulkanOptions(Options):
+    pass
+
+
 class Vulkan:
     name = "vulkan"
+    gpu = True
+    options = VulkanOptions
+    disk = DiskEstimate(build_dir=1 * GiB, published=256 * MiB)
+    fast_path = False  # glslc answers for its identity
 
-    def cmake_args(self, build: Build) -> dict[str, str]:
+    def cmake_args(self, options: VulkanOptions) -> dict[str, str]:
         return {"GGML_VULKAN": "ON"}
 
     def env(self) -> dict[str, str]:
@@ -38,3 +45,6 @@ class Vulkan:
 
     def launcher_languages(self) -> list[str]:
         return ["C", "CXX"]
+
+
+BACKEND: Backend = Vulkan()

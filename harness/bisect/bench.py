@@ -22,7 +22,7 @@ from typing import Literal
 
 from harness.bench import stats
 from harness.errors import InputError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 
 # metric -> its unit in the answer; aliases below
 METRICS = {"tokens_per_second": "tokens/s"}

@@ -32,7 +32,7 @@ from harness.build import cmake, isa, publish, toolchain
 from harness.build import stamp as stamp_mod
 from harness.build.run import stamp_of
 from harness.errors import CommandFailed, InputError, StepError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.serve.rpc import build as rpc_build
 from harness.source import git
 from harness.source.conflicts import ConflictError

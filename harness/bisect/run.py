@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness import atomic, console, paths
 from harness.bisect.checks import Check, Env, Verdict
 from harness.errors import HarnessError, InputError, StepError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import git, remote_refs, stack
 from harness.source.conflicts import ConflictError
 from harness.source.lock import Lock

@@ -88,7 +88,7 @@ def cache_entries(
             entries[f"CMAKE_{lang}_COMPILER_LAUNCHER"] = ccache
     entries.update(isa.cmake)
     entries.update(rpc_build.cache_entries(build))
-    entries.update(backend.cmake_args(build))
+    entries.update(backend.cmake_args(build.options(backend.name)))
     for key, value in build.cmake_args.items():
         entries[key] = ("ON" if value else "OFF") if isinstance(value, bool) else str(value)
     return entries

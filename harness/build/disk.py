@@ -10,11 +10,11 @@ measured on llama.cpp 0c1e570 (Oct 2026), exact where the cache already knows be
 - checkout: the base tree's blob sizes (``git ls-tree -r -l``: 166 MiB at 0c1e570) plus
   10 % for file-system blocks, once for the source tree and once for the stack's scratch
   worktree, each only when it does not exist yet; ``TREE`` before the base is fetched;
-- build directory: ``BUILD_DIR[backend]`` when it does not exist yet (CPU with the default
-  targets: 60-80 MB measured), plus ``SMOKE`` for the smoke checks' models;
+- build directory: the backend's ``disk.build_dir`` (harness/backends/) when it does not exist
+  yet (CPU with the default targets: 60-80 MB measured), plus ``SMOKE`` for the smoke checks' models;
 - published copy (assembled beside the published build before the swap): the build
   directory's ``bin/`` plus the converter when they exist, else the size of the build
-  published now, else ``PUBLISHED[backend]``.
+  published now, else the backend's ``disk.published``.
 """
 
 from __future__ import annotations
@@ -25,23 +25,21 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import backends
+from harness.backends.base import GiB, MiB
 from harness.errors import InputError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import fetch as sources
 from harness.source import git
 from harness.source.lock import Lock
 from harness.source.mirror import Mirror
 from harness.source.tree import Tree
 
-MiB = 1 << 20
-GiB = 1 << 30
 FIRST_FETCH = 64 * MiB
 NEXT_FETCH = 16 * MiB
 TREE = 192 * MiB
 BLOCKS = 1.10
 SMOKE = 32 * MiB
-BUILD_DIR = {"cpu": 256 * MiB, "metal": 512 * MiB, "vulkan": 1 * GiB, "cuda": 4 * GiB, "hip": 4 * GiB}
-PUBLISHED = {"cpu": 64 * MiB, "metal": 128 * MiB, "vulkan": 256 * MiB, "cuda": 1 * GiB, "hip": 1 * GiB}
 CONVERTER = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "requirements")
 
 
@@ -103,14 +101,14 @@ def for_build(recipe: Recipe, lock: Lock, backend: str, out: Path, bdir: Path) -
     """``for_prepare`` plus the build directory and the published copy of one backend."""
     needs = for_prepare(recipe, lock)
     fresh = not bdir.exists()
-    needs.append(Need("build directory", bdir, (BUILD_DIR.get(backend, 1 * GiB) if fresh else 0) + SMOKE))
+    needs.append(Need("build directory", bdir, (backends.get(backend).disk.build_dir if fresh else 0) + SMOKE))
     tree = Tree.for_recipe(recipe)
     if (bdir / "bin").is_dir():
         published = _du(bdir / "bin") + sum(_du(tree.src / name) for name in CONVERTER)
     elif out.exists():
         published = _du(out)
     else:
-        published = PUBLISHED.get(backend, 1 * GiB)
+        published = backends.get(backend).disk.published
     needs.append(Need("published copy", out, published))
     return needs
 
@@ -118,8 +116,8 @@ def for_build(recipe: Recipe, lock: Lock, backend: str, out: Path, bdir: Path) -
 def for_verify(recipe: Recipe, lock: Lock, backend: str, out: Path, scratch: Path) -> list[Need]:
     """A from-scratch rebuild in ``scratch``: a checkout, a fresh build directory and a copy of the build."""
     return [Need("verify checkout", scratch, _tree_bytes(sources.mirrors_for(lock), lock.base_sha)),
-            Need("verify build directory", scratch, BUILD_DIR.get(backend, 1 * GiB)),
-            Need("verify copy", scratch, _du(out) if out.exists() else PUBLISHED.get(backend, 1 * GiB))]
+            Need("verify build directory", scratch, backends.get(backend).disk.build_dir),
+            Need("verify copy", scratch, _du(out) if out.exists() else backends.get(backend).disk.published)]
 
 
 def human(n: int) -> str:

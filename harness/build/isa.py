@@ -41,39 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import atomic, console, paths, readlimits, runner
+from harness.backends.cpu_extensions import EXTENSIONS
 from harness.errors import InputError
 from harness.recipe.schema import Build
 
 VARIANTS = ("native", "portable", "all-variants")
 
 
-@dataclass(frozen=True)
-class Extension:
-    """An x86 extension as the recipe names it (``build.cpu.disable``)."""
-
-    name: str
-    options: tuple[str, ...]  # ggml CMake options it stands for (GGML_<option>)
-    cpuinfo: str  # the /proc/cpuinfo flag that shows the CPU has it
-    no_flags: tuple[str, ...]  # gcc/clang flags that switch it off under -march=native
-    needs: tuple[str, ...] = ()  # extensions it cannot work without
-
-
-# Widest first: the order the decode-crash fallback tries them in.
-EXTENSIONS: tuple[Extension, ...] = (
-    Extension("amx", ("AMX_TILE", "AMX_INT8", "AMX_BF16"), "amx_tile",
-              ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"), ("avx512_vnni",)),
-    Extension("avx512_bf16", ("AVX512_BF16",), "avx512_bf16", ("-mno-avx512bf16",), ("avx512",)),
-    Extension("avx512_vnni", ("AVX512_VNNI",), "avx512_vnni", ("-mno-avx512vnni",), ("avx512",)),
-    Extension("avx512_vbmi", ("AVX512_VBMI",), "avx512vbmi", ("-mno-avx512vbmi",), ("avx512",)),
-    Extension("avx512", ("AVX512",), "avx512f", ("-mno-avx512f",), ("avx2",)),
-    Extension("avx_vnni", ("AVX_VNNI",), "avx_vnni", ("-mno-avxvnni",), ("avx2",)),
-    Extension("avx2", ("AVX2",), "avx2", ("-mno-avx2",), ("avx",)),
-    Extension("bmi2", ("BMI2",), "bmi2", ("-mno-bmi2",)),
-    Extension("fma", ("FMA",), "fma", ("-mno-fma",), ("avx",)),
-    Extension("f16c", ("F16C",), "f16c", ("-mno-f16c",), ("avx",)),
-    Extension("avx", ("AVX",), "avx", ("-mno-avx",), ("sse42",)),
-    Extension("sse42", ("SSE42",), "sse4_2", ("-mno-sse4.2",)),
-)
 BY_NAME = {e.name: e for e in EXTENSIONS}
 EXTENSION_NAMES = tuple(BY_NAME)
 # ggml's non-native x86 default (INS_ENB=ON in ggml/CMakeLists.txt): x86-64-v3

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.build.isa import EXTENSION_NAMES, EXTENSIONS, Plan
+from harness.backends.cpu_extensions import EXTENSIONS
+from harness.build.isa import EXTENSION_NAMES, Plan
 
 # ggml's feature names (ggml-cpu.cpp: ggml_backend_cpu_get_features) for our extensions
 GGML_FEATURE = {"avx": "AVX", "avx2": "AVX2", "f16c": "F16C", "fma": "FMA", "bmi2": "BMI2", "avx_vnni": "AVX_VNNI",

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from harness.errors import InputError
 
 if TYPE_CHECKING:
-    from harness.recipe.schema import ModelSection, Recipe
+    from harness.recipe.load import Recipe
+    from harness.recipe.schema import ModelSection
 
 # what llama.cpp's convert_hf_to_gguf.py imports (requirements/requirements-convert_hf_to_gguf.txt);
 # gguf-py comes with the build (builds/<recipe>/<backend>/gguf-py)
@@ -87,12 +88,13 @@ def _cuda_archs(recipe: Recipe) -> list[Check]:
     what the local nvcc targets: nvcc 13 starts at 75, so a recipe for a Pascal card cannot build."""
     from harness.backends import cuda
 
-    archs = [str(a) for a in recipe.spec.build.cuda.archs] if recipe.spec.build.cuda.archs else cuda.gpu_archs()
+    asked = recipe.spec.build.options("cuda").archs
+    archs = [str(a) for a in asked] if asked else cuda.gpu_archs()
     supported = cuda.nvcc_archs()
     if not archs or supported is None:
         return []
     bad = cuda.untargetable(archs, supported)
-    where = "build.cuda.archs" if recipe.spec.build.cuda.archs else "the GPUs nvidia-smi sees"
+    where = "build.cuda.archs" if asked else "the GPUs nvidia-smi sees"
     if bad:
         return [Check("cuda: archs", False,
                       f"{', '.join(bad)} ({where}): nvcc {cuda.nvcc_version()} cannot target them (it targets "

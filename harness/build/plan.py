@@ -18,7 +18,7 @@ from harness.build import cmake, isa, published, toolchain
 from harness.build import run as build
 from harness.build import stamp as stamp_mod
 from harness.errors import InputError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.serve.rpc import build as rpc_build
 from harness.source import lock, locking
 from harness.source.tree import Tree

@@ -10,7 +10,7 @@ from harness.errors import InputError
 
 if TYPE_CHECKING:
     from harness.build.manifest import Manifest
-    from harness.recipe.schema import Recipe
+    from harness.recipe.load import Recipe
 
 DEFAULT_BUILDS_DIR = Path("builds")
 

@@ -36,7 +36,7 @@ from harness.build.cache import Transport
 from harness.build.cache import pull as cache_pull
 from harness.build.manifest import CacheKey, Manifest
 from harness.errors import InputError, StepError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.serve.rpc import build as rpc_build
 from harness.smoke.decode import DecodeCrash
 from harness.source import git, locking, stack

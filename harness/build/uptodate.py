@@ -39,7 +39,6 @@ from harness import readlimits
 from harness.errors import InputError
 
 SCHEMA = 1
-FAST_BACKENDS = ("cpu",)
 _ENV_NAMES = ("PATH", "CC", "CXX", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "SOURCE_DATE_EPOCH", "MACOSX_DEPLOYMENT_TARGET")
 _ENV_PREFIXES = ("CMAKE_", "CCACHE_", "HARNESS_", "CUDA", "NVCC", "HIP", "ROCM", "VULKAN", "GGML_", "LLAMA_")
 
@@ -125,10 +124,10 @@ def check(record_key: str) -> list[dict[str, Any]] | None:
 
 def record(record_key: str, before: dict[str, Any], results: list[dict[str, Any]]) -> None:
     """Remember ``results`` for ``record_key``, with the ``inputs`` taken before the build ran."""
-    from harness import atomic
+    from harness import atomic, backends
 
     path = _record_path(record_key)
-    if not results or any(r["backend"] not in FAST_BACKENDS for r in results):
+    if not results or any(not backends.get(r["backend"]).fast_path for r in results):
         path.unlink(missing_ok=True)
         return
     entries = [{"recipe": r["recipe"], "backend": r["backend"], "path": r["path"], "identity": r["identity"]}

@@ -10,7 +10,7 @@ from harness import atomic, backends, console, paths, runner
 from harness.build import cmake, disk, isa, isa_audit, publish, published, toolchain
 from harness.build import stamp as stamp_mod
 from harness.errors import InputError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import git, locking, stack
 from harness.source.tree import Tree
 

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.bench import chart, modes, prompts, report, stats
     from harness.bench import profile as profiles
     from harness.bench.runner import Settings, run_plan
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.serve import plan as serve_plan
     from harness.serve import server
 

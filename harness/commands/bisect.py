@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.bisect import checks as bisect_checks
     from harness.bisect import run as bisect
     from harness.errors import InputError
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source import lock, locking
 
     check = bisect_checks.parse(args.check)

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import console
+from harness.smoke.registry import BUILD_DEFAULT, COMMAND_LINE
 
 if TYPE_CHECKING:
     from harness.build.cache import Transport
-    from harness.recipe.schema import Recipe
+    from harness.recipe.load import Recipe
 
-SMOKE_CHECKS = ("version", "decode", "quantize", "serve")  # harness/smoke/ (recipe.py: SmokeTest)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-ccache", action="store_true", help="do not use ccache even when installed")
     p.add_argument("--builds-dir", type=Path, help="where builds/<recipe>/<backend> go (default: ./builds)")
     p.add_argument("--smoke", metavar="LIST",
-                   help=f"smoke checks before publishing, comma-separated from {','.join(SMOKE_CHECKS)} "
-                        "(default: the recipe's build.smoke, version,decode)")
+                   help=f"smoke checks before publishing, comma-separated from {','.join(COMMAND_LINE)} "
+                        f"(default: the recipe's build.smoke, {','.join(BUILD_DEFAULT)})")
     p.add_argument("--smoke-model", type=Path, help="GGUF for the quantize/serve checks (default: SmolLM2-135M from PyPI)")
     p.add_argument("--strict", action="store_true",
                    help="when the decode smoke crashes, fail instead of rebuilding without the extension at fault")
@@ -46,9 +46,9 @@ def _checks(value: str | None) -> list[str] | None:
     if value is None:
         return None
     checks = [c.strip() for c in value.split(",") if c.strip()]
-    unknown = [c for c in checks if c not in SMOKE_CHECKS]
+    unknown = [c for c in checks if c not in COMMAND_LINE]
     if unknown:
-        raise InputError(f"--smoke: unknown check {', '.join(map(repr, unknown))}; one of {', '.join(SMOKE_CHECKS)}",
+        raise InputError(f"--smoke: unknown check {', '.join(map(repr, unknown))}; one of {', '.join(COMMAND_LINE)}",
                          key="--smoke")
     return checks
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.force and not args.push and (done := uptodate.check(record_key)) is not None:
         return _report(done, as_json=args.json)
     from harness.build import run as build
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe_path = Path(args.recipe).resolve()
     files = uptodate.digests([recipe_path])  # before parsing: an edit from now on is a miss next time
@@ -96,7 +96,7 @@ def _cache(args: argparse.Namespace, recipe: Recipe) -> Transport | None:
 
 def _dry_run(args: argparse.Namespace, checks: list[str] | None) -> int:
     from harness.build import plan as build_plan
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(args.recipe)
     plans = [build_plan.dry_run(recipe, b, builds_dir=args.builds_dir, checks=checks, jobs=args.jobs,

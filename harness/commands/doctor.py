@@ -91,7 +91,7 @@ def _recipe(path: str, *, as_json: bool, builds_dir: Path | None = None) -> int:
     from dataclasses import asdict
 
     from harness.build import needs
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(path)
     checks = needs.check(recipe, builds_dir=builds_dir)

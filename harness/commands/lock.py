@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     import shlex
 
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source import lock, locking, stack
 
     recipe = load_recipe(args.recipe)

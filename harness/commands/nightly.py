@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.nightly import gate_model
     from harness.nightly import report as nightly_report
     from harness.nightly import run as nightly
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipes = [load_recipe(p) for p in args.recipes]  # all bad input before any work
     for r in recipes:  # a gate model that is not the one pinned is bad input too (downloaded here if need be)

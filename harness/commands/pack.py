@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from harness.build import pack, published
     from harness.errors import InputError
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(args.recipe)
     backend = args.backend or recipe.spec.build.backends[0]

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source.patch_export import export_conflict
 
     recipe = load_recipe(args.recipe)

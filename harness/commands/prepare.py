@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from harness.build import disk
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.source import locking, stack
 
     recipe = load_recipe(args.recipe)

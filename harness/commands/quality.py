@@ -63,7 +63,7 @@ def _tool(args: argparse.Namespace) -> Path:
     from harness.build import published
     from harness.errors import InputError
     from harness.quality import measure as quality
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     if args.bin is not None:
         tool: Path = args.bin / quality.PERPLEXITY

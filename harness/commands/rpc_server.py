@@ -25,7 +25,7 @@ from harness.serve.rpc import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from harness.build.manifest import Manifest
-    from harness.recipe.schema import Recipe
+    from harness.recipe.load import Recipe
     from harness.serve.rpc import endpoints, process
 
 UNSAFE = ("rpc-server has no authentication and runs whatever tensors and graphs it is sent; anyone who can reach "
@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from harness.hosts import free_port, is_loopback
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.serve.rpc import endpoints, process
 
     recipe = load_recipe(args.recipe)

@@ -24,7 +24,7 @@ from harness.errors import CommandFailed, InputError
 from harness.serve.rpc import head as rpc_head
 
 if TYPE_CHECKING:
-    from harness.recipe.schema import Recipe
+    from harness.recipe.load import Recipe
     from harness.serve import plan as serve_plan
     from harness.serve.rpc.endpoints import Checked
     from harness.serve.server import Server
@@ -88,7 +88,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
     from harness.serve import plan as serve_plan
     from harness.serve import server
 

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Every recipe is checked; the problems of all of them make one InputError (exit 2)."""
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     results: list[dict[str, Any]] = []
     problems: list[Problem] = []

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from harness.build import verify
-    from harness.recipe.schema import load_recipe
+    from harness.recipe.load import load_recipe
 
     recipe = load_recipe(args.recipe)
     verdict = verify.verify(recipe, args.backend, builds_dir=args.builds_dir, jobs=args.jobs, ccache=args.ccache, keep=args.keep)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from harness import atomic, console
 from harness.errors import InputError, StepError
-from harness.recipe.schema import GateHubModel, NightlyGates, Recipe
+from harness.recipe.load import Recipe
+from harness.recipe.schema import GateHubModel, NightlyGates
 from harness.source import hub
 
 

@@ -22,7 +22,8 @@ from typing import Any
 from harness import console, runner
 from harness.errors import InputError, StepError
 from harness.quality import measure as quality
-from harness.recipe.schema import NightlyGates, Recipe
+from harness.recipe.load import Recipe
+from harness.recipe.schema import NightlyGates
 
 INCREASE, DROP, RATIO = "increase", "drop", "ratio"
 SPEED_METRIC = "tokens_per_s.ratio"

@@ -27,7 +27,7 @@ from harness.build.cache import Transport
 from harness.errors import CommandFailed, HarnessError, StepError
 from harness.nightly import adoption
 from harness.nightly.report import Entry
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import fetch as sources
 from harness.source import git, lock, locking, stack
 from harness.source.conflicts import ConflictError

@@ -18,7 +18,8 @@ from harness.errors import InputError
 from harness.pipeline import checkpoint, tools
 from harness.pipeline.cache import Digests
 from harness.pipeline.source import Source
-from harness.recipe.schema import ModelImatrix, ModelSection, Recipe
+from harness.recipe.load import Recipe
+from harness.recipe.schema import ModelImatrix, ModelSection
 
 STEP_ORDER = ("download", "convert", "imatrix", "quantize", "quality", "draft")
 DEFAULT_MODELS_DIR = Path("models")

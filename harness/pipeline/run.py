@@ -18,7 +18,8 @@ from harness.gguf_files import gguf_py
 from harness.pipeline import cache, plan, preflight, qtypes, source, tools
 from harness.pipeline.plan import Context, Options, Outcome
 from harness.pipeline.steps import STEPS
-from harness.recipe.schema import SHA40, Recipe, load_recipe
+from harness.recipe.load import Recipe, load_recipe
+from harness.recipe.stack_items import SHA40
 
 
 @dataclass(frozen=True)

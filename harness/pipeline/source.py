@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError, StepError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import hub
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness import runner
 from harness.build import published
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 
 QUANTIZE, IMATRIX, PERPLEXITY = "llama-quantize", "llama-imatrix", "llama-perplexity"
 CONVERTER = "convert_hf_to_gguf.py"

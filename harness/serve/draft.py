@@ -29,7 +29,7 @@ from harness import console
 from harness.errors import InputError, StepError
 from harness.gguf_files import audit as audit_mod
 from harness.gguf_files.split import open_model
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import hub
 from harness.source.lock_models import DraftPin
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness import console
 from harness.errors import InputError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.serve import buffer_types, server, server_help
 from harness.serve import draft as drafts
 

@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import atomic, console, readlimits, runner
+from harness import atomic, backends, console, readlimits, runner
 from harness.errors import CommandFailed, InputError, StepError
 from harness.hosts import free_port, is_loopback
 
 if TYPE_CHECKING:
-    from harness.recipe.schema import Recipe, Serve
+    from harness.recipe.load import Recipe
+    from harness.recipe.schema import Serve
 
 DEFAULT_HOST = "127.0.0.1"
-GPU_BACKENDS = ("cuda", "metal", "vulkan", "hip")
 KEY_ENV = "LLAMA_API_KEY"
 
 # How deep each speculative type drafts.  At this llama.cpp (0c1e570) --spec-draft-n-max
@@ -154,7 +154,7 @@ def compose_args(
 def recipe_args(serve: Serve, *, backend: str) -> list[str]:
     """Offload, context, tensor placement and KV cache flags of a ``serve:`` section."""
     args: list[str] = []
-    ngl = serve.ngl if serve.ngl is not None else ("all" if backend in GPU_BACKENDS else None)
+    ngl = serve.ngl if serve.ngl is not None else ("all" if backends.uses_gpu(backend) else None)
     if ngl is not None:
         args += ["-ngl", str(ngl)]
     if serve.ctx is not None:

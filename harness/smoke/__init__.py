@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from harness.errors import StepError
+from harness.smoke import registry
 
 
 @dataclass
@@ -50,13 +52,12 @@ Check = Callable[[Context], dict[str, Any]]
 
 
 def _registry() -> dict[str, Check]:
-    from harness.smoke import decode, quantize, rpc, serve, version
-
-    return {"version": version.run, "decode": decode.run, "quantize": quantize.run, "serve": serve.run, "rpc": rpc.run}
+    """Each check's ``run``, imported by its name (harness/smoke/registry.py lists them)."""
+    return {name: import_module(f"harness.smoke.{name}").run for name in registry.NAMES}
 
 
 def names() -> tuple[str, ...]:
-    return ("version", "decode", "quantize", "serve", "rpc")
+    return registry.NAMES
 
 
 def run(checks: Sequence[str], ctx: Context) -> dict[str, Any]:

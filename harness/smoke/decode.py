@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import console, runner
+from harness import backends, console, runner
 from harness.errors import HarnessError, InputError
 from harness.gguf_files.reader import open_gguf
 from harness.smoke import Context, SmokeFailure, decoder, tiny_model
 
 # llama-quantize's type name -> the ggml type every 2-D weight gets with --pure
 TYPES: dict[str, str] = {"F16": "F16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q4_K_S": "Q4_K", "IQ4_XS": "IQ4_XS"}
-GPU_BACKENDS = ("cuda", "metal", "vulkan", "hip")
 N_PREDICT = 4
 PROBE = "blk.0.ffn_down.weight"
 
@@ -66,7 +65,7 @@ def run(ctx: Context) -> dict[str, Any]:
     # A CPU build gets no -ngl: parsing it loads the backends before logging starts, and
     # ggml's "loaded CPU backend from libggml-cpu-<variant>" line (all-variants) is lost.
     placements: dict[str, list[str]] = {"cpu": []}
-    if ctx.backend in GPU_BACKENDS:
+    if backends.uses_gpu(ctx.backend):
         placements = {"gpu": ["-ngl", "all"], "cpu": ["-ngl", "0"]}
     result: dict[str, Any] = {"ok": True, "decoder": dec.name, "n_predict": N_PREDICT, "types": {}}
     first_log = ""

@@ -20,7 +20,8 @@ from typing import Any
 
 from harness import console
 from harness.errors import CommandFailed, InputError, StepError
-from harness.recipe.schema import Recipe, is_url
+from harness.recipe.load import Recipe
+from harness.recipe.stack_items import is_url
 from harness.source import download, git, locking
 from harness.source import patch_parts as patchset
 from harness.source.lock import Lock, LockedItem

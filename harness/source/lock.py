@@ -34,7 +34,7 @@ from pydantic import (
 from harness import atomic, readlimits
 from harness.errors import InputError
 from harness.recipe import yamlpos
-from harness.recipe.schema import SHA40, SHA256, normalize_repo_url
+from harness.recipe.stack_items import SHA40, SHA256, normalize_repo_url
 from harness.source.lock_models import DraftPin, ModelPin
 
 SCHEMA: Final = 1

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import InputError
 from harness.recipe import yamlpos
-from harness.recipe.schema import SHA40
+from harness.recipe.stack_items import SHA40
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the recipe's model and draft sources
 MAX_FILES = 10_000  # far more shards than any split set has

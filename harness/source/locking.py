@@ -19,7 +19,8 @@ from pathlib import Path
 
 from harness import atomic, console
 from harness.errors import HarnessError, InputError, StepError
-from harness.recipe.schema import SHA40, Recipe, StackItem, is_url
+from harness.recipe.load import Recipe
+from harness.recipe.stack_items import SHA40, StackItem, is_url
 from harness.source import download, hub, mirror
 from harness.source import patch_parts as patchset
 from harness.source.lock import Lock, LockedItem, UpstreamPin, read, write

@@ -33,7 +33,7 @@ from typing import Any
 
 from harness import journal
 from harness.errors import InputError
-from harness.recipe.schema import Recipe, files_root, journal_path, load_recipe
+from harness.recipe.load import Recipe, files_root, journal_path, load_recipe
 from harness.source import fetch as sources
 from harness.source import git, lock, locking
 from harness.source import patch_parts as patchset

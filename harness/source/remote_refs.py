@@ -12,7 +12,8 @@ import shlex
 from pathlib import Path
 
 from harness.errors import CommandFailed, InputError, StepError
-from harness.recipe.schema import SHA40, Recipe
+from harness.recipe.load import Recipe
+from harness.recipe.stack_items import SHA40
 from harness.source import git, mirror
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from harness import atomic, console
 from harness.errors import CommandFailed, InputError, StepError
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import fetch as sources
 from harness.source import git, stack_state
 from harness.source import patch_parts as patchset

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic, console, paths
-from harness.recipe.schema import Recipe
+from harness.recipe.load import Recipe
 from harness.source import git
 from harness.source.mirror import Mirror, remove_stale_git_state
 

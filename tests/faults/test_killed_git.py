@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.recipe.schema import load_recipe
+from harness.recipe.load import load_recipe
 from harness.source import sdist_upstream as offline
 from harness.source.mirror import Mirror
 from harness.source.tree import Tree

@@ -21,77 +21,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import atomic, paths
 from harness.errors import InputError, StepError
-from harness.hosts import is_loopback
+from harness.hosts import STAMP, Endpoint, is_loopback
 from harness.serve.rpc import protocol
 from harness.serve.rpc.protocol import Device
 
 if TYPE_CHECKING:
     from harness.build.manifest import Manifest
-
-_ENDPOINT = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})(?:@(?P<stamp>\S+))?$")
-_STAMP = re.compile(r"^(?P<commit>[0-9a-f]{7,40})(?:\+stack\.(?P<stack>[0-9a-f]{8,64}))?$")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    stamp: str | None = None  # the rpc host's build stamp, as its harness rpc-server printed it
-
-    @property
-    def address(self) -> str:
-        """``host:port``, as llama-server's ``--rpc`` takes it."""
-        return f"{self.host}:{self.port}"
-
-    def __str__(self) -> str:
-        return self.address + (f"@{self.stamp}" if self.stamp else "")
-
-
-def parse(text: str) -> Endpoint:
-    """``host:port[@stamp]``; a ValueError says what is wrong.  IPv4 or a host name only:
-    ggml-rpc's transport (transport.cpp) opens AF_INET sockets and splits at the first ':'."""
-    text = text.strip()
-    match = _ENDPOINT.match(text)
-    if match is None:
-        if text.count(":") > 1 or text.startswith("["):
-            raise ValueError(f"{text!r}: rpc-server speaks IPv4 only (ggml-rpc's transport); use an IPv4 address or host name")
-        raise ValueError(f"{text!r} is not host:port (e.g. 127.0.0.1:50052, or 10.0.0.2:50052@0c1e570+stack.61bf57a5)")
-    port = int(match["port"])
-    if not 0 < port < 65536:
-        raise ValueError(f"{text!r}: port {port} is out of range")
-    stamp = match["stamp"]
-    if stamp is not None and not _STAMP.match(stamp):
-        raise ValueError(f"{text!r}: {stamp!r} is not a build stamp (COMMIT or COMMIT+stack.DIGEST, as harness "
-                         "rpc-server prints it)")
-    return Endpoint(match["host"], port, stamp)
-
-
-def parse_list(values: Iterable[str]) -> list[Endpoint]:
-    """Endpoints from ``--rpc a,b`` and recipe lists; an InputError names the bad one; no duplicates."""
-    found: list[Endpoint] = []
-    for value in values:
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            try:
-                ep = parse(part)
-            except ValueError as exc:
-                raise InputError(f"--rpc: {exc}") from None
-            if any(e.address == ep.address for e in found):
-                raise InputError(f"--rpc: {ep.address} is listed twice")
-            found.append(ep)
-    return found
-
 
 def flags(endpoints: Sequence[Endpoint]) -> list[str]:
     """llama-server's ``--rpc`` (common/arg.cpp): one comma list of host:port."""
@@ -133,7 +77,7 @@ def mismatch(head: BuildId, there: BuildId | str) -> str | None:
         if head.lock_digest != there.lock_digest:
             return f"stack (lock digest) {str(there.lock_digest)[:8]} there, {str(head.lock_digest)[:8]} on the head"
         return f"patched commit {str(there.patched_commit)[:12]} there, {str(head.patched_commit)[:12]} on the head"
-    theirs, ours = _STAMP.match(there), _STAMP.match(head.stamp)
+    theirs, ours = STAMP.match(there), STAMP.match(head.stamp)
     if theirs is None or ours is None:
         return None if there == head.stamp else f"build stamp {there} there, {head.stamp} on the head"
     a, b = theirs["commit"], ours["commit"]

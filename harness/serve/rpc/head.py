@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from harness import console
 
 if TYPE_CHECKING:
-    from harness.recipe.schema import Recipe
+    from harness.hosts import Endpoint
+    from harness.recipe.load import Recipe
     from harness.serve.rpc import endpoints
 
 
@@ -26,12 +27,13 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="accept rpc-servers whose llama.cpp commit cannot be checked (protocol check only)")
 
 
-def _head(args: argparse.Namespace, recipe: Recipe, backend: str) -> tuple[list[endpoints.Endpoint], endpoints.BuildId | None]:
+def _head(args: argparse.Namespace, recipe: Recipe, backend: str) -> tuple[list[Endpoint], endpoints.BuildId | None]:
     """The endpoints asked for and the head's build identity (None when none are asked for)."""
     from harness.build import published
+    from harness.hosts import parse_list
     from harness.serve.rpc import endpoints
 
-    eps = endpoints.parse_list(args.rpc if args.rpc else recipe.spec.serve.rpc)
+    eps = parse_list(args.rpc if args.rpc else recipe.spec.serve.rpc)
     if not eps:
         return [], None
     root = published.build_root(args.builds_dir, recipe.name, backend)
