@@ -33,7 +33,7 @@ from harness import atomic, console, paths
 from harness.bisect.checks import Check, Env, Verdict
 from harness.errors import HarnessError, InputError, StepError
 from harness.recipe.schema import Recipe
-from harness.source import git, stack
+from harness.source import git, git_repo, stack
 from harness.source import lock as lock_mod
 from harness.source.conflicts import ConflictError
 from harness.source.lock import Lock
@@ -138,7 +138,7 @@ def _pin(mirror: Mirror, want: Want) -> None:
     """``want`` pinned with its history: from the mirror when a pin's history holds it, else fetched."""
     if mirror.has(want.sha):
         return
-    if git.has_commit(mirror.path, want.sha):  # (never a lazy fetch) behind one of the mirror's pins?
+    if git_repo.has_commit(mirror.path, want.sha):  # (never a lazy fetch) behind one of the mirror's pins?
         holder = git.git(["for-each-ref", "--contains", want.sha, "--count=1", "--format=%(objectname)", PIN],
                          repo=mirror.path, check=False).stdout.strip()
         if holder and mirror.pin_ancestor(want.sha, holder):
