@@ -32,7 +32,7 @@ from harness.errors import InputError
 
 
 @functools.cache
-def _host() -> str:
+def host_id() -> str:
     """Six hex digits naming this machine in temp names (a shared cache may be seen by several)."""
     import socket
 
@@ -85,7 +85,7 @@ def _umask() -> int:
 
 
 def _temp_prefix(path: Path) -> str:
-    return f".{path.name}.harness-{_host()}-{os.getpid()}-"
+    return f".{path.name}.harness-{host_id()}-{os.getpid()}-"
 
 
 def pid_alive(pid: int) -> bool:
@@ -114,7 +114,7 @@ def stale_of(path: Path) -> list[Path]:
         if not entry.name.startswith(f".{path.name}.") or entry.name == live:
             continue
         m = _OURS.match(entry.name)
-        if m and m["target"] == path.name and m["host"] == _host():
+        if m and m["target"] == path.name and m["host"] == host_id():
             if not pid_alive(int(m["pid"])) or (m["suffix"] == RETIRED and _age(entry) > RETIRE_GRACE_S):
                 found.append(Path(entry.path))
             continue

@@ -81,7 +81,7 @@ class Switch:
             made = [str(d) for d in (p.parent, *p.parent.parents) if not d.exists()]
             entries.append(Entry(path=str(p), old=_b64(p.read_bytes() if p.exists() else None), made=made))
         self._entries = entries
-        self._write(Journal(host=atomic._host(), pid=os.getpid(), phase="prepared", entries=entries))
+        self._write(Journal(host=atomic.host_id(), pid=os.getpid(), phase="prepared", entries=entries))
         faults.point("journal:prepared")
 
     def _write(self, journal: Journal) -> None:
@@ -100,7 +100,7 @@ class Switch:
         for e in self._entries:
             data = wanted.get(Path(e.path))
             entries.append(e.model_copy(update={"new": e.old if data is None else _b64(data)}))
-        self._write(Journal(host=atomic._host(), pid=os.getpid(), phase="committed", entries=entries))
+        self._write(Journal(host=atomic.host_id(), pid=os.getpid(), phase="committed", entries=entries))
         faults.point("journal:committed")
         _forward(entries)
         self.journal.unlink()
@@ -144,7 +144,7 @@ def recover(journal: Path, root: Path) -> str | None:
     found = load(journal, Journal, "multi-file write")
     if found is None:
         return None
-    if found.host == atomic._host() and atomic.pid_alive(found.pid):
+    if found.host == atomic.host_id() and atomic.pid_alive(found.pid):
         return None
     try:
         for e in found.entries:

@@ -30,7 +30,8 @@ import numpy as np
 from gguf import GGMLQuantizationType, quants
 
 from harness import atomic
-from harness.gguf_files.reader import GGUFFile, open_gguf
+from harness.gguf_files.contents import GGUFFile
+from harness.gguf_files.reader import open_gguf
 from harness.source import sdist_upstream as offline
 
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types

@@ -127,7 +127,7 @@ def test_replace_dir_is_old_or_new_at_every_instant(tmp_path: Path, monkeypatch:
 def test_stale_temps_of_dead_processes_are_swept(tmp_path: Path) -> None:
     target = tmp_path / "out" / "model.gguf"
     target.parent.mkdir()
-    host = atomic._host()
+    host = atomic.host_id()
     dead, alive = _dead_pid(), os.getppid()
     stale_file = target.parent / f".model.gguf.harness-{host}-{dead}-abcd1234.tmp.gguf"
     stale_dir = target.parent / f".model.gguf.harness-{host}-{dead}-abcd1234.tmp"

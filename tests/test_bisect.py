@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.bisect import ends as bisect_ends
+from harness.bisect import report as bisect_report
 from harness.bisect import run as bisect
 from tests import bisect_world as bw
 from tests.conftest import run_harness, write_recipe
@@ -348,7 +350,7 @@ def test_ends_in_the_mirror_need_no_remote(bworld: bw.World, env: dict[str, str]
     try:
         again = _bisect(recipe, env, "--check", "apply", "--good", good[:10], "--bad", bad)
         assert again["first_bad"]["sha"] == bworld.commits[bw.APPLY_BREAK]
-        _, got_good, got_bad = bisect.ends(load_recipe(recipe), the_lock, good, bworld.commits[27])
+        _, got_good, got_bad = bisect_ends.ends(load_recipe(recipe), the_lock, good, bworld.commits[27])
         assert (got_good, got_bad) == (good, bworld.commits[27])
         with mirror.locked():
             assert mirror.has(bworld.commits[27])
@@ -408,7 +410,7 @@ def test_nightly_names_the_culprit(bworld: bw.World, env: dict[str, str], tmp_pa
     ("ggml : fix #123 in the middle", None),
 ])
 def test_pr_from_subject(subject: str, pr: int | None) -> None:
-    found = bisect.PR_IN_SUBJECT.search(subject)
+    found = bisect_report.PR_IN_SUBJECT.search(subject)
     assert (int(found.group(1) or found.group(2)) if found else None) == pr
 
 

@@ -11,79 +11,29 @@ end that already fails puts the cause outside the range); a wrong end stops befo
 A step the check cannot judge is skipped as ``git bisect skip`` skips it; when only skipped
 commits are left, or the step budget runs out, the answer is a range of commits, said as such.
 
-Mirrors hold the whole commit graph behind a pin (harness/source/mirror.py), so the range is listed
-locally and each candidate is pinned as an ancestor of the bad end (``Mirror.pin_ancestor``):
-a step fetches no commit, only the blobs its candidate's checkout and merges read.
+The range's ends are resolved in :mod:`harness.bisect.ends`; the answer (:class:`Result`) and its
+text are :mod:`harness.bisect.report`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from harness import atomic, console, paths
 from harness.bisect.checks import Check, Env, Verdict
+from harness.bisect.ends import ends, range_commits
+from harness.bisect.report import Result, Step, Why, about_steps, commit_info
 from harness.errors import HarnessError, InputError, StepError
 from harness.recipe.load import Recipe
-from harness.source import git, remote_refs, stack
+from harness.source import git, stack
 from harness.source.conflicts import ConflictError
 from harness.source.lock import Lock
-from harness.source.mirror import PIN, Mirror, Want
 from harness.source.tree import Tree
-
-SCHEMA = 1  # Result's schema
-Why = Literal["found", "skipped", "budget"]
-# llama.cpp's squash merges ("llama : fix foo (#22673)"), GitHub's merge commits ("Merge pull request #14 from ...")
-PR_IN_SUBJECT = re.compile(r"\(#(\d+)\)\s*$|^Merge pull request #(\d+) ")
-HEX = re.compile(r"^[0-9a-f]{4,39}$")
-SHA40 = re.compile(r"^[0-9a-f]{40}$")
-REF_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")  # a branch or tag name, refs/... too
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Commit(_Model):
-    sha: str
-    subject: str
-    date: str  # author date, ISO 8601
-    pr: int | None = None  # the upstream PR a squash commit names in its subject
-
-
-class Step(_Model):
-    step: int
-    commit: Commit
-    verdict: Literal["good", "bad", "skip"]
-    detail: str = ""
-    seconds: float
-    end: Literal["good", "bad"] | None = None  # the check of an end of the range, before bisecting
-
-
-class Result(_Model):
-    """What ``harness bisect --json`` prints (and nightly's report holds)."""
-
-    schema_: Literal[1] = Field(default=1, alias="schema")
-    recipe: str
-    check: str
-    good: Commit
-    bad: Commit
-    range_size: int  # commits in good..bad (bad included, good not)
-    first_bad: Commit | None  # None when the answer is a range
-    last_good: Commit
-    candidates: list[Commit]  # the commits that may be the first bad one, oldest first (one when found)
-    is_range: bool
-    why: Why  # budget: the step budget ran out first
-    detail: str = ""  # what the check said at the first bad commit (the item that stops applying...)
-    steps: list[Step]
 
 
 def scratch_tree(recipe: Recipe) -> Tree:
@@ -91,103 +41,6 @@ def scratch_tree(recipe: Recipe) -> Tree:
     steps so builds are incremental; a sibling of the recipe trees, so ccache sees the same paths."""
     key = hashlib.sha256(str(recipe.path).encode()).hexdigest()[:8]
     return Tree(paths.cache_dir("bisect") / f"{recipe.name}-{key}")
-
-
-def commit_info(repo: Path, sha: str) -> Commit:
-    out = git.git(["log", "-1", "--no-show-signature", "--format=%H%x00%aI%x00%s", sha], repo=repo).stdout.strip()
-    full, date, subject = out.split("\0", 2)
-    pr = PR_IN_SUBJECT.search(subject)
-    return Commit(sha=full, subject=subject, date=date, pr=int(pr.group(1) or pr.group(2)) if pr else None)
-
-
-def range_commits(repo: Path, good: str, bad: str) -> list[str]:
-    """The first-parent chain from ``good`` (excluded) to ``bad`` (included), oldest first."""
-    out = git.git(["rev-list", "--first-parent", "--ancestry-path", f"{good}..{bad}"], repo=repo).stdout
-    return list(reversed(out.split()))
-
-
-def ends(recipe: Recipe, the_lock: Lock, good: str | None, bad: str | None) -> tuple[Mirror, str, str]:
-    """(upstream mirror, good, bad) as full SHAs, each pinned in the mirror with its history (fetched only
-    when the mirror lacks it); InputError when good is not an ancestor of bad."""
-    mirror = Mirror.for_url(the_lock.upstream_repo)
-    ref = None if len(the_lock.upstream_ref) == 40 else the_lock.upstream_ref
-    upstream_ref = f"refs/heads/{ref}" if ref and not ref.startswith("refs/") else ref
-    with mirror.locked():
-        if bad is not None:
-            bad_sha = _resolve(recipe, mirror, bad, "--bad")
-        else:
-            bad_sha = remote_refs.upstream_tip(recipe)
-            _pin(mirror, Want(bad_sha, upstream_ref, f"upstream {the_lock.upstream_ref} (now)"))
-        if good is not None:  # after bad: an abbreviated --good is looked up in bad's history
-            good_sha = _resolve(recipe, mirror, good, "--good")
-        else:
-            good_sha = the_lock.base_sha
-            _pin(mirror, Want(good_sha, upstream_ref, f"upstream {the_lock.upstream_ref}"))
-    if good_sha == bad_sha:
-        raise InputError(f"--good and --bad are the same commit ({good_sha[:12]}): nothing to bisect",
-                         hint="the upstream has not moved since the lock; give --bad" if bad is None else None)
-    if not git.is_ancestor(mirror.path, good_sha, bad_sha):
-        raise InputError(f"good {good_sha[:12]} is not an ancestor of bad {bad_sha[:12]}",
-                         hint="bisect looks for where a good commit's descendants turned bad: swap them, or pick "
-                              "a good commit older than the bad one")
-    return mirror, good_sha, bad_sha
-
-
-def _pin(mirror: Mirror, want: Want) -> None:
-    """``want`` pinned with its history: from the mirror when a pin's history holds it, else fetched."""
-    if mirror.has(want.sha):
-        return
-    if git.has_commit(mirror.path, want.sha):  # (never a lazy fetch) behind one of the mirror's pins?
-        holder = git.git(["for-each-ref", "--contains", want.sha, "--count=1", "--format=%(objectname)", PIN],
-                         repo=mirror.path, check=False).stdout.strip()
-        if holder and mirror.pin_ancestor(want.sha, holder):
-            return
-    mirror.fetch([want])
-
-
-def _resolve(recipe: Recipe, mirror: Mirror, rev: str, what: str) -> str:
-    """``--good``/``--bad`` -> a full SHA pinned in the mirror, as ``git bisect`` takes them: a full SHA; a
-    branch or tag of the upstream (``b6019``, ``master``: ls-remote; a ref wins over an abbreviated SHA,
-    as in git); an abbreviated SHA of a commit the mirror has (offline too)."""
-    rev = rev.strip()
-    if SHA40.match(rev.lower()):
-        sha = rev.lower()
-        try:
-            _pin(mirror, Want(sha, label=what, from_recipe=True))
-        except InputError:  # (a commit the remote does not have)
-            raise InputError(f"{what} {rev}: {mirror.url} has no such commit", key=what,
-                             hint="give a commit, branch or tag of the recipe's upstream") from None
-        return sha
-    if not REF_NAME.match(rev) or ".." in rev or rev.endswith((".", "/", ".lock")):
-        raise InputError(f"{what} {rev!r}: not a commit SHA, branch or tag name", key=what)
-    hexish, unreachable = HEX.match(rev.lower()) is not None, None
-    try:
-        answers = remote_refs.ls_remote_for(mirror.url, remote_refs.ref_candidates(rev), [f"{what} {rev}"], recipe.path)
-    except StepError as exc:
-        if not hexish:
-            raise
-        answers, unreachable = {}, exc  # an abbreviated SHA can still be found in the mirror
-    for name, kind in ((f"{rev}^{{}}", rev), (rev, rev), (f"refs/tags/{rev}^{{}}", f"refs/tags/{rev}"),
-                       (f"refs/tags/{rev}", f"refs/tags/{rev}"), (f"refs/heads/{rev}", f"refs/heads/{rev}")):
-        if name in answers:
-            _pin(mirror, Want(answers[name], kind, f"{what} {rev}"))
-            return answers[name]
-    if hexish:
-        found = git.git(["rev-parse", "--verify", "--quiet", f"{rev.lower()}^{{commit}}"], repo=mirror.path, check=False)
-        if found.returncode == 0:
-            sha = found.stdout.strip()
-            _pin(mirror, Want(sha, label=what))
-            return sha
-    if unreachable is not None:
-        raise unreachable
-    raise InputError(f"{what} {rev}: {mirror.url} has no such commit, branch or tag", key=what,
-                     hint="abbreviated SHAs are looked up in the commits already fetched (the bad end's history); "
-                          "give the full SHA otherwise")
-
-
-def about_steps(left: int) -> int:
-    """Steps still needed for ``left`` candidate commits (git bisect's "roughly N steps")."""
-    return math.ceil(math.log2(left)) if left > 1 else 0
 
 
 def search(commits: list[str], judge: Callable[[int], Verdict], max_steps: int | None = None,
@@ -305,33 +158,6 @@ def _stacked(recipe: Recipe, candidate: Lock, tree: Tree) -> stack.Prepared | Co
         return stack.prepare(recipe, candidate, check_remote=False, tree=tree)
     except ConflictError as exc:
         return exc
-
-
-def text(result: Result) -> list[str]:
-    """The answer as people read it."""
-    def line(c: Commit) -> str:
-        pr = f"  (PR #{c.pr})" if c.pr else ""
-        return f"{c.sha}  {c.date}  {c.subject}{pr}"
-
-    out: list[str] = []
-    if result.first_bad is not None:
-        out += [f"first bad commit: {line(result.first_bad)}"]
-        if result.detail:
-            out += [f"  {result.check}: {result.detail.splitlines()[0]}"]
-    else:
-        because = ("only skipped commits are left" if result.why == "skipped"
-                   else f"the step budget ran out after {len(result.steps)} step(s)")
-        out += [f"the first bad commit is one of these {len(result.candidates)} ({because}):"]
-        out += [f"  {line(c)}" for c in result.candidates]
-    out += [f"last good commit: {line(result.last_good)}",
-            f"{len(result.steps)} step(s) over {result.range_size} commit(s) "
-            f"({result.good.sha[:12]}..{result.bad.sha[:12]}, about {about_steps(result.range_size)} needed):"]
-    for s in result.steps:
-        detail = f"  {s.detail.splitlines()[0]}" if s.detail else ""
-        end = f"({s.end} end) " if s.end else ""
-        out.append(f"  {s.step:2}  {s.commit.sha[:12]}  {s.verdict:4}  {s.seconds:6.1f}s  "
-                   f"{end}{s.commit.subject[:60]}{detail}")
-    return out
 
 
 def moved_items(old: Lock, new: Lock | None) -> list[str]:

@@ -30,7 +30,7 @@ from harness.backends.base import GiB, MiB
 from harness.errors import InputError
 from harness.recipe.load import Recipe
 from harness.source import fetch as sources
-from harness.source import git
+from harness.source import git, git_repo
 from harness.source.lock import Lock
 from harness.source.mirror import Mirror
 from harness.source.tree import Tree
@@ -88,7 +88,7 @@ def for_prepare(recipe: Recipe, lock: Lock) -> list[Need]:
             first = mirror.path not in new_mirrors
             new_mirrors.add(mirror.path)
             needs.append(Need(f"fetch {repo}", mirror.path, FIRST_FETCH if first else NEXT_FETCH))
-        elif not git.has_commit(mirror.path, sha):
+        elif not git_repo.has_commit(mirror.path, sha):
             needs.append(Need(f"fetch {sha[:12]}", mirror.path, NEXT_FETCH))
     missing = [p for p in (tree.src, tree.stack_work) if not p.exists()]
     if missing:
@@ -126,8 +126,8 @@ def human(n: int) -> str:
 
 def _tree_bytes(mirrors: dict[str, Mirror], sha: str) -> int:
     for mirror in mirrors.values():
-        if (mirror.path / "HEAD").exists() and git.has_commit(mirror.path, sha):
-            if git.missing_blobs(mirror.path, sha):  # a partial mirror: `ls-tree -l` would fetch each file to size it
+        if (mirror.path / "HEAD").exists() and git_repo.has_commit(mirror.path, sha):
+            if git_repo.missing_blobs(mirror.path, sha):  # a partial mirror: `ls-tree -l` would fetch each file to size it
                 return TREE
             res = git.git(["ls-tree", "-r", "-l", "--full-tree", sha], repo=mirror.path, check=False)
             sizes = [int(line.split()[3]) for line in res.stdout.splitlines()

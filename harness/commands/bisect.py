@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import shlex
 
     from harness.bisect import checks as bisect_checks
+    from harness.bisect import report as bisect_report
     from harness.bisect import run as bisect
     from harness.errors import InputError
     from harness.recipe.load import load_recipe
@@ -92,6 +93,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         console.emit_json({"ok": not result.is_range, **result.model_dump(by_alias=True)})
         return code
-    for line in bisect.text(result):
+    for line in bisect_report.text(result):
         console.out(line)
     return code

@@ -1,6 +1,8 @@
 """GGUF files on disk: read and validate them, find their MTP layers, audit and operate on them.
 
 ``reader``     open one GGUF file with bounded reads and validate it before anything trusts it
+``contents``   what a validated file holds: metadata entries, arrays, tensor infos, memory-mapped data
+``ggml_types`` the ggml tensor type table (block size, bytes per block), a build's own types included
 ``split``      a model as llama.cpp loads it: one file or every shard of a split set
 ``gguf_py``    a build's own gguf-py: its weight types and MTP architectures
 ``mtp_table``  what each architecture's loader requires of an MTP block, read from a llama.cpp tree

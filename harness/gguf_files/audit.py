@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import Array, TensorInfo, bits_per_weight, type_name
+from harness.gguf_files.contents import Array, TensorInfo
+from harness.gguf_files.ggml_types import bits_per_weight, type_name
 from harness.gguf_files.split import GGUFModel, open_model
 
 PASSING = frozenset({"ok", "draft", "not-applicable"})

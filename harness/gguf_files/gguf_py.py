@@ -5,7 +5,7 @@ tree, which knows that tree's (or fork's) weight types and architectures before 
 release on PyPI does.  Only ``gguf/constants.py`` is loaded, on its own (it imports
 nothing but ``enum`` and ``typing``), so a build's package never replaces the installed one.
 
-- :func:`use` registers its ``GGML_QUANT_SIZES`` with the reader (:func:`reader.register_types`)
+- :func:`use` registers its ``GGML_QUANT_SIZES`` with the reader's type table (:func:`ggml_types.register_types`)
   and the architectures whose tensor list has NextN/MTP tensors with :mod:`harness.gguf_files.mtp`;
 - the bounded validation of :mod:`harness.gguf_files.reader` still runs on every file.
 """
@@ -64,10 +64,10 @@ def mtp_architectures(module: ModuleType) -> set[str]:
 
 def use(gguf_py: Path) -> list[str]:
     """Register a build's type and MTP architecture tables; returns the type names it added or changed."""
-    from harness.gguf_files import mtp, reader
+    from harness.gguf_files import ggml_types, mtp
 
     module = constants(gguf_py)
-    added = reader.register_types(type_table(module))
+    added = ggml_types.register_types(type_table(module))
     mtp.register_architectures(mtp_architectures(module))
     return added
 

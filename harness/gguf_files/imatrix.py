@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.gguf_files.reader import MAGIC, Array, open_gguf, type_name
+from harness.gguf_files.contents import Array
+from harness.gguf_files.ggml_types import type_name
+from harness.gguf_files.reader import MAGIC, open_gguf
 
 SUM_SUFFIX, COUNT_SUFFIX = ".in_sum2", ".counts"
 METADATA = ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import Array, TensorInfo
+from harness.gguf_files.contents import Array, TensorInfo
 from harness.gguf_files.split import GGUFModel
 
 

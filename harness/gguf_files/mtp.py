@@ -35,7 +35,7 @@ from gguf import GGUFValueType
 
 from harness.errors import InputError
 from harness.gguf_files import mtp_table
-from harness.gguf_files.reader import INTEGER_TYPES, KV, TensorInfo
+from harness.gguf_files.contents import INTEGER_TYPES, KV, TensorInfo
 
 # llama.cpp's limits (src/llama-hparams.h): block_count above this aborts the loader
 LLAMA_MAX_LAYERS = 512

@@ -16,9 +16,8 @@ of one tensor's bytes, so copying a tensor streams it from the page cache.
 Why not ``gguf.GGUFReader``: it trusts the file's counts (a bad header makes it
 allocate or throw odd exceptions) and it is slow on real tokenizers (about 9 s to open
 a file with Qwen's 151,936-token vocabulary, since it builds a numpy view per array
-element).  The type table comes from the ``gguf`` package, extended by
-:func:`register_types` with the table of a build's own ``gguf-py`` (a fork's new weight
-types; see :mod:`harness.gguf_files.gguf_py`), and the writer is gguf-py's.
+element).  What a parsed file holds (:class:`GGUFFile`, its metadata and tensor infos) is
+:mod:`harness.gguf_files.contents`; the ggml type table is :mod:`harness.gguf_files.ggml_types`.
 
 One file is one shard; :mod:`harness.gguf_files.split` reads a split model as a set.
 """
@@ -31,16 +30,15 @@ import mmap
 import os
 import stat
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+from gguf import GGUFValueType
 
 from harness.errors import InputError, about_file
+from harness.gguf_files.contents import KV, Array, GGUFFile, TensorInfo
+from harness.gguf_files.ggml_types import TYPES
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -78,134 +76,6 @@ _NUMPY: dict[GGUFValueType, str] = {
     GGUFValueType.INT64: "<i8",
     GGUFValueType.FLOAT64: "<f8",
 }
-INTEGER_TYPES = frozenset(
-    {
-        GGUFValueType.UINT8,
-        GGUFValueType.INT8,
-        GGUFValueType.UINT16,
-        GGUFValueType.INT16,
-        GGUFValueType.UINT32,
-        GGUFValueType.INT32,
-        GGUFValueType.UINT64,
-        GGUFValueType.INT64,
-    }
-)
-
-# ggml type id -> (name, block size, bytes per block): the gguf package's table, extended by
-# register_types() with a build's own gguf-py (ggml/include/ggml.h of that tree).
-TYPES: dict[int, tuple[str, int, int]] = {int(t): (t.name, b, s) for t, (b, s) in GGML_QUANT_SIZES.items()}
-
-
-def register_types(table: dict[int, tuple[str, int, int]]) -> list[str]:
-    """Take the types of a build's gguf-py table; returns the names that were new or changed.
-
-    The build's entry wins over the installed package's: its tree wrote the files (the pinned
-    tree's Q8_1 blocks, for one, are 36 bytes where gguf 0.19 says 40).
-    """
-    changed = []
-    for type_id, (name, block, size) in table.items():
-        if block > 0 and size > 0 and TYPES.get(type_id) != (name, block, size):
-            TYPES[type_id] = (name, block, size)
-            changed.append(name)
-    return changed
-
-
-def type_name(type_id: int) -> str:
-    return TYPES[type_id][0] if type_id in TYPES else f"type{type_id}"
-
-
-def bits_per_weight(type_id: int) -> float:
-    _, block, size = TYPES[type_id]
-    return size * 8 / block
-
-
-def ggml_type(type_id: int) -> GGMLQuantizationType:
-    """The gguf package's enum for ``type_id``; types it lacks pass through as plain ints."""
-    try:
-        return GGMLQuantizationType(type_id)
-    except ValueError:
-        return type_id  # type: ignore[return-value]  # GGUFWriter only packs it as "I"
-
-
-@dataclass(frozen=True)
-class KV:
-    """One metadata entry, with its GGUF type (and element type for arrays) kept for writing."""
-
-    key: str
-    type: GGUFValueType
-    value: Any  # int | float | bool | str, or an Array (a sequence) of those for arrays
-    sub_type: GGUFValueType | None = None
-
-    @property
-    def is_array(self) -> bool:
-        return self.type == GGUFValueType.ARRAY
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]  # ggml order: ne[0] (the row length) first, as llama.cpp prints it
-    type: int
-    offset: int  # relative to the start of the data section (of its shard)
-    nbytes: int
-    n_elements: int
-    shard: int = 0  # the index of the shard that holds it, in a split model
-
-    @property
-    def type_name(self) -> str:
-        return type_name(self.type)
-
-
-class GGUFFile:
-    """A validated GGUF file: metadata and tensor infos in memory, tensor data memory-mapped."""
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        size: int,
-        version: int,
-        alignment: int,
-        data_offset: int,
-        kv: dict[str, KV],
-        tensors: tuple[TensorInfo, ...],
-    ) -> None:
-        self.path = path
-        self.size = size
-        self.version = version
-        self.alignment = alignment
-        self.data_offset = data_offset
-        self.kv = kv
-        self.tensors = tensors
-        self._by_name = {t.name: t for t in tensors}
-        self._map: np.memmap[Any, np.dtype[np.uint8]] | None = None
-
-    def tensor(self, name: str) -> TensorInfo | None:
-        return self._by_name.get(name)
-
-    def value(self, key: str, default: Any = None) -> Any:
-        kv = self.kv.get(key)
-        return default if kv is None else kv.value
-
-    def data(self, tensor: TensorInfo) -> np.ndarray[Any, np.dtype[np.uint8]]:
-        """The tensor's bytes as a read-only view into the memory-mapped file (nothing is copied)."""
-        if tensor.nbytes == 0:
-            return np.zeros(0, dtype=np.uint8)
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        start = self.data_offset + tensor.offset
-        return self._map[start : start + tensor.nbytes]
-
-    def close(self) -> None:
-        self._map = None
-
-    def __enter__(self) -> GGUFFile:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class _Malformed(Exception):
@@ -446,73 +316,6 @@ def _string_array(cur: _Cursor, key: str, n: int) -> Array:
         raise _Malformed(f"element {len(starts)} of {key!r} is not valid UTF-8") from None
     cur.pos = pos
     return Array(GGUFValueType.STRING, raw=buf[first:pos], starts=starts)
-
-
-class Array(Sequence[Any]):
-    """A metadata array, kept as the file holds it and read on access.
-
-    A tokenizer's arrays hold millions of items; as Python lists they cost 20 to 40 times their
-    bytes (a 19 MiB vocabulary took 442 MiB).  Numbers stay one numpy array (their size in the
-    file); strings stay their bytes in the file's layout plus one 8-byte offset each.  Items come
-    out as the plain Python values a list held (int, float, bool, str); it compares equal to a
-    list or another array of the same items, and slices are lists.
-    """
-
-    __slots__ = ("_raw", "_starts", "_values", "sub_type")
-    __hash__ = None  # type: ignore[assignment]  # mutable in spirit, like the list it stands for
-
-    def __init__(self, sub_type: GGUFValueType, *, values: np.ndarray[Any, Any] | None = None, raw: bytes = b"",
-                 starts: array.array[int] | None = None) -> None:
-        self.sub_type = sub_type
-        self._values = values
-        self._raw = raw
-        self._starts = starts if starts is not None else array.array("q")
-
-    def __len__(self) -> int:
-        return len(self._values) if self._values is not None else len(self._starts)
-
-    def _item(self, i: int) -> Any:
-        if self._values is not None:
-            value = self._values[i].item()
-            return bool(value) if self.sub_type == GGUFValueType.BOOL else value
-        start = self._starts[i]
-        (length,) = _U64.unpack_from(self._raw, start - 8)
-        return self._raw[start : start + length].decode("utf-8")
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self._item(i) for i in range(*index.indices(len(self)))]
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError("GGUF array index out of range")
-        return self._item(index % n)
-
-    def __iter__(self) -> Iterator[Any]:
-        if self._values is None:
-            yield from (self._item(i) for i in range(len(self)))
-            return
-        for at in range(0, len(self._values), 1 << 16):  # a chunk at a time: never the whole list
-            chunk = self._values[at : at + (1 << 16)].tolist()
-            yield from (bool(v) for v in chunk) if self.sub_type == GGUFValueType.BOOL else chunk
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Array):
-            if len(self) != len(other) or (self._values is None) != (other._values is None):
-                return False
-            if self._values is not None and other._values is not None:
-                return bool(np.array_equal(self._values, other._values))
-            return self._raw == other._raw  # the same strings, length-prefixed, are the same bytes
-        if isinstance(other, (list, tuple)):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        n = len(self)
-        return repr(self[:]) if n <= 8 else f"[{', '.join(map(repr, self[:3]))}, ... ({n} items)]"
 
 
 def _value_type(raw: int, key: str) -> GGUFValueType:

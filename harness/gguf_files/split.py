@@ -31,7 +31,8 @@ import numpy as np
 
 from harness import console
 from harness.errors import InputError, about_file
-from harness.gguf_files.reader import INTEGER_TYPES, KV, GGUFFile, TensorInfo, open_gguf
+from harness.gguf_files.contents import INTEGER_TYPES, KV, GGUFFile, TensorInfo
+from harness.gguf_files.reader import open_gguf
 
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
 # the harness's own: one value in every shard of a set it wrote (harness/gguf_files/writer.py)

@@ -37,8 +37,8 @@ from gguf import GGUFValueType
 from harness import console
 from harness.errors import InputError, StepError
 from harness.gguf_files import audit, mtp
+from harness.gguf_files.contents import KV
 from harness.gguf_files.inspect import vocab_size
-from harness.gguf_files.reader import KV
 from harness.gguf_files.split import GGUFModel, model_kvs, open_model
 from harness.gguf_files.writer import NO_SPLIT, Split, TensorSource, sha256, write_gguf
 

@@ -31,7 +31,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 
 from harness import atomic, console, faults
 from harness.errors import InputError, StepError
-from harness.gguf_files.reader import KV, TensorInfo, ggml_type, open_gguf
+from harness.gguf_files.contents import KV, TensorInfo
+from harness.gguf_files.ggml_types import ggml_type
+from harness.gguf_files.reader import open_gguf
 from harness.gguf_files.split import SPLIT_KEYS, SPLIT_WRITE_ID, GGUFModel, from_files, shard_path
 
 PROGRESS_MIN_BYTES = 256 << 20

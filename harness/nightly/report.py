@@ -205,7 +205,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def culprit(b: dict[str, Any]) -> list[str]:
-    """What the night's bisection found (harness/bisect/run.py: ``Result``), in a few lines."""
+    """What the night's bisection found (harness/bisect/report.py: ``Result``), in a few lines."""
     if "error" in b:
         return ["", f"- bisection of the upstream range failed: {b['error']}"]
     if b.get("culprit") == "stack":

@@ -6,7 +6,7 @@ and the estimates are that tree's: a line states either ``2.31 bpw`` or a file s
 reference model (``4.58G ... @ Llama-3-8B``), turned into bits per weight with the reference
 model's parameter count; an alias (``alias for Q4_K_M``) takes its target's figure.  Types
 the help gives no figure for fall back to the ggml type of the same name
-(:data:`harness.gguf_files.reader.TYPES`), else to :data:`UNKNOWN_BPW`.  The estimates only
+(:data:`harness.gguf_files.ggml_types.TYPES`), else to :data:`UNKNOWN_BPW`.  The estimates only
 size the disk preflight; the summary reports real bits per weight read from the files.
 
 ``NEEDS_IMATRIX`` stays a list kept by hand, because no tool exposes it: the types whose
@@ -62,7 +62,7 @@ def normalize(name: str) -> str:
 
 def bpw(name: str, table: Mapping[str, float | None] | None = None) -> float:
     """Estimated bits per weight of file type ``name``: the tool's figure, the ggml type's, or a generous guess."""
-    from harness.gguf_files.reader import TYPES
+    from harness.gguf_files.ggml_types import TYPES
 
     norm = normalize(name)
     stated = table.get(norm) if table else None

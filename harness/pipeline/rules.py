@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from harness.errors import InputError
 from harness.gguf_files import mtp
-from harness.gguf_files.reader import TYPES
+from harness.gguf_files.ggml_types import TYPES
 from harness.gguf_files.split import GGUFModel
 
 _CASE_SENSITIVE_ESCAPE = re.compile(r"\\[DSWB]")

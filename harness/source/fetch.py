@@ -22,7 +22,7 @@ from harness import console
 from harness.errors import CommandFailed, InputError, StepError
 from harness.recipe.load import Recipe
 from harness.recipe.stack_items import is_url
-from harness.source import download, git, locking
+from harness.source import download, git, git_repo, locking
 from harness.source import patch_parts as patchset
 from harness.source.lock import Lock, LockedItem
 from harness.source.mirror import Mirror, Want
@@ -132,7 +132,7 @@ def _verified(path: Path, sha256: str, label: str, recipe: Recipe) -> bytes:
 
 def merge_bases(tree_repo: Path, a: str, b: str) -> list[str]:
     """Every merge base of ``a`` and ``b``, from the whole commit graph (a criss-cross has several)."""
-    bases = git.merge_bases(tree_repo, a, b)
+    bases = git_repo.merge_bases(tree_repo, a, b)
     if not bases:
         raise StepError(f"{a[:12]} and {b[:12]} share no history")
     return bases
@@ -160,24 +160,24 @@ def prefetch_merge(tree_repo: Path, ours: tuple[Mirror, str], theirs: tuple[Mirr
     (ours_mirror, ours_sha), (theirs_mirror, theirs_sha) = ours, theirs
     commits, paths = {ours_sha, theirs_sha, *bases}, set()
     for base in bases:
-        paths |= set(git.changed_paths(tree_repo, base, ours_sha)) | set(git.changed_paths(tree_repo, base, theirs_sha))
+        paths |= set(git_repo.changed_paths(tree_repo, base, ours_sha)) | set(git_repo.changed_paths(tree_repo, base, theirs_sha))
     if len(bases) > 1:
         for base in bases:
-            for under in git.merge_bases(tree_repo, bases[0], base) if base != bases[0] else []:
+            for under in git_repo.merge_bases(tree_repo, bases[0], base) if base != bases[0] else []:
                 commits.add(under)
-                paths |= set(git.changed_paths(tree_repo, under, base)) | set(git.changed_paths(tree_repo, under, bases[0]))
+                paths |= set(git_repo.changed_paths(tree_repo, under, base)) | set(git_repo.changed_paths(tree_repo, under, bases[0]))
     if not paths:
         return 0
     ordered = sorted(paths)
-    at_theirs = git.blobs_at(tree_repo, theirs_sha, ordered)
-    rest = set().union(*(git.blobs_at(tree_repo, c, ordered) for c in sorted(commits - {theirs_sha}))) - at_theirs
+    at_theirs = git_repo.blobs_at(tree_repo, theirs_sha, ordered)
+    rest = set().union(*(git_repo.blobs_at(tree_repo, c, ordered) for c in sorted(commits - {theirs_sha}))) - at_theirs
     what = f"the merge of {theirs_sha[:12]}"
     return _fetch_into([theirs_mirror, ours_mirror], at_theirs, what) + _fetch_into([ours_mirror, theirs_mirror], rest, what)
 
 
 def prefetch_scan(tree_repo: Path, mirror: Mirror, rev_range: list[str], paths: list[str]) -> int:
     """The files the already-merged scan reads: whole changes of the range's commits that touch ``paths``."""
-    return _fetch_into([mirror], git.blobs_touched(tree_repo, rev_range, paths), "the already-merged scan")
+    return _fetch_into([mirror], git_repo.blobs_touched(tree_repo, rev_range, paths), "the already-merged scan")
 
 
 def ensure_blobs(tree_repo: Path, mirror: Mirror, tip: str, diff: bytes) -> tuple[list[str], int]:
@@ -187,7 +187,7 @@ def ensure_blobs(tree_repo: Path, mirror: Mirror, tip: str, diff: bytes) -> tupl
     if not wanted:
         return [], 0
     paths = patchset.files(diff)
-    known = git.blobs_touched(tree_repo, [tip], paths) | git.blobs_at(tree_repo, tip, paths)
+    known = git_repo.blobs_touched(tree_repo, [tip], paths) | git_repo.blobs_at(tree_repo, tip, paths)
     full = {w: next((b for b in known if b.startswith(w)), None) for w in wanted}
     fetched = _fetch_into([mirror], {b for b in full.values() if b}, "a 3-way apply")
     return [w for w, b in full.items() if b is None], fetched

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from harness import atomic, console, lifetime, paths
 from harness.errors import InputError, StepError
-from harness.source import git
+from harness.source import git, git_repo
 
 LOCK_TIMEOUT = 3600.0
 PIN = "refs/harness/pin/"
@@ -69,18 +69,13 @@ def remove_stale_git_state(git_dir: Path, worktrees: tuple[str, ...] = ()) -> li
     return [str(p.relative_to(git_dir)) for p in found]
 
 
-# what git says when the remote itself cannot be used (as opposed to one commit being gone)
-_UNREACHABLE = ("unable to access", "Could not read from remote", "does not appear to be a git repository",
-                "Could not resolve host", "Connection refused", "Authentication failed", "Repository not found")
-
-
 def _partial_clone_config(path: Path) -> None:
-    git.config_set(path, "core.repositoryformatversion", "1")
-    git.config_set(path, "extensions.partialClone", "origin")
-    git.config_set(path, "remote.origin.promisor", "true")
-    git.config_set(path, "remote.origin.partialclonefilter", "blob:none")
-    git.config_set(path, "uploadpack.allowFilter", "true")
-    git.config_set(path, "harness.mirrorformat", FORMAT)
+    git_repo.config_set(path, "core.repositoryformatversion", "1")
+    git_repo.config_set(path, "extensions.partialClone", "origin")
+    git_repo.config_set(path, "remote.origin.promisor", "true")
+    git_repo.config_set(path, "remote.origin.partialclonefilter", "blob:none")
+    git_repo.config_set(path, "uploadpack.allowFilter", "true")
+    git_repo.config_set(path, "harness.mirrorformat", FORMAT)
 
 
 def _slug(url: str) -> str:
@@ -113,7 +108,7 @@ class CommitGone(StepError):
                     f"run `{command}` to re-resolve the recipe, or remove the item")
         else:
             hint = f"the remote does not have this object (any more); run `{command}` to pin what the recipe's refs point at now"
-        super().__init__(f"{what}commit {want.sha} cannot be fetched from {url}:\n{_indent(why)}", hint=hint)
+        super().__init__(f"{what}commit {want.sha} cannot be fetched from {url}:\n{git.indent_reason(why)}", hint=hint)
 
     def for_recipe(self, recipe: Path) -> CommitGone:
         return CommitGone(self.want, self.url, self.why, recipe, moved_to=self.moved_to)
@@ -125,13 +120,9 @@ class PinnedShaMissing(InputError):
     def __init__(self, want: Want, url: str, why: str) -> None:
         what = f"{want.label}: " if want.label else ""
         super().__init__(
-            f"{what}the recipe pins {want.sha}, which {url} does not have\n{_indent(why)}",
+            f"{what}the recipe pins {want.sha}, which {url} does not have\n{git.indent_reason(why)}",
             hint="check the SHA in the recipe (a typo?): `harness lock --update` cannot help, the recipe names this commit itself",
         )
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  git: " + line for line in text.strip().splitlines()) or "  git: (no reason given)"
 
 
 @dataclass
@@ -159,42 +150,42 @@ class Mirror:
         if (self.path / "HEAD").exists():
             return
         with atomic.temp_dir_beside(self.path) as tmp:
-            git.init_bare(tmp)
-            git.config_set(tmp, "remote.origin.url", self.url)
-            git.config_set(tmp, "uploadpack.allowAnySHA1InWant", "true")
-            git.config_set(tmp, "gc.auto", "0")
+            git_repo.init_bare(tmp)
+            git_repo.config_set(tmp, "remote.origin.url", self.url)
+            git_repo.config_set(tmp, "uploadpack.allowAnySHA1InWant", "true")
+            git_repo.config_set(tmp, "gc.auto", "0")
             _partial_clone_config(tmp)
             os.replace(tmp, self.path)
 
     def _upgrade(self) -> None:
         """A format-1 (shallow) mirror becomes a partial clone: its pins are fetched again with their history."""
-        if git.config_get(self.path, "harness.mirrorformat") == FORMAT:
+        if git_repo.config_get(self.path, "harness.mirrorformat") == FORMAT:
             return
         console.info(f"{self.url}: the mirror was shallow; its pins get their whole commit history on next use")
         _partial_clone_config(self.path)
-        for ref in git.refs_under(self.path, PIN):
-            git.delete_ref(self.path, ref)
+        for ref in git_repo.refs_under(self.path, PIN):
+            git_repo.delete_ref(self.path, ref)
 
     def _drop_broken_pins(self) -> None:
-        pins = git.refs_under(self.path, PIN)
-        if git.history_complete(self.path, pins.values()):
+        pins = git_repo.refs_under(self.path, PIN)
+        if git_repo.history_complete(self.path, pins.values()):
             return
         for ref, sha in pins.items():
-            if not git.history_complete(self.path, [sha]):
+            if not git_repo.history_complete(self.path, [sha]):
                 console.warn(f"{self.url}: history behind {sha[:12]} is incomplete (a killed fetch); fetching it again")
-                git.delete_ref(self.path, ref)
+                git_repo.delete_ref(self.path, ref)
 
     # Everything below expects the caller to hold ``locked()``.
 
     def has(self, sha: str) -> bool:
         """Is ``sha`` here with its history walkable?  (Its pin exists: written after pack and shallow file.)"""
-        return git.has_ref(self.path, PIN + sha, sha)
+        return git_repo.has_ref(self.path, PIN + sha, sha)
 
     def pin_ancestor(self, sha: str, tip: str) -> bool:
         """Pin ``sha`` when it is an ancestor of the pinned ``tip``: the whole graph behind a pin is
         here, so ``has(sha)`` holds without a fetch (bisect's candidates).  Hold the lock."""
         # has_commit first: merge-base on a commit the partial clone lacks would start git's lazy fetch
-        if not self.has(sha) and self.has(tip) and git.has_commit(self.path, sha) and git.is_ancestor(self.path, sha, tip):
+        if not self.has(sha) and self.has(tip) and git_repo.has_commit(self.path, sha) and git.is_ancestor(self.path, sha, tip):
             git.update_ref(self.path, PIN + sha, sha)
         return self.has(sha)
 
@@ -233,14 +224,14 @@ class Mirror:
         if status == 0:
             return
         why = git.failure_tail(err) or "no reason given"
-        if any(s in err for s in _UNREACHABLE):
-            raise StepError(f"cannot fetch from {self.url}:\n{_indent(why)}",
+        if any(s in err for s in git.UNREACHABLE):
+            raise StepError(f"cannot fetch from {self.url}:\n{git.indent_reason(why)}",
                             hint="check the network, the URL and your credentials for it")
         points_at: str | None = None
         if want.ref:
             ref_status, _ = git.fetch(self.path, [f"+{want.ref}:refs/harness/fetched/{want.sha}"], self._options(), check=False)
             points_at = git.rev_parse(self.path, f"refs/harness/fetched/{want.sha}") if ref_status == 0 else None
-            git.delete_ref(self.path, f"refs/harness/fetched/{want.sha}")
+            git_repo.delete_ref(self.path, f"refs/harness/fetched/{want.sha}")
             if points_at == want.sha:
                 git.update_ref(self.path, PIN + want.sha, want.sha)
                 return
@@ -259,13 +250,13 @@ class Mirror:
         status, err = git.fetch(self.path, [], [FILTER, "--recurse-submodules=no", "--stdin"], check=False,
                                 input="".join(f"{b}\n" for b in blobs).encode(), settings=["fetch.negotiationAlgorithm=noop"])
         if status != 0:
-            raise StepError(f"cannot fetch {len(blobs)} file(s) from {self.url}:\n{_indent(git.failure_tail(err))}",
+            raise StepError(f"cannot fetch {len(blobs)} file(s) from {self.url}:\n{git.indent_reason(git.failure_tail(err))}",
                             hint="check the network; the mirror keeps what it has")
         return self.size() - before
 
     def ensure_tree(self, sha: str) -> int:
         """Every file of ``sha``'s tree present (what a checkout of it reads); returns the bytes fetched."""
-        return self.fetch_blobs(git.missing_blobs(self.path, sha))
+        return self.fetch_blobs(git_repo.missing_blobs(self.path, sha))
 
     def size(self) -> int:
         return sum(f.stat().st_size for f in (self.path / "objects").rglob("*") if f.is_file())

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.errors import CommandFailed, InputError, StepError
 from harness.recipe.load import Recipe
 from harness.recipe.stack_items import SHA40
-from harness.source import git, mirror
+from harness.source import git
 
 
 def upstream_tip(recipe: Recipe) -> str:
@@ -57,15 +57,14 @@ def did_you_mean(ref: str, repo: str) -> str:
 
 def ls_remote_for(repo: str, refs: list[str], users: list[str], recipe: Path) -> dict[str, str]:
     """``git ls-remote``; a failure is one screen naming the recipe items that need ``repo``, git's reason under it."""
-    # (mirror._UNREACHABLE and mirror._indent: how a fetch failure is told apart and shown; the lead owns mirror.py)
     try:
         return git.ls_remote(repo, refs)
     except CommandFailed as exc:
         why = git.failure_tail(exc.output_tail) or "no reason given"
-        unreachable = any(s in exc.output_tail for s in mirror._UNREACHABLE)
+        unreachable = any(s in exc.output_tail for s in git.UNREACHABLE)
         raise StepError(
             f"{recipe}: {', '.join(users)}: cannot {'reach' if unreachable else 'list the refs of'} {repo}:\n"
-            + mirror._indent(why),
+            + git.indent_reason(why),
             hint="check the network, the URL and your credentials for it" if unreachable
             else f"`git ls-remote {shlex.quote(repo)}` shows what git says",
         ) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness import atomic, console, runner
 from harness.errors import StepError
-from harness.source import git
+from harness.source import git, git_repo
 
 SDIST = "llama-cpp-python==0.3.36"
 SDIST_FILE = "llama_cpp_python-0.3.36.tar.gz"
@@ -60,8 +60,8 @@ def upstream_repo(cache: Path) -> Path:
             gitdir = root / ".git" / "modules" / "vendor" / "llama.cpp"
             head = git.git(["--git-dir", gitdir, "--work-tree", work, "rev-parse", "HEAD"]).stdout.strip()
             git.git(["clone", "--quiet", "--bare", "--no-local", f"file://{gitdir}", tmp / "bare.git"])
-            git.config_set(tmp / "bare.git", "uploadpack.allowAnySHA1InWant", "true")
-            git.config_set(tmp / "bare.git", "uploadpack.allowFilter", "true")  # partial clones, as GitHub serves them
+            git_repo.config_set(tmp / "bare.git", "uploadpack.allowAnySHA1InWant", "true")
+            git_repo.config_set(tmp / "bare.git", "uploadpack.allowFilter", "true")  # partial clones, as GitHub serves them
             git.update_ref(tmp / "bare.git", "refs/heads/master", head)
             os.replace(tmp / "bare.git", bare)
     return bare

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import atomic, console, paths
 from harness.recipe.load import Recipe
-from harness.source import git
+from harness.source import git_repo
 from harness.source.mirror import Mirror, remove_stale_git_state
 
 
@@ -64,9 +64,9 @@ class Tree:
         """Initialise the source repo (once) and point it at the mirrors' objects."""
         mirrors = list(mirrors)
         if not (self.src / ".git" / "HEAD").exists():
-            git.init(self.src)
-            git.config_set(self.src, "core.autocrlf", "false")
-            git.config_set(self.src, "gc.auto", "0")
+            git_repo.init(self.src)
+            git_repo.config_set(self.src, "core.autocrlf", "false")
+            git_repo.config_set(self.src, "gc.auto", "0")
         alternates = self.src / ".git" / "objects" / "info" / "alternates"
         have = alternates.read_text().split("\n") if alternates.exists() else []
         want = [str(m.path / "objects") for m in mirrors]
