@@ -167,6 +167,42 @@ def run_bytes(
     return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
 
 
+def piped_search(first: Sequence[str | os.PathLike[str]], second: Sequence[str | os.PathLike[str]],
+                 match: Callable[[bytes], T | None], *, env: Mapping[str, str]) -> T | None:
+    """``first | second``: the first answer ``match`` gives for a line ``second`` prints, read as the lines
+    come, so memory stays bounded whatever ``first`` writes (``git log -p | git patch-id``); None when no
+    line matches.  ``env`` as in ``run_bytes``; both die with us, and both are stopped once a line matched.
+    When ``first`` ran to its end and failed, ``CommandFailed`` carries its stderr (read after the lines,
+    so only a command that writes little there belongs here: git does)."""
+    a, b = [os.fspath(x) for x in first], [os.fspath(x) for x in second]
+    if console.verbose():
+        console.echo_command(a)
+    try:
+        head = subprocess.Popen(a, env=child_env(env, a[0], exact=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, preexec_fn=lifetime.preexec(signal.SIGTERM))
+    except FileNotFoundError as exc:
+        raise InputError(f"{a[0]} not found: {exc.strerror}") from None
+    with head, subprocess.Popen(b, env=child_env(env, b[0], exact=True), stdin=head.stdout, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, preexec_fn=lifetime.preexec(signal.SIGTERM)) as tail:
+        assert head.stdout is not None and head.stderr is not None and tail.stdout is not None
+        head.stdout.close()  # the second holds it now
+        ran_out = False
+        try:
+            for line in tail.stdout:
+                found = match(line)
+                if found is not None:
+                    return found
+            ran_out = True
+        finally:  # a match, an error or Ctrl-C: neither is left writing
+            if not ran_out:
+                head.kill()
+                tail.kill()
+        err = head.stderr.read().decode("utf-8", "replace")
+        head.wait()
+    if head.returncode != 0:
+        raise CommandFailed(a, head.returncode, _tail_text(err))
+    return None
+
 def stream(
     argv: Sequence[str | os.PathLike[str]],
     *,

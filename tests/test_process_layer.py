@@ -33,8 +33,6 @@ STARTERS = {
 EXCEPTIONS: dict[str, str] = {
     "lifetime.py": "the watcher that kills a child's group once we are gone: runner ties its children to us "
     "through this module (importing runner would be a cycle) and the watcher must outlive us; it gets no secrets",
-    "source/git.py": "find_patch_id pipes `git log -p` into `git patch-id` (two processes, one pipe), which "
-    "runner cannot run yet; both get git's allow-list environment (local_env)",
 }
 
 

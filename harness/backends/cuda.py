@@ -15,7 +15,6 @@ import glob
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def _nvcc_dirs(nvcc: str) -> tuple[str | None, list[str], list[str]]:
     stand-in that prints none (then nvcc's ``bin/..`` is the root)."""
     try:
         res = runner.run([nvcc, "--dryrun", "-x", "cu", "-E", os.devnull], check=False, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, runner.TimeoutExpired):
         return None, [], []
     text = res.stdout + res.stderr
     top = re.search(r"^#\$ TOP=(.+)$", text, re.M)

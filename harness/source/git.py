@@ -194,35 +194,20 @@ def find_patch_id(repo: Path, rev_range: list[str], paths: Iterable[str], wanted
     they are read, whole (``--full-diff``); ``git log -p`` streams into ``git patch-id`` through
     pipes, so memory stays bounded whatever the range holds.
     """
-    import subprocess
-
     paths = list(paths)
     if not paths:
         return None
-    env = local_env()
     log_argv = ["git", "-C", str(repo), "--literal-pathspecs", "log", "-p", "--no-merges", "--no-color", "--full-index", "--full-diff",
                 *rev_range, "--", *paths]
-    if console.verbose():
-        console.echo_command(log_argv)
-    with subprocess.Popen(log_argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as log, \
-            subprocess.Popen(["git", "-C", str(repo), "patch-id", "--stable"], env=env, stdin=log.stdout,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as pid:
-        assert log.stdout is not None and pid.stdout is not None and log.stderr is not None
-        log.stdout.close()  # patch-id holds it now
-        found = None
-        for line in pid.stdout:
-            patch, _, commit = line.decode().partition(" ")
-            if patch == wanted:
-                found = commit.strip()
-                break
-        if found is not None:
-            log.kill()
-            pid.kill()
-            return found
-        err = log.stderr.read().decode("utf-8", "replace")
-    if log.returncode != 0:
-        raise CommandFailed(log_argv, log.returncode, failure_tail(err))
-    return None
+
+    def match(line: bytes) -> str | None:
+        patch, _, commit = line.decode().partition(" ")
+        return commit.strip() if patch == wanted else None
+
+    try:
+        return runner.piped_search(log_argv, ["git", "-C", str(repo), "patch-id", "--stable"], match, env=local_env())
+    except CommandFailed as exc:
+        raise CommandFailed(exc.argv, exc.returncode, failure_tail(exc.output_tail)) from None
 
 
 def apply(repo: Path, patch: bytes, *flags: str) -> tuple[int, str]:

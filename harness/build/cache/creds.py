@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +102,7 @@ def _from_helper(helper: str, host: str, path: Path) -> Credentials | None:
     for server in _names(host)[:2]:
         try:
             res = runner.run([program, "get"], input=server, check=False, timeout=HELPER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        except runner.TimeoutExpired:
             console.warn(f"{program} get did not answer in {HELPER_TIMEOUT_S:.0f} s (a locked keychain?); "
                          f"asking {host} without credentials")
             return None
