@@ -16,7 +16,7 @@ fetching a private repository may need the user's credentials, so git's network 
 keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*``,
 ``GCM_*``: gh's helper reads ``GH_TOKEN``/``GITHUB_TOKEN``; ``SSH_AUTH_SOCK`` and
 ``GIT_ASKPASS`` are not secrets by name and always pass); its local commands get none
-(harness/source/git.py builds git's environment from an allow-list and runs it through ``run_bytes``).
+(harness/source/git_env.py builds git's environment from an allow-list and runs it through ``run_bytes``).
 
 Long-running children (``stream``: ninja, cmake) run in a process group of their own; they are
 stopped with SIGTERM to that group when we unwind (Ctrl-C, SIGTERM) and get SIGTERM when the
@@ -82,7 +82,7 @@ def git_variable_allowed(name: str) -> bool:
 def child_env(env: Mapping[str, str] | None, argv0: str | os.PathLike[str] = "", *, exact: bool = False) -> dict[str, str]:
     """``env`` (default: ours) without secrets and without the GIT_* variables that would point git at
     another repository (``GIT_ALLOWED``; ``exact``: the caller built ``env`` from that list itself and
-    set the rest on purpose, git.py's identity and date); git keeps what its credential helpers read."""
+    set the rest on purpose, git_env.py's identity and date); git keeps what its credential helpers read."""
     source = os.environ if env is None else env
     is_git = Path(argv0).name in ("git", "git.exe")
     return {k: v for k, v in source.items() if (exact or git_variable_allowed(k))
