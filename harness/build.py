@@ -315,6 +315,7 @@ def _publish(
     extra: dict[str, Any], started: float,
 ) -> Manifest:
     out = atomic.under(out, root)  # the recipe name may not lead out of the builds dir
+    t0 = time.monotonic()
     with atomic.temp_dir_beside(out) as tmp:
         try:
             publish.collect(bdir, prepared.tree, targets, tmp)
@@ -324,6 +325,7 @@ def _publish(
         dropped = publish.drop_cpu_variants(tmp / "bin", isa.dropped_variants(plan, prepared.tree))
         work = bdir / "harness-smoke"
         atomic.remove_tree(work, root=bdir)
+        collect_s = time.monotonic() - t0
         ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=targets, stamp=stamp.commit, work=work,
                             model=smoke_model)
         try:
@@ -343,7 +345,12 @@ def _publish(
                          + (f" ({plan.notes[-1]})" if plan.notes else ""))
         key = extra.pop("key")
         timings = extra.pop("timings")
-        timings["total_s"] = round(time.monotonic() - started, 3)
+        timings["collect_s"] = round(collect_s, 3)
+        timings.update({f"smoke_{name}_s": s for name, s in ctx.seconds.items()})
+        t1 = time.monotonic()
+        files = publish.file_digests(tmp)
+        timings["digests_s"] = round(time.monotonic() - t1, 3)
+        timings["total_s"] = round(time.monotonic() - started, 3)  # the swap into place below not counted
         manifest = Manifest(
             identity=extra.pop("identity"), key=key, key_digest=key.digest,
             recipe=manifest_mod.RecipeRef(name=recipe.name, path=str(recipe.path), sha256=atomic.sha256_file(recipe.path)),
@@ -361,7 +368,7 @@ def _publish(
             toolchain=extra.pop("toolchain"), ninja_steps=extra.pop("ninja_steps"), log=extra.pop("log"),
             timings=timings, smoke=results, origin=manifest_mod.Origin(how="built", built_on=os.uname().nodename),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            files=publish.file_digests(tmp),
+            files=files,
         )
         manifest.write(tmp)
         atomic.replace_dir(tmp, out, root=root)

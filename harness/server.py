@@ -340,9 +340,11 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
     """SIGTERM the process group, SIGKILL it after ``grace`` seconds; reap the leader."""
     _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + grace
+    pause = 0.002  # most servers are gone within milliseconds
     try:
         while not _leader_exited(proc) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
     finally:  # a second Ctrl-C skips the grace period
         # The unreaped leader keeps the group id reserved, so this cannot hit a stranger.
         _signal_group(proc, signal.SIGKILL)
@@ -378,6 +380,7 @@ def _wait_ready(server: Server, timeout: float) -> None:
 
     assert server.process is not None
     deadline = time.monotonic() + timeout
+    pause = 0.005  # a small model is up in milliseconds: poll often at first, then every 0.2 s
     while True:
         if _leader_exited(server.process):
             _signal_group(server.process, signal.SIGKILL)  # whatever it left behind
@@ -394,7 +397,8 @@ def _wait_ready(server: Server, timeout: float) -> None:
                 f"llama-server did not become ready within {timeout:.0f}s\n  log (last lines):\n{tail}\n"
                 f"  full log: {server.log_path}"
             )
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 KEY_DIR_PREFIX = "harness-server-"

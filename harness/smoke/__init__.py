@@ -17,6 +17,7 @@ naming the check; nothing is published.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class Context:
     work: Path  # scratch space, removed afterwards
     model: Path | None = None  # a real model for quantize/serve; None: SmolLM2-135M from PyPI
     results: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each check run
 
 
 class SmokeFailure(StepError):
@@ -63,7 +65,9 @@ def run(checks: Sequence[str], ctx: Context) -> dict[str, Any]:
     """Run ``checks`` in order; results by name (also in ``ctx.results``).  Raises SmokeFailure."""
     registry = _registry()
     for name in checks:
+        t0 = time.monotonic()
         ctx.results[name] = registry[name](ctx)
+        ctx.seconds[name] = round(time.monotonic() - t0, 3)
     return ctx.results
 
 

@@ -29,6 +29,10 @@ TYPES: dict[str, str] = {"F16": "F16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "
 GPU_BACKENDS = ("cuda", "metal", "vulkan", "hip")
 N_PREDICT = 4
 PROBE = "blk.0.ffn_down.weight"
+# One CPU thread: the same kernels run (the proof is about instruction sets and kernels, not
+# threading), and ggml's thread pool spins at its barriers: on a busy 2-core machine a decode
+# of the tiny model took 0.23-1.6 s with the default threads, 0.08-0.11 s with one (RESULTS.md)
+THREADS = ("-t", "1")
 
 
 class DecodeCrash(SmokeFailure):
@@ -75,7 +79,7 @@ def run(ctx: Context) -> dict[str, Any]:
             log = ctx.work / f"decode-{qtype}-{placement}.log"
             trace = list(decoder.trace_flags(dec)) if not first_log else []  # ggml's feature line, once
             try:
-                got = decoder.decode(dec, model, [*args, *trace], n_predict=N_PREDICT, log_path=log)
+                got = decoder.decode(dec, model, [*args, *THREADS, *trace], n_predict=N_PREDICT, log_path=log)
             except decoder.Crashed as crash:
                 raise DecodeCrash(crash, qtype, placement, _probe(dec, model, args, ctx.work),
                                   decoder.cpu_variant(decoder._read(log))) from None
@@ -136,7 +140,7 @@ def _quantize(ctx: Context, source: Path) -> dict[str, Path]:
 def _probe(dec: Path, model: Path, args: list[str], work: Path) -> bool | None:
     """Does the same decode pass with --no-repack?  (None: it failed some other way.)"""
     try:
-        decoder.decode(dec, model, [*args, "--no-repack"], n_predict=N_PREDICT, log_path=work / "decode-no-repack.log")
+        decoder.decode(dec, model, [*args, *THREADS, "--no-repack"], n_predict=N_PREDICT, log_path=work / "decode-no-repack.log")
     except decoder.Crashed:
         return False
     except HarnessError:
