@@ -248,7 +248,7 @@ def build(
             build_s = time.monotonic() - t1
             try:
                 manifest = _publish(recipe, the_lock, prepared, backend_name, out, builds.root_of(builds_dir), bdir,
-                                    targets, stamp, plan, checks, smoke_model, {
+                                    targets, stamp, plan, checks, smoke_model, None if force else current, {
                     "identity": ident, "key": cache_key(the_lock, recipe, backend_name, tools, plan), "configure": configure, "build": ninja_cmd, "toolchain": tools,
                     "ninja_steps": steps, "log": str(log), "isa_fallbacks": fallbacks,
                     "timings": {"prepare_s": round(prepare_s, 3), "configure_s": round(configure_s, 3),
@@ -312,8 +312,10 @@ def _fall_back(crash: DecodeCrash, plan: isa.Plan, tree: Path, strict: bool, fal
 def _publish(
     recipe: Recipe, the_lock: Lock, prepared: Prepared, backend: str, out: Path, root: Path, bdir: Path,
     targets: list[str], stamp: cmake.Stamp, plan: isa.Plan, checks: Sequence[str], smoke_model: Path | None,
-    extra: dict[str, Any], started: float,
+    previous: Manifest | None, extra: dict[str, Any], started: float,
 ) -> Manifest:
+    """Collect, prove and publish.  ``previous``: the build published at ``out`` before (None with
+    --force), whose decode proof lets the decode check narrow to one type (harness/smoke/decode.py)."""
     out = atomic.under(out, root)  # the recipe name may not lead out of the builds dir
     t0 = time.monotonic()
     with atomic.temp_dir_beside(out) as tmp:
@@ -327,7 +329,7 @@ def _publish(
         atomic.remove_tree(work, root=bdir)
         collect_s = time.monotonic() - t0
         ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=targets, stamp=stamp.commit, work=work,
-                            model=smoke_model)
+                            model=smoke_model, proven=previous.smoke.get("decode") if previous else None)
         try:
             results = smoke.run(checks, ctx)
         except smoke.SmokeFailure as exc:

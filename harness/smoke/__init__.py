@@ -34,6 +34,9 @@ class Context:
     stamp: str  # LLAMA_BUILD_COMMIT: --version must show it
     work: Path  # scratch space, removed afterwards
     model: Path | None = None  # a real model for quantize/serve; None: SmolLM2-135M from PyPI
+    # the decode result of the build published before this one (harness build only): the decode
+    # check proves one type instead of all when the kernel libraries are the same bytes (decode.py)
+    proven: dict[str, Any] | None = None
     results: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each check run
 
