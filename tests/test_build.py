@@ -64,7 +64,9 @@ def test_published_build_decoded_every_kernel_family_first(llama_build: Path) ->
     manifest = json.loads((llama_build / "manifest.json").read_text())
     decode = manifest["smoke"]["decode"]
     assert decode["decoder"] == "llama-server"
-    assert set(decode["types"]) == {"F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_S", "IQ4_XS"}
+    # a rebuild with the kernel libraries of a full proof proves one type (tests/test_decode_smoke.py)
+    full = {"F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_S", "IQ4_XS"}
+    assert set(decode["types"]) == ({"Q4_0"} if decode.get("scope") == "rebuild" else full)
     assert all(d["cpu"]["tokens"] == 4 for d in decode["types"].values())
     isa = manifest["isa"]
     assert isa["variant"] == "native" and isa["cmake"]["GGML_NATIVE"] == "ON"
