@@ -108,10 +108,10 @@ def test_patch_change_rebuilds_little_and_a_broken_one_publishes_nothing(llama_b
         res = _harness(test_cache, *build)
         assert res.returncode == 0, res.stderr
         manifest = json.loads((llama_build / "manifest.json").read_text())
-        # quantize.cpp, the stamp's build-info.cpp and the relinks of what links it, never CMake, src/llama.cpp
-        # or ggml.c (harness/stamp.py; the exact set: tests/test_build_incremental.py): 14 steps at 0c1e570
-        # where plain ninja needs 3; 17 when CMake got the whole stamp
-        assert manifest["ninja_steps"] < 17, manifest["ninja_steps"]
+        # what plain ninja runs for quantize.cpp (3 steps at 0c1e570) when the stamp goes in after the link
+        # (Linux); elsewhere also build-info.cpp and the relinks of what links it (14); never CMake,
+        # src/llama.cpp or ggml.c (harness/stamp.py; the exact set: tests/test_build_incremental.py)
+        assert manifest["ninja_steps"] <= (3 if manifest["stamp"].get("late") else 14), manifest["ninja_steps"]
         log = Path(manifest["log"]).read_text()
         assert "Building CXX object tools/quantize/" in log and "llama.dir/llama.cpp.o" not in log
         version = subprocess.run([llama_build / "bin" / "llama-server", "--version"], capture_output=True, text=True)
