@@ -24,8 +24,9 @@ plain ninja is what the stamp truly reaches: ``build-info.cpp.o``, the static
 
 On Linux the stamp's last part goes in after the link, not through the compiler (``late``): the
 generated build-info.cpp gets a placeholder of the same length as the lock digest
-(``0c1e570+stack.`` and eight bytes 0xFE, 0xFD, ... that no source string ends with), the same on
-every patch edit, so build-info.cpp.o, the archive and the binaries linking it are not rebuilt
+(``0c1e570+stack.`` and the eight bytes 0xFE, 0xFD, ... 0xF7: the linker may store a string in
+the tail of a longer one, and no string of llama.cpp is a run of such bytes), the same on every
+patch edit, so build-info.cpp.o, the archive and the binaries linking it are not rebuilt
 for a new stamp at all: a one-file patch edit runs the steps plain ninja runs.  ``finish`` then
 writes the digest over the placeholder in the copies being published (the way conda-build
 writes the install prefix over a padded placeholder), and the ``version`` smoke check proves
