@@ -176,9 +176,14 @@ def main() -> int:
         env_cold = {**env, "CCACHE_DISABLE": "1"}
         plain = work / "plain-build"
 
+        cold_parts: list[dict[str, float]] = []
+
         def harness_cold(_: int) -> tuple[float, int]:
             shutil.rmtree(bdir, ignore_errors=True)  # the harness's own build directory: every object compiled
-            return timed([*build, "--force", "--no-ccache"], env=env_cold, cwd=REPO), 0
+            wall = timed([*build, "--force", "--no-ccache"], env=env_cold, cwd=REPO)
+            published = json.loads(manifest_path.read_text())
+            cold_parts.append({**published["timings"], "outside_build_s": wall - published["timings"]["total_s"]})
+            return wall, published["ninja_steps"]
 
         def plain_cold(_: int) -> tuple[float, int]:
             shutil.rmtree(plain, ignore_errors=True)
@@ -190,7 +195,10 @@ def main() -> int:
             return time.perf_counter() - t0, steps
 
         quantize_cpp.write_text(raw_text)
+        load = [os.getloadavg()]
         results["cold"] = alternate(args.pairs, harness=harness_cold, raw=plain_cold)
+        results["cold"]["harness"]["breakdown"] = cold_parts
+        results["cold"]["load_average"] = {"before": load[0], "after": os.getloadavg()}
         shutil.rmtree(plain, ignore_errors=True)
         subprocess.run(build, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
