@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -139,18 +140,33 @@ def main() -> int:
     quantize_cpp = raw_src / "tools" / "quantize" / "quantize.cpp"
     raw_text = quantize_cpp.read_text()
 
+    breakdown: list[dict[str, float]] = []
+
     def harness_edit(i: int) -> tuple[float, int]:
         patch.write_text(original.replace(marker, f"{marker} (bench edit {i} {time.time_ns()})"))
         subprocess.run(lock, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = timed(build, env=env, cwd=REPO)
-        return wall, json.loads(manifest_path.read_text())["ninja_steps"]
+        published = json.loads(manifest_path.read_text())
+        # where the time went: the manifest's own timings, and the process around build() (interpreter
+        # start, imports, the lock check, the swap into place) as what is left of the wall time
+        timings = dict(published["timings"])
+        timings["outside_build_s"] = wall - timings["total_s"]
+        breakdown.append(timings)
+        return wall, published["ninja_steps"]
 
     def raw_edit(i: int) -> tuple[float, int]:
         quantize_cpp.write_text(raw_text.replace(marker, f"{marker} (bench edit {i} {time.time_ns()})"))
         return ninja_steps(raw_ninja, env=raw_env)
 
+    load = [os.getloadavg()]
     try:
         results["patch_edit"] = alternate(args.runs, harness=harness_edit, raw=raw_edit)
+        load.append(os.getloadavg())
+        results["patch_edit"]["harness"]["breakdown"] = {
+            k: {"median_s": statistics.median(b[k] for b in breakdown if k in b),
+                "min_s": min(b[k] for b in breakdown if k in b), "max_s": max(b[k] for b in breakdown if k in b)}
+            for k in breakdown[0]}
+        results["patch_edit"]["load_average"] = {"before": load[0], "after": load[1]}
     finally:
         patch.write_text(original)
         quantize_cpp.write_text(raw_text)
@@ -161,9 +177,14 @@ def main() -> int:
         env_cold = {**env, "CCACHE_DISABLE": "1"}
         plain = work / "plain-build"
 
+        cold_parts: list[dict[str, float]] = []
+
         def harness_cold(_: int) -> tuple[float, int]:
             shutil.rmtree(bdir, ignore_errors=True)  # the harness's own build directory: every object compiled
-            return timed([*build, "--force", "--no-ccache"], env=env_cold, cwd=REPO), 0
+            wall = timed([*build, "--force", "--no-ccache"], env=env_cold, cwd=REPO)
+            published = json.loads(manifest_path.read_text())
+            cold_parts.append({**published["timings"], "outside_build_s": wall - published["timings"]["total_s"]})
+            return wall, published["ninja_steps"]
 
         def plain_cold(_: int) -> tuple[float, int]:
             shutil.rmtree(plain, ignore_errors=True)
@@ -175,11 +196,16 @@ def main() -> int:
             return time.perf_counter() - t0, steps
 
         quantize_cpp.write_text(raw_text)
+        load = [os.getloadavg()]
         results["cold"] = alternate(args.pairs, harness=harness_cold, raw=plain_cold)
+        results["cold"]["harness"]["breakdown"] = cold_parts
+        results["cold"]["load_average"] = {"before": load[0], "after": os.getloadavg()}
         shutil.rmtree(plain, ignore_errors=True)
         subprocess.run(build, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     print(json.dumps(results, indent=2, default=lambda v: round(v, 3)))
+    for k, b in results["patch_edit"]["harness"].get("breakdown", {}).items():
+        print(f"  patch edit, harness {k}: {b['median_s']:.3f}s [{b['min_s']:.3f}-{b['max_s']:.3f}]")
     for what, r in results.items():
         h, raw = r["harness"], r["raw"]
         print(f"{what}: harness {h['median_s']:.3f}s [{h['min_s']:.3f}-{h['max_s']:.3f}] steps {h['steps']} vs "

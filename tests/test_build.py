@@ -64,7 +64,9 @@ def test_published_build_decoded_every_kernel_family_first(llama_build: Path) ->
     manifest = json.loads((llama_build / "manifest.json").read_text())
     decode = manifest["smoke"]["decode"]
     assert decode["decoder"] == "llama-server"
-    assert set(decode["types"]) == {"F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_S", "IQ4_XS"}
+    # a rebuild with the kernel libraries of a full proof proves one type (tests/test_decode_smoke.py)
+    full = {"F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_S", "IQ4_XS"}
+    assert set(decode["types"]) == ({"Q4_0"} if decode.get("scope") == "rebuild" else full)
     assert all(d["cpu"]["tokens"] == 4 for d in decode["types"].values())
     isa = manifest["isa"]
     assert isa["variant"] == "native" and isa["cmake"]["GGML_NATIVE"] == "ON"
@@ -106,10 +108,10 @@ def test_patch_change_rebuilds_little_and_a_broken_one_publishes_nothing(llama_b
         res = _harness(test_cache, *build)
         assert res.returncode == 0, res.stderr
         manifest = json.loads((llama_build / "manifest.json").read_text())
-        # quantize.cpp, the stamp's build-info.cpp and the relinks of what links it, never CMake, src/llama.cpp
-        # or ggml.c (harness/build/stamp.py; the exact set: tests/test_build_incremental.py): 14 steps at 0c1e570
-        # where plain ninja needs 3; 17 when CMake got the whole stamp
-        assert manifest["ninja_steps"] < 17, manifest["ninja_steps"]
+        # what plain ninja runs for quantize.cpp (3 steps at 0c1e570) when the stamp goes in after the link
+        # (Linux); elsewhere also build-info.cpp and the relinks of what links it (14); never CMake,
+        # src/llama.cpp or ggml.c (harness/build/stamp.py; the exact set: tests/test_build_incremental.py)
+        assert manifest["ninja_steps"] <= (3 if manifest["stamp"].get("late") else 14), manifest["ninja_steps"]
         log = Path(manifest["log"]).read_text()
         assert "Building CXX object tools/quantize/" in log and "llama.dir/llama.cpp.o" not in log
         version = subprocess.run([llama_build / "bin" / "llama-server", "--version"], capture_output=True, text=True)

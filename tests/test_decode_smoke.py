@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -289,6 +290,34 @@ def test_the_real_build_proves_every_type_by_token_ids(tmp_path: Path, llama_bin
     for qtype, entry in result["types"].items():
         cpu = entry["cpu"]
         assert cpu["tokens"] == 4 and len(cpu["token_ids"]) == 4 and cpu["probs_checked"], (qtype, cpu)
+
+
+def test_a_rebuild_with_the_same_kernel_bytes_proves_one_type_and_new_bytes_all(tmp_path: Path, llama_bin: Path) -> None:
+    """The narrowed proof of a rebuild: one type by the new quantizer and decoder, only while
+    libggml*/libllama are the bytes a full proof passed with; a changed byte there: every type."""
+    from harness.smoke import Context, decode
+
+    bin_dir = tmp_path / "bin"
+    shutil.copytree(llama_bin, bin_dir, symlinks=True)
+
+    def proof(proven: dict[str, object] | None, name: str) -> dict[str, Any]:
+        ctx = Context(bin_dir=bin_dir, backend="cpu", targets=[], stamp="", work=tmp_path / name, proven=proven)
+        return decode.run(ctx)
+
+    full = proof(None, "full")
+    assert full["scope"] == "full" and set(full["types"]) == set(decode.TYPES)
+    assert {"libllama.so", "libggml-cpu.so", "libggml-base.so"} <= {n.split(".so")[0] + ".so" for n in full["kernels"]["files"]}
+    rebuild = proof(full, "rebuild")
+    assert rebuild["scope"] == "rebuild" and set(rebuild["types"]) == {decode.REBUILD_TYPE}
+    entry = rebuild["types"][decode.REBUILD_TYPE]["cpu"]
+    assert entry["tokens"] == 4 and len(entry["token_ids"]) == 4 and entry["probs_checked"]
+    assert rebuild["features"] == full["features"]  # ggml's feature line, from the one decode
+    assert proof(rebuild, "again")["scope"] == "rebuild"  # a narrowed proof carries the full one forward
+    lib = next(p for p in bin_dir.iterdir() if p.name.startswith("libggml-cpu.so") and not p.is_symlink())
+    with open(lib, "ab") as f:  # trailing bytes: the library still loads, but it is other bytes
+        f.write(b"\0")
+    again = proof(rebuild, "changed")
+    assert again["scope"] == "full" and set(again["types"]) == set(decode.TYPES)
 
 
 @pytest.mark.parametrize("vocab", ["new", "bytes"])

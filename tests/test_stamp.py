@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.build import stamp
 from harness.build.cmake import Stamp
+from harness.errors import StepError
 
 TEMPLATE = '''int LLAMA_BUILD_NUMBER = @LLAMA_BUILD_NUMBER@;
 char const * LLAMA_COMMIT = "@LLAMA_BUILD_COMMIT@";
@@ -106,3 +109,32 @@ def test_a_new_commit_alone_does_not_re_run_cmake_but_a_changed_cmakelists_does(
     (fork / ".git").mkdir()
     (fork / ".git" / "index").write_text("")
     assert not stamp.settle_index(fork, bdir)  # computes its commit at configure: the index keeps its role
+
+
+def test_on_linux_the_digest_goes_over_a_placeholder_after_the_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build-info.cpp gets the same text on every patch edit; ``finish`` writes the digest into the
+    copies being published, and refuses when no file holds the placeholder."""
+    monkeypatch.setattr(stamp.sys, "platform", "linux")
+    configured = stamp.for_cmake(FULL, _tree(tmp_path))
+    assert stamp.late(FULL, configured) and not stamp.late(Stamp(0, "0c1e570"), Stamp(0, "0c1e570"))
+    ph = stamp.placeholder(FULL)
+    assert len(ph) == len(FULL.commit) and ph.startswith(b"0c1e570+stack.") and ph[-8:] == stamp.PAD[:8]
+    bdir = tmp_path / "build"
+    path = _configure(bdir, configured)
+    assert stamp.apply(bdir, FULL, configured, late_ok=True) and stamp.applied(bdir, FULL, configured, late_ok=True)
+    assert 'LLAMA_COMMIT = "0c1e570+stack.\\376\\375\\374\\373\\372\\371\\370\\367";' in path.read_text()
+    text = path.read_text()
+    edited = Stamp(1, "0c1e570+stack.ffffffff")  # another patch edit: the same text, nothing to rebuild
+    assert stamp.apply(bdir, edited, configured, late_ok=True) and path.read_text() == text
+    monkeypatch.setattr(stamp.sys, "platform", "darwin")  # signed binaries: the stamp is compiled in
+    assert not stamp.late(FULL, configured)
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llama-server").write_bytes(b"\x7fELF...\x00" + ph + b"\x00rest")
+    (bin_dir / "libggml-cpu.so").write_bytes(ph)  # ggml never links common/: not read
+    (bin_dir / "libllama-common.so").symlink_to("llama-server")
+    assert stamp.finish(bin_dir, FULL) == ["llama-server"]
+    assert (bin_dir / "llama-server").read_bytes() == b"\x7fELF...\x000c1e570+stack.61bf57a5\x00rest"
+    with pytest.raises(StepError, match="placeholder is in none of the built files"):
+        stamp.finish(bin_dir, FULL)

@@ -228,11 +228,11 @@ def build(
             console.step(f"{recipe.name}/{backend_name}: building {', '.join(targets)}")
             t1 = time.monotonic()
             stamp_mod.settle_index(prepared.tree, bdir)  # a new patched commit alone does not re-run CMake
-            steps = stamp_mod.ninja(ninja_cmd, log, env, bdir, stamp, configured)
+            steps = stamp_mod.ninja(ninja_cmd, log, env, bdir, stamp, configured, late_ok=True)  # _publish finishes it
             build_s = time.monotonic() - t1
             try:
                 manifest = _publish(recipe, the_lock, prepared, backend_name, out, published.root_of(builds_dir), bdir,
-                                    targets, stamp, plan, checks, smoke_model, {
+                                    targets, stamp, plan, checks, smoke_model, None if force else current, {
                     "identity": ident, "key": cache_key(the_lock, recipe, backend_name, tools, plan), "configure": configure, "build": ninja_cmd, "toolchain": tools,
                     "ninja_steps": steps, "log": str(log), "isa_fallbacks": fallbacks,
                     "timings": {"prepare_s": round(prepare_s, 3), "configure_s": round(configure_s, 3),
@@ -296,9 +296,12 @@ def _fall_back(crash: DecodeCrash, plan: isa.Plan, tree: Path, strict: bool, fal
 def _publish(
     recipe: Recipe, the_lock: Lock, prepared: Prepared, backend: str, out: Path, root: Path, bdir: Path,
     targets: list[str], stamp: cmake.Stamp, plan: isa.Plan, checks: Sequence[str], smoke_model: Path | None,
-    extra: dict[str, Any], started: float,
+    previous: Manifest | None, extra: dict[str, Any], started: float,
 ) -> Manifest:
+    """Collect, prove and publish.  ``previous``: the build published at ``out`` before (None with
+    --force), whose decode proof lets the decode check narrow to one type (harness/smoke/decode.py)."""
     out = atomic.under(out, root)  # the recipe name may not lead out of the builds dir
+    t0 = time.monotonic()
     with atomic.temp_dir_beside(out) as tmp:
         try:
             publish.collect(bdir, prepared.tree, targets, tmp)
@@ -306,10 +309,14 @@ def _publish(
             raise StepError(str(exc)) from None
         faults.point("build:collected")
         dropped = publish.drop_cpu_variants(tmp / "bin", isa_audit.dropped_variants(plan, prepared.tree))
+        late = stamp_mod.late(stamp, stamp_mod.for_cmake(stamp, prepared.tree))
+        if late:
+            stamp_mod.finish(tmp / "bin", stamp)  # the stamp's digest over its placeholder (harness/stamp.py)
         work = bdir / "harness-smoke"
         atomic.remove_tree(work, root=bdir)
+        collect_s = time.monotonic() - t0
         ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=targets, stamp=stamp.commit, work=work,
-                            model=smoke_model)
+                            model=smoke_model, proven=previous.smoke.get("decode") if previous else None)
         try:
             results = smoke.run(checks, ctx)
         except smoke.SmokeFailure as exc:
@@ -327,7 +334,12 @@ def _publish(
                          + (f" ({plan.notes[-1]})" if plan.notes else ""))
         key = extra.pop("key")
         timings = extra.pop("timings")
-        timings["total_s"] = round(time.monotonic() - started, 3)
+        timings["collect_s"] = round(collect_s, 3)
+        timings.update({f"smoke_{name}_s": s for name, s in ctx.seconds.items()})
+        t1 = time.monotonic()
+        files = publish.file_digests(tmp)
+        timings["digests_s"] = round(time.monotonic() - t1, 3)
+        timings["total_s"] = round(time.monotonic() - started, 3)  # the swap into place below not counted
         manifest = Manifest(
             identity=extra.pop("identity"), key=key, key_digest=key.digest,
             recipe=manifest_mod.RecipeRef(name=recipe.name, path=str(recipe.path), sha256=atomic.sha256_file(recipe.path)),
@@ -338,14 +350,14 @@ def _publish(
             backend={"name": backend, **options_of(recipe, backend)},
             targets=targets,
             rpc=manifest_mod.Rpc(**rpc) if (rpc := rpc_build.manifest_entry(recipe.spec.build, prepared.tree)) else None,
-            stamp=manifest_mod.Stamp(number=stamp.number, commit=stamp.commit),
+            stamp=manifest_mod.Stamp(number=stamp.number, commit=stamp.commit, late=late),
             cmake=manifest_mod.Commands(configure=extra.pop("configure"), build=extra.pop("build")),
             isa={**plan.to_json(), "dropped_variants": dropped, "fallbacks": extra.pop("isa_fallbacks"),
                  "ggml_features": features, "mismatch": disagree, "cpu_variant_loaded": decode.get("cpu_variant")},
             toolchain=extra.pop("toolchain"), ninja_steps=extra.pop("ninja_steps"), log=extra.pop("log"),
             timings=timings, smoke=results, origin=manifest_mod.Origin(how="built", built_on=os.uname().nodename),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            files=publish.file_digests(tmp),
+            files=files,
         )
         manifest.write(tmp)
         atomic.replace_dir(tmp, out, root=root)

@@ -22,6 +22,24 @@ plain ninja is what the stamp truly reaches: ``build-info.cpp.o``, the static
 ``libllama-common-base.a`` it sits in, and the relink of every binary linking that archive
 (each carries its own copy of the stamp: ``ninja -t query common/libllama-common-base.a``).
 
+On Linux the stamp's last part goes in after the link, not through the compiler (``late``): the
+generated build-info.cpp gets a placeholder of the same length as the lock digest
+(``0c1e570+stack.`` and the eight bytes 0xFE, 0xFD, ... 0xF7: the linker may store a string in
+the tail of a longer one, and no string of llama.cpp is a run of such bytes), the same on every
+patch edit, so build-info.cpp.o, the archive and the binaries linking it are not rebuilt
+for a new stamp at all: a one-file patch edit runs the steps plain ninja runs.  ``finish`` then
+writes the digest over the placeholder in the copies being published (the way conda-build
+writes the install prefix over a padded placeholder), and the ``version`` smoke check proves
+every target prints the full stamp before anything is published.  The build directory's own
+binaries keep the placeholder; their ELF build-id is that of the placeholder link (the same
+for two stamps whose code is the same).  Why not fewer relinks instead: llama.cpp's
+``common/CMakeLists.txt`` makes ``llama-common-base`` (build-info.cpp alone) a STATIC library
+that ``llama-common`` links PUBLIC, so every library and tool linking ``llama-common`` relinks
+when that archive changes, whether or not it copies the object (``llama-imatrix`` and
+``libllama-server-impl.so`` do not: ``llama-server``, ``llama-quantize`` and
+``libllama-common.so`` hold the string); only a patch to llama.cpp's CMake would change that.
+Elsewhere (macOS signs its binaries; Windows) the full stamp is compiled in as before.
+
 Where a tree's build info differs (a fork whose ``common/build-info.cpp.in`` or top-level
 CMakeLists does not take ``LLAMA_BUILD_NUMBER`` / ``LLAMA_BUILD_COMMIT`` as upstream does), the
 whole stamp goes through CMake as before, the index keeps its role, and ``support`` says why, for
@@ -32,10 +50,12 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from harness.build import cmake
 from harness.build.cmake import Stamp
+from harness.errors import StepError
 
 BUILD_INFO = Path("common") / "build-info.cpp"  # in the build directory (and .in in the source tree)
 
@@ -65,10 +85,55 @@ def for_cmake(stamp: Stamp, src: Path) -> Stamp:
     return Stamp(stamp.number, stamp.commit.split("+stack.", 1)[0] + "+stack")
 
 
-def apply(bdir: Path, stamp: Stamp, configured: Stamp) -> bool:
-    """Give the generated build-info.cpp the full stamp (written only when it changes, so a rebuild
-    with the same stamp is a no-op); False when there is nothing to rewrite (the stamp went whole
-    through CMake, or the file is not upstream's shape)."""
+PAD = bytes(range(0xFE, 0xEE, -1))  # the placeholder's bytes: no C string of llama.cpp ends with these
+DIGEST = re.compile(r"\+stack\.([0-9a-f]{1,16})$")
+
+
+def late(stamp: Stamp, configured: Stamp) -> bool:
+    """Whether the stamp's digest is written into the published files after the link (see the
+    module doc) rather than compiled: on Linux, for a split stamp (``<short>+stack.<digest>``)."""
+    return configured != stamp and sys.platform.startswith("linux") and DIGEST.search(stamp.commit) is not None
+
+
+def placeholder(stamp: Stamp) -> bytes:
+    """What the linked files hold where the published ones hold ``stamp.commit``: the same length."""
+    m = DIGEST.search(stamp.commit)
+    assert m is not None, stamp
+    return stamp.commit[:m.start(1)].encode() + PAD[:len(m.group(1))]
+
+
+def _literal(stamp: Stamp, is_late: bool) -> str:
+    """The C string literal's contents for build-info.cpp (octal escapes for the placeholder bytes)."""
+    if not is_late:
+        return _c_string(stamp.commit)
+    raw = placeholder(stamp)
+    head = raw.rstrip(PAD).decode()
+    return _c_string(head) + "".join(f"\\{b:03o}" for b in raw[len(head):])
+
+
+def finish(bin_dir: Path, stamp: Stamp) -> list[str]:
+    """Write ``stamp.commit`` over its placeholder in every file in ``bin_dir`` that holds it (the
+    copies being published; ggml's libraries never link llama.cpp's common code and are not read);
+    the files changed.  A StepError when none holds it: the build info is not made as expected."""
+    old, new = placeholder(stamp), stamp.commit.encode()
+    changed = []
+    for path in sorted(bin_dir.iterdir()):
+        if path.is_symlink() or not path.is_file() or path.name.startswith("libggml"):
+            continue
+        data = path.read_bytes()
+        if old in data:
+            path.write_bytes(data.replace(old, new))
+            changed.append(path.name)
+    if not changed:
+        raise StepError(f"the stamp {stamp.commit}: its placeholder is in none of the built files in {bin_dir}",
+                        hint="nothing was published; the tree's build info is not made the way upstream's is")
+    return changed
+
+
+def apply(bdir: Path, stamp: Stamp, configured: Stamp, *, late_ok: bool = False) -> bool:
+    """Give the generated build-info.cpp the full stamp, or its placeholder where the stamp goes in
+    ``late`` and ``late_ok`` (the caller ``finish``-es what it publishes; written only when it changes, so a rebuild with the same text is a no-op); False when
+    there is nothing to rewrite (the stamp went whole through CMake, or the file is not upstream's shape)."""
     if stamp == configured:
         return False
     path = bdir / BUILD_INFO
@@ -81,7 +146,8 @@ def apply(bdir: Path, stamp: Stamp, configured: Stamp) -> bool:
     if not number.search(text) or not commit.search(text):
         return False
     new = number.sub(lambda m: f"{m.group(1)}{stamp.number};", text, count=1)
-    new = commit.sub(lambda m: f'{m.group(1)}"{_c_string(stamp.commit)}";', new, count=1)
+    literal = _literal(stamp, late_ok and late(stamp, configured))
+    new = commit.sub(lambda m: f'{m.group(1)}"{literal}";', new, count=1)
     if new != text:
         from harness import atomic
 
@@ -89,26 +155,31 @@ def apply(bdir: Path, stamp: Stamp, configured: Stamp) -> bool:
     return True
 
 
-def applied(bdir: Path, stamp: Stamp) -> bool:
-    """Whether build-info.cpp carries ``stamp`` (ninja may have configured again and rewritten it)."""
+def applied(bdir: Path, stamp: Stamp, configured: Stamp | None = None, *, late_ok: bool = False) -> bool:
+    """Whether build-info.cpp carries ``stamp`` (its placeholder where it goes in ``late``; ninja may
+    have configured again and rewritten it)."""
     try:
         text = (bdir / BUILD_INFO).read_text()
     except OSError:
         return False
-    return f'LLAMA_COMMIT = "{_c_string(stamp.commit)}";' in text and f"LLAMA_BUILD_NUMBER = {stamp.number};" in text
+    literal = _literal(stamp, late_ok and configured is not None and late(stamp, configured))
+    return f'LLAMA_COMMIT = "{literal}";' in text and f"LLAMA_BUILD_NUMBER = {stamp.number};" in text
 
 
-def ninja(ninja_cmd: list[str], log: Path, env: dict[str, str], bdir: Path, stamp: Stamp, configured: Stamp) -> int:
-    """ninja, with the full stamp in build-info.cpp.  CMake may run again inside
+def ninja(ninja_cmd: list[str], log: Path, env: dict[str, str], bdir: Path, stamp: Stamp, configured: Stamp,
+          *, late_ok: bool = False) -> int:
+    """ninja, with the full stamp in build-info.cpp (its placeholder with ``late_ok`` where the stamp
+    goes in ``late``: then the caller ``finish``-es the files it publishes).  CMake may run again inside
     ninja (llama.cpp's common/ makes ``.git/index`` a configure dependency, so every new patched
     commit re-runs it) and write the short stamp back: ``ninja build.ninja`` does that part first,
     then the stamp goes in, then the build; stamped again if ninja still configured on its own."""
     steps = 0
     if configured != stamp:
         steps += cmake.run_ninja([*ninja_cmd[:3], "build.ninja"], log, env)  # [ninja, -C, bdir]: regenerate only
-        apply(bdir, stamp, configured)
+        apply(bdir, stamp, configured, late_ok=late_ok)
     steps += cmake.run_ninja(ninja_cmd, log, env)
-    if configured != stamp and not applied(bdir, stamp) and apply(bdir, stamp, configured):
+    if (configured != stamp and not applied(bdir, stamp, configured, late_ok=late_ok)
+            and apply(bdir, stamp, configured, late_ok=late_ok)):
         steps += cmake.run_ninja(ninja_cmd, log, env)
     return steps
 

@@ -17,6 +17,7 @@ naming the check; nothing is published.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -35,7 +36,11 @@ class Context:
     stamp: str  # LLAMA_BUILD_COMMIT: --version must show it
     work: Path  # scratch space, removed afterwards
     model: Path | None = None  # a real model for quantize/serve; None: SmolLM2-135M from PyPI
+    # the decode result of the build published before this one (harness build only): the decode
+    # check proves one type instead of all when the kernel libraries are the same bytes (decode.py)
+    proven: dict[str, Any] | None = None
     results: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each check run
 
 
 class SmokeFailure(StepError):
@@ -64,7 +69,9 @@ def run(checks: Sequence[str], ctx: Context) -> dict[str, Any]:
     """Run ``checks`` in order; results by name (also in ``ctx.results``).  Raises SmokeFailure."""
     registry = _registry()
     for name in checks:
+        t0 = time.monotonic()
         ctx.results[name] = registry[name](ctx)
+        ctx.seconds[name] = round(time.monotonic() - t0, 3)
     return ctx.results
 
 

@@ -8,6 +8,14 @@ text.  GPU backends decode twice: offloaded
 (``-ngl all``) and with the weights on the CPU (``-ngl 0``), since their CPU code is what
 ``-ot exps=CPU`` and ``--n-cpu-moe`` users run.
 
+On a rebuild (``harness build`` after an edit) whose kernel libraries (``libggml*``, where the
+kernels and quantization live, and ``libllama``, which drives quantizing and decoding) are the same
+bytes as those a full proof passed with on this machine, one type is proven instead of all:
+``REBUILD_TYPE``, made by the new ``llama-quantize`` and decoded by the new binaries in every
+placement.  What differs (the tools, ``libllama-common``, the server) is what that one decode
+runs; the kernels of the other types are the bytes already proven.  A build with no shared
+kernel libraries (static) always gets the full proof.
+
 A decoder killed by a signal raises :class:`DecodeCrash`, after the same decode was tried
 once more with ``--no-repack`` (no AMX or repacked CPU buffers): the answer tells the
 repacked-weight paths apart from the rest, and harness/build/run.py picks what to exclude.
@@ -15,11 +23,14 @@ repacked-weight paths apart from the rest, and harness/build/run.py picks what t
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import backends, console, runner
+from harness import atomic, backends, console, runner
 from harness.errors import HarnessError, InputError
 from harness.gguf_files.reader import open_gguf
 from harness.smoke import Context, SmokeFailure, decoder, tiny_model
@@ -28,6 +39,12 @@ from harness.smoke import Context, SmokeFailure, decoder, tiny_model
 TYPES: dict[str, str] = {"F16": "F16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q4_K_S": "Q4_K", "IQ4_XS": "IQ4_XS"}
 N_PREDICT = 4
 PROBE = "blk.0.ffn_down.weight"
+# One CPU thread: the same kernels run (the proof is about instruction sets and kernels, not
+# threading), and ggml's thread pool spins at its barriers: on a busy 2-core machine a decode
+# of the tiny model took 0.23-1.6 s with the default threads, 0.08-0.11 s with one (RESULTS.md)
+THREADS = ("-t", "1")
+REBUILD_TYPE = "Q4_0"  # made by llama-quantize, and the type ggml repacks (AVX2/AVX-512, AMX)
+KERNEL_LIBS = ("libggml*", "libllama.so*", "libllama.dylib", "libllama*.dll", "ggml*.dll", "llama.dll")
 
 
 class DecodeCrash(SmokeFailure):
@@ -61,20 +78,29 @@ def run(ctx: Context) -> dict[str, Any]:
         return {"ok": True, "skipped": "no llama-server or llama-completion among the targets"}
     ctx.work.mkdir(parents=True, exist_ok=True)
     source = tiny_model.write(ctx.work / "tiny-F16.gguf")
-    models = {"F16": source, **_quantize(ctx, source)}
+    kernels = kernel_libs(ctx.bin_dir)
+    rebuild = narrowed(ctx.proven, kernels)
+    wanted = [REBUILD_TYPE] if rebuild else list(TYPES)
+    made = _quantize(ctx, source, [t for t in wanted if t != "F16"])
+    models = {t: source if t == "F16" else made[t] for t in wanted if t == "F16" or t in made}
+    models = models or {"F16": source}  # narrowed, and no llama-quantize in the build
     # A CPU build gets no -ngl: parsing it loads the backends before logging starts, and
     # ggml's "loaded CPU backend from libggml-cpu-<variant>" line (all-variants) is lost.
     placements: dict[str, list[str]] = {"cpu": []}
     if backends.uses_gpu(ctx.backend):
         placements = {"gpu": ["-ngl", "all"], "cpu": ["-ngl", "0"]}
-    result: dict[str, Any] = {"ok": True, "decoder": dec.name, "n_predict": N_PREDICT, "types": {}}
+    result: dict[str, Any] = {"ok": True, "decoder": dec.name, "n_predict": N_PREDICT, "types": {},
+                              "scope": "rebuild" if rebuild else "full", "kernels": kernels}
+    if rebuild:
+        result["note"] = (f"the kernel libraries are the bytes a full proof passed with on this machine: "
+                          f"{REBUILD_TYPE} proven, not every type")
     first_log = ""
     for qtype, model in models.items():
         for placement, args in placements.items():
             log = ctx.work / f"decode-{qtype}-{placement}.log"
             trace = list(decoder.trace_flags(dec)) if not first_log else []  # ggml's feature line, once
             try:
-                got = decoder.decode(dec, model, [*args, *trace], n_predict=N_PREDICT, log_path=log)
+                got = decoder.decode(dec, model, [*args, *THREADS, *trace], n_predict=N_PREDICT, log_path=log)
             except decoder.Crashed as crash:
                 raise DecodeCrash(crash, qtype, placement, _probe(dec, model, args, ctx.work),
                                   decoder.cpu_variant(decoder._read(log))) from None
@@ -99,16 +125,34 @@ def run(ctx: Context) -> dict[str, Any]:
     return result
 
 
-def _quantize(ctx: Context, source: Path) -> dict[str, Path]:
+def kernel_libs(bin_dir: Path) -> dict[str, Any]:
+    """What a full proof covers: the sha256 of each kernel library, and the machine it ran on."""
+    from harness import isa
+
+    files = {p.name: atomic.sha256_file(p) for pattern in KERNEL_LIBS for p in sorted(bin_dir.glob(pattern))
+             if p.is_file() and not p.is_symlink()}
+    cpu = isa.detect_cpu()
+    where = json.dumps([os.uname().nodename, cpu.model, cpu.arch, sorted(cpu.flags or cpu.extensions)])
+    return {"files": files, "machine": hashlib.sha256(where.encode()).hexdigest()[:16]}
+
+
+def narrowed(proven: dict[str, Any] | None, kernels: dict[str, Any]) -> bool:
+    """Whether one type proves this build: the previous decode proof passed, full or itself
+    narrowed (then a full one passed before it with the same bytes), with these kernel libraries
+    on this machine."""
+    return bool(proven and proven.get("ok") and not proven.get("skipped") and kernels["files"]
+                and proven.get("scope") in ("full", "rebuild") and proven.get("kernels") == kernels)
+
+
+def _quantize(ctx: Context, source: Path, qtypes: list[str]) -> dict[str, Path]:
     """The smoke model in each type, by the build's own llama-quantize (every output parsed and checked)."""
     quantize = ctx.bin_dir / "llama-quantize"
     if not quantize.is_file():
         console.warn("decode smoke: no llama-quantize in the build, decoding F16 only")
         return {}
     out: dict[str, Path] = {}
-    for qtype, ggml in TYPES.items():
-        if qtype == "F16":
-            continue
+    for qtype in qtypes:
+        ggml = TYPES[qtype]
         target = ctx.work / f"tiny-{qtype}.gguf"
         res = runner.run([quantize, "--pure", source, target, qtype, "1"], check=False, timeout=300)
         if res.returncode < 0:
@@ -135,7 +179,7 @@ def _quantize(ctx: Context, source: Path) -> dict[str, Path]:
 def _probe(dec: Path, model: Path, args: list[str], work: Path) -> bool | None:
     """Does the same decode pass with --no-repack?  (None: it failed some other way.)"""
     try:
-        decoder.decode(dec, model, [*args, "--no-repack"], n_predict=N_PREDICT, log_path=work / "decode-no-repack.log")
+        decoder.decode(dec, model, [*args, *THREADS, "--no-repack"], n_predict=N_PREDICT, log_path=work / "decode-no-repack.log")
     except decoder.Crashed:
         return False
     except HarnessError:

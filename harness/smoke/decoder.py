@@ -128,8 +128,8 @@ def _with_server(decoder: Path, model: Path, args: Sequence[str], n_predict: int
     try:
         with running_server(decoder, model, ["-c", "512", "-np", "1", *args], log_path=log_path,
                             ready_timeout=timeout) as srv:
-            try:
-                resp = requests.post(f"{srv.url}/completion", timeout=timeout, json={
+            try:  # Connection: close: a kept-alive connection held the server's exit up by 0.1 s
+                resp = requests.post(f"{srv.url}/completion", headers={"Connection": "close"}, timeout=timeout, json={
                     "prompt": prompt, "n_predict": n_predict, "temperature": 0, "seed": 1,
                     "ignore_eos": True, "cache_prompt": False, "return_tokens": True, "n_probs": 1})
             except requests.RequestException as exc:
