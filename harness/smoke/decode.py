@@ -127,7 +127,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def kernel_libs(bin_dir: Path) -> dict[str, Any]:
     """What a full proof covers: the sha256 of each kernel library, and the machine it ran on."""
-    from harness import isa
+    from harness.build import isa
 
     files = {p.name: atomic.sha256_file(p) for pattern in KERNEL_LIBS for p in sorted(bin_dir.glob(pattern))
              if p.is_file() and not p.is_symlink()}
