@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.nightly import entry as entry_mod
 from harness.nightly import report as nightly_report
 
 pytestmark = pytest.mark.unit
@@ -46,13 +47,13 @@ def test_a_report_of_another_shape_is_refused_before_anything_is_written(tmp_pat
     assert not (tmp_path / "history.jsonl").exists()
 
 
-def _night() -> nightly_report.Entry:
+def _night() -> entry_mod.Entry:
     """A failed night with every typed part set as harness/nightly/run.py sets it."""
     from harness.bisect.report import Commit, Result, Step
     from harness.build.manifest import Stamp
     from harness.smoke.results import DecodedType, DecodeResult, Skipped
 
-    r = nightly_report
+    r = entry_mod
     c1, c2 = (Commit(sha=ch * 40, subject=f"commit {ch}", date="2026-01-01T00:00:00+00:00") for ch in "ab")
     upstream = Result(recipe="r", check="smoke", good=c1, bad=c2, range_size=1, first_bad=c2, last_good=c1,
                       candidates=[c2], is_range=False, why="found", steps=[Step(step=1, commit=c2, verdict="bad", seconds=1.0)])
@@ -98,9 +99,9 @@ def test_the_nightly_entry_round_trips_through_report_json(tmp_path: Path) -> No
     [again] = nightly_report.Report.model_validate(data).recipes
     assert again == entry and again.to_json() == entry.to_json() == data["recipes"][0]
     assert isinstance(again.smoke["decode:cpu"], DecodeResult) and isinstance(again.smoke["rpc:cpu"], Skipped)
-    assert isinstance(again.smoke["decode:cuda"], nightly_report.SmokeFailed)
-    assert isinstance(again.builds["cuda"], nightly_report.BuildFailed)
-    assert isinstance(again.bisect, nightly_report.UpstreamCulprit) and again.bisect.moved == ["PR #1 of o/r"]
+    assert isinstance(again.smoke["decode:cuda"], entry_mod.SmokeFailed)
+    assert isinstance(again.builds["cuda"], entry_mod.BuildFailed)
+    assert isinstance(again.bisect, entry_mod.UpstreamCulprit) and again.bisect.moved == ["PR #1 of o/r"]
     shown = data["recipes"][0]
     assert shown["smoke"]["decode:cuda"] == {"ok": False, "error": "killed by SIGILL", "signal": "SIGILL", "type": "Q4_0"}
     assert shown["smoke"]["rpc:cpu"] == {"ok": True, "skipped": "no rpc-server"}
@@ -112,6 +113,6 @@ def test_the_nightly_entry_round_trips_through_report_json(tmp_path: Path) -> No
     assert "**Culprit: upstream bbbbbbbbbbbb commit b, " in md and "- smoke decode:cuda: FAILED" in md
     # the stack culprit and a failed bisection are the other two answers
     for other, kind in (({"culprit": "stack", "moved": ["x"], "check": "build", "detail": "d",
-                          "base": {"sha": "c" * 40, "subject": "s", "date": "d"}}, nightly_report.StackCulprit),
-                        ({"error": "no mirror"}, nightly_report.BisectFailed)):
-        assert isinstance(nightly_report.NIGHT_BISECT.validate_python(other), kind)
+                          "base": {"sha": "c" * 40, "subject": "s", "date": "d"}}, entry_mod.StackCulprit),
+                        ({"error": "no mirror"}, entry_mod.BisectFailed)):
+        assert isinstance(entry_mod.NIGHT_BISECT.validate_python(other), kind)

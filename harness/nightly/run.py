@@ -26,8 +26,9 @@ from harness.build import run as build
 from harness.build.cache import Transport
 from harness.build.manifest import Stamp
 from harness.errors import CommandFailed, HarnessError, StepError
-from harness.nightly import adoption, report
-from harness.nightly.report import Entry
+from harness.nightly import adoption
+from harness.nightly import entry as night
+from harness.nightly.entry import Entry
 from harness.recipe.load import Recipe
 from harness.smoke.results import SmokeResults, VersionResult
 from harness.source import fetch as sources
@@ -56,9 +57,9 @@ def _descends(mirror: Mirror, old: str, new: str) -> bool | None:
         return git.is_ancestor(mirror.path, old, new)
 
 
-def classify_moves(old: Lock | None, candidate: Lock, moves: list[locking.Move]) -> dict[str, report.ItemMove]:
+def classify_moves(old: Lock | None, candidate: Lock, moves: list[locking.Move]) -> dict[str, night.ItemMove]:
     """label -> moved or gone, for items whose pin changed or whose ref vanished."""
-    found: dict[str, report.ItemMove] = {}
+    found: dict[str, night.ItemMove] = {}
     if old is None:
         return found
     before = {i.identity(): i for i in old.items}
@@ -66,13 +67,13 @@ def classify_moves(old: Lock | None, candidate: Lock, moves: list[locking.Move])
     for item in candidate.items:
         prev = before.get(item.identity())
         if item.label() in gone:
-            found[item.label()] = report.ItemMove(status="gone", detail=f"{item.fetch_ref} no longer exists; the locked "
+            found[item.label()] = night.ItemMove(status="gone", detail=f"{item.fetch_ref} no longer exists; the locked "
                                                                         f"{item.pin[:12]} is tried")
         elif prev is not None and prev.sha and item.sha and prev.sha != item.sha and item.repo:
             descends = _descends(Mirror.for_url(item.repo), prev.sha, item.sha)
             how = {True: "new commits", False: "force-pushed: the new head does not descend from the locked one",
                    None: "force-pushed: the locked head is no longer fetchable"}[descends]
-            found[item.label()] = report.ItemMove(status="moved", detail=f"{prev.sha[:12]} -> {item.sha[:12]} ({how})",
+            found[item.label()] = night.ItemMove(status="moved", detail=f"{prev.sha[:12]} -> {item.sha[:12]} ({how})",
                                                   force_push=descends is not True)
     return found
 
@@ -96,7 +97,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         candidate, moves = locking.resolve(recipe, old, update=True, keep_gone=True)
         entry.old_base, entry.new_base = (old.base_sha if old else None), candidate.base_sha
         new_base, new_lock = candidate.base_sha, candidate
-        entry.moves = [report.MoveRecord(what=m.what, old=m.old, new=m.new, gone=m.gone) for m in moves]
+        entry.moves = [night.MoveRecord(what=m.what, old=m.old, new=m.new, gone=m.gone) for m in moves]
         for m in moves:
             console.info(f"  {m}")
         step = "fetch"
@@ -121,7 +122,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         candidate = candidate.replace(stack=tuple(retired))
         entry.items = _items(candidate.items, results, moved, None)
         entry.skipped_conflicts = sorted(conflicts)
-        entry.missing = [report.Missing(item=i.label(), detail=r.detail)
+        entry.missing = [night.Missing(item=i.label(), detail=r.detail)
                          for i, r in zip(candidate.items, results, strict=True)
                          if r.status in (stack.CONFLICT, stack.SKIPPED)]  # fmt: skip
         for backend in backends:
@@ -132,14 +133,14 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
                                      checks=recipe.spec.nightly.smoke, smoke_model=smoke_model, cache=cache, push=push)
             except smoke.SmokeFailure as exc:
                 step = f"smoke:{exc.check}:{backend}"
-                entry.smoke[f"{exc.check}:{backend}"] = report.SmokeFailed(
+                entry.smoke[f"{exc.check}:{backend}"] = night.SmokeFailed(
                     ok=False, error=str(exc).splitlines()[0], **{k: v for k, v in exc.details.items() if k != "targets"})
                 raise
             manifest = result.manifest
-            entry.builds[backend] = report.Built(
+            entry.builds[backend] = night.Built(
                 ok=True, noop=result.noop, identity=result.identity, stamp=Stamp(**manifest.stamp.model_dump()),
                 timings=manifest.timings, ninja_steps=manifest.ninja_steps, log=manifest.log,
-                isa=report.BuildIsa(**{k: manifest.isa.get(k) for k in ("variant", "disabled", "fallbacks")}))
+                isa=night.BuildIsa(**{k: manifest.isa.get(k) for k in ("variant", "disabled", "fallbacks")}))
             entry.smoke.update({f"{name}:{backend}": res for name, res in _smoke_summary(manifest.smoke).items()})
         step = "gates"
         gate_record = _gates(recipe, entry, backends, builds_dir) if recipe.spec.nightly.gates else None
@@ -150,7 +151,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
             candidate_out = published.build_root(builds_dir, recipe.name, ".candidate") / backend
             final = published.build_root(builds_dir, recipe.name, backend)
             built = entry.builds[backend]
-            assert isinstance(built, report.Built) and built.identity is not None  # every backend built above
+            assert isinstance(built, night.Built) and built.identity is not None  # every backend built above
             switches.append(adoption.Move(backend=backend, candidate=str(candidate_out), final=str(final),
                                        identity=built.identity))
             pointer[backend] = {"path": str(final), "identity": built.identity,
@@ -172,7 +173,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         culprit = bisect.for_night(recipe, old, new_base, "gates", published.build_root(builds_dir, recipe.name, "last-good.json"),
                                    new_lock)
         if culprit is not None:
-            entry.bisect = report.NIGHT_BISECT.validate_python(culprit)
+            entry.bisect = night.NIGHT_BISECT.validate_python(culprit)
     except HarnessError as exc:
         entry.failed_step, entry.error = step, _tail(exc)
         if step.startswith(("build:", "smoke:")):
@@ -181,7 +182,7 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
         culprit = bisect.for_night(recipe, old, new_base, step, published.build_root(builds_dir, recipe.name, "last-good.json"),
                                    new_lock)
         if culprit is not None:
-            entry.bisect = report.NIGHT_BISECT.validate_python(culprit)
+            entry.bisect = night.NIGHT_BISECT.validate_python(culprit)
     except Exception as exc:  # a nightly reports and goes on to the next recipe, whatever broke
         entry.failed_step, entry.error = step, f"internal error: {type(exc).__name__}: {exc}"
         console.error(f"{recipe.name}: {step} failed with an internal error: {type(exc).__name__}: {exc}")
@@ -189,14 +190,14 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
     return entry
 
 
-def failed_build(step: str, exc: BaseException) -> report.BuildFailed:
+def failed_build(step: str, exc: BaseException) -> night.BuildFailed:
     """The report's entry for a backend whose build (``build:B``) or smoke check (``smoke:CHECK:B``)
     failed: which, and the log when there is one (a smoke check has the build's, not its own)."""
     log = getattr(exc, "log", None)
     if not step.startswith("smoke:"):
-        return report.BuildFailed(ok=False, log=log)
+        return night.BuildFailed(ok=False, log=log)
     log = log or (exc.details.get("log") if isinstance(exc, smoke.SmokeFailure) else None)
-    return report.BuildFailed(ok=False, log=log, smoke_failed=step.split(":")[1])
+    return night.BuildFailed(ok=False, log=log, smoke_failed=step.split(":")[1])
 
 
 class GateRefused(StepError):
@@ -218,33 +219,33 @@ def _gates(recipe: Recipe, entry: Entry, backends: list[str], builds_dir: Path |
     if speed is not None and speed["ratio"] is not None:
         metrics.update({"tokens_per_s": speed["candidate_tokens_per_s"], gate_checks.SPEED_METRIC: speed["ratio"]})
     refused = gate_checks.compare(metrics, before, spec, speed)
-    entry.gates = report.GatesRecord(metrics=metrics, last_good=before, max_kld_increase=spec.max_kld_increase,
+    entry.gates = night.GatesRecord(metrics=metrics, last_good=before, max_kld_increase=spec.max_kld_increase,
                                      max_mtp_acceptance_drop=spec.max_mtp_acceptance_drop,
                                      min_tokens_per_s_ratio=spec.min_tokens_per_s_ratio, tokens_per_s=speed,
-                                     refused=[report.GateRefusal(**r.record()) for r in refused])
+                                     refused=[night.GateRefusal(**r.record()) for r in refused])
     if refused:
         raise GateRefused("; ".join(str(r) for r in refused))
     return {"metrics": metrics, "model": gate_checks.describe_model(spec), "types": spec.types, "ctx": spec.ctx,
             "chunks": spec.chunks}
 
 
-def _smoke_summary(results: SmokeResults) -> dict[str, report.SmokeRecord]:
+def _smoke_summary(results: SmokeResults) -> dict[str, night.SmokeRecord]:
     """The smoke results as the report shows them, by check (``version``: one line per binary)."""
-    shown: dict[str, report.SmokeRecord] = {}
+    shown: dict[str, night.SmokeRecord] = {}
     for name, res in results.items():
         if isinstance(res, VersionResult):
-            shown[name] = report.VersionSummary(ok=res.ok, versions={t: v.version for t, v in res.root.items()})
+            shown[name] = night.VersionSummary(ok=res.ok, versions={t: v.version for t, v in res.root.items()})
         else:
             shown[name] = res
     return shown
 
 
-def _items(items: tuple[LockedItem, ...], results: list[ItemResult], moved: dict[str, report.ItemMove],
-           conflict: ConflictReport | None) -> list[report.ItemRow]:
+def _items(items: tuple[LockedItem, ...], results: list[ItemResult], moved: dict[str, night.ItemMove],
+           conflict: ConflictReport | None) -> list[night.ItemRow]:
     rows = []
     by_index = dict(enumerate(results))
     for index, item in enumerate(items):
-        row = report.ItemRow(item=item.label(), kind=item.kind, ref=item.ref, repo=item.repo, pin=item.pin, status="not-tried")
+        row = night.ItemRow(item=item.label(), kind=item.kind, ref=item.ref, repo=item.repo, pin=item.pin, status="not-tried")
         res = by_index.get(index)
         if res is not None:
             row.status, row.detail = res.status, res.detail
@@ -253,7 +254,7 @@ def _items(items: tuple[LockedItem, ...], results: list[ItemResult], moved: dict
         elif conflict is not None and index == conflict.index:
             row.status = "conflict"
             row.detail = "conflicts in " + ", ".join(f.path for f in conflict.files)
-            row.files = [report.ConflictFile.model_validate(f.to_json()) for f in conflict.files]
+            row.files = [night.ConflictFile.model_validate(f.to_json()) for f in conflict.files]
         elif conflict is not None and index < conflict.index:
             row.status = "applied-before-conflict"
         else:
