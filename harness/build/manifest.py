@@ -82,7 +82,7 @@ def cuda_major(nvcc_version: str) -> str | None:
 class Stamp(_Model):
     number: int  # LLAMA_BUILD_NUMBER
     commit: str  # LLAMA_BUILD_COMMIT
-    late: bool = False  # its digest was written over a placeholder after the link (harness/stamp.py)
+    late: bool = False  # its digest was written over a placeholder after the link (harness/build/stamp.py)
 
 
 class RecipeRef(_Model):

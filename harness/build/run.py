@@ -312,7 +312,7 @@ def _publish(
         dropped = publish.drop_cpu_variants(tmp / "bin", isa_audit.dropped_variants(plan, prepared.tree))
         late = stamp_mod.late(stamp, stamp_mod.for_cmake(stamp, prepared.tree))
         if late:
-            stamp_mod.finish(tmp / "bin", stamp)  # the stamp's digest over its placeholder (harness/stamp.py)
+            stamp_mod.finish(tmp / "bin", stamp)  # the stamp's digest over its placeholder (harness/build/stamp.py)
         work = bdir / "harness-smoke"
         atomic.remove_tree(work, root=bdir)
         collect_s = time.monotonic() - t0
