@@ -147,7 +147,7 @@ def test_push_then_pull_on_a_fresh_machine(pushed: dict[str, Any], tmp_path: Pat
     root = builds / "session" / "cpu"
     pulled = manifest.read(root)
     assert pulled is not None and pulled.key == built.key and pulled.files == built.files
-    assert set(pulled.smoke) >= {"version", "decode"} and pulled.smoke["decode"]["ok"] is not False
+    assert pulled.smoke.names() >= {"version", "decode"} and pulled.smoke.decode is not None and pulled.smoke.decode.ok
     assert pack.verify_files(root, pulled) == []
     version = subprocess.run([root / "bin" / "llama-server", "--version"], capture_output=True, text=True, timeout=60)
     assert built.stamp.commit in version.stdout + version.stderr

@@ -11,6 +11,7 @@ from harness.build import isa, manifest
 from harness.build import run as build
 from harness.recipe.load import load_recipe
 from harness.source.lock import Lock, LockedItem
+from tests import fake_manifest
 from tests.conftest import run_harness, write_recipe
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
@@ -83,3 +84,64 @@ def test_a_manifest_of_another_schema_is_a_clean_message(tmp_path: Path, schema:
         assert res.returncode == 2, (argv, res.stderr)
         assert words in res.stderr and "harness build" in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert manifest.read_or_none(root) is None  # for a build, it is only something to replace
+
+
+# the smoke section as the current harness writes it (one target, one type, the narrowed proof's digests)
+DECODE = {"ok": True, "decoder": "llama-server", "n_predict": 4,
+          "types": {"Q4_0": {"cpu": {"tokens": 4, "token_ids": [20, 20, 95, 95], "probs_checked": True,
+                                     "seconds": 0.4, "tokens_per_s": 539.5}}},
+          "scope": "full", "kernels": {"files": {"libggml-cpu.so": "c" * 64}, "machine": "m" * 16},
+          "features": {"CPU": {"AVX2": "1"}}, "cpu_variant": None, "seconds": 3.45}
+SMOKE = {"version": {"llama-server": {"ok": True, "returncode": 0, "version": "version: 1 (0c1e570)"}},
+         "decode": DECODE, "rpc": {"ok": True, "skipped": "the build has no rpc-server or no llama-server"}}
+
+
+def test_the_smoke_section_reads_typed_and_writes_back_the_same_json(tmp_path: Path) -> None:
+    from harness.smoke.results import DecodeResult, Skipped
+
+    (tmp_path / "manifest.json").write_text(json.dumps(fake_manifest.data(smoke=SMOKE)))
+    read = manifest.read(tmp_path)
+    assert read is not None and read.smoke.names() == {"version", "decode", "rpc"}
+    assert isinstance(read.smoke.decode, DecodeResult) and isinstance(read.smoke.rpc, Skipped)
+    assert read.smoke.decode.kernels is not None and read.smoke.decode.kernels.files == {"libggml-cpu.so": "c" * 64}
+    assert read.smoke.decode.types["Q4_0"]["cpu"].token_ids == [20, 20, 95, 95]
+    assert read.to_json()["smoke"] == SMOKE  # cpu_variant null kept, note never set left out
+    # a decode result written before the narrowed proof (no scope, no kernels) still reads, and narrows nothing
+    old = {k: v for k, v in DECODE.items() if k not in ("scope", "kernels")}
+    older = manifest.parse(fake_manifest.data(smoke={"decode": old}), tmp_path / "manifest.json")
+    assert older.to_json()["smoke"] == {"decode": old} and older.smoke.decode is not None
+    from harness.smoke import decode
+
+    assert not decode.narrowed(older.smoke.decode, read.smoke.decode.kernels)
+    assert decode.narrowed(read.smoke.decode, read.smoke.decode.kernels)
+
+
+FOREIGN_SMOKE = {
+    "a decode result without its types": {"decode": {k: v for k, v in DECODE.items() if k != "types"}},
+    "a decoded type of another shape": {"decode": {**DECODE, "types": {"Q4_0": {"cpu": {"tokens": "four"}}}}},
+    "per-target versions as a list": {"version": [{"target": "llama-server", "ok": True}]},
+    "a check this harness does not know": {"bogus": {"ok": True}},
+    "a skipped check that failed": {"rpc": {"ok": False, "skipped": "why"}},
+}
+
+
+@pytest.mark.parametrize("smoke", FOREIGN_SMOKE.values(), ids=FOREIGN_SMOKE.keys())
+def test_a_manifest_whose_smoke_section_is_foreign_is_a_clean_message(tmp_path: Path, smoke: dict[str, object]) -> None:
+    root = tmp_path / "builds" / "r" / "cpu"
+    root.mkdir(parents=True)
+    (root / "manifest.json").write_text(json.dumps({**fake_manifest.data(), "smoke": smoke}))
+    with pytest.raises(manifest.ManifestError, match=r"manifest.json: smoke\.") as exc:
+        manifest.read(root)
+    assert exc.value.hint is not None and "harness build" in exc.value.hint
+    assert manifest.read_or_none(root) is None  # for a build, it is only something to replace
+
+
+def test_verify_of_a_build_whose_decode_result_lost_its_types_is_a_clean_message(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path / "repo", "r", "name: r\nbuild: {backends: [cpu]}\n")
+    root = tmp_path / "builds" / "r" / "cpu"
+    (root / "bin").mkdir(parents=True)
+    smoke = FOREIGN_SMOKE["a decode result without its types"]
+    (root / "manifest.json").write_text(json.dumps({**fake_manifest.data(), "smoke": smoke}))
+    res = run_harness("verify", recipe, "--builds-dir", tmp_path / "builds")
+    assert res.returncode == 2, res.stderr
+    assert "smoke.decode" in res.stderr and "harness build" in res.stderr and "Traceback" not in res.stderr, res.stderr

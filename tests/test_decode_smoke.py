@@ -285,7 +285,7 @@ def test_the_real_build_proves_every_type_by_token_ids(tmp_path: Path, llama_bin
     from harness.smoke import Context, decode
 
     ctx = Context(bin_dir=llama_bin, backend="cpu", targets=[], stamp="", work=tmp_path / "work")
-    result = decode.run(ctx)
+    result = decode.run(ctx).model_dump()
     assert set(result["types"]) == set(decode.TYPES)
     for qtype, entry in result["types"].items():
         cpu = entry["cpu"]
@@ -296,13 +296,16 @@ def test_a_rebuild_with_the_same_kernel_bytes_proves_one_type_and_new_bytes_all(
     """The narrowed proof of a rebuild: one type by the new quantizer and decoder, only while
     libggml*/libllama are the bytes a full proof passed with; a changed byte there: every type."""
     from harness.smoke import Context, decode
+    from harness.smoke.results import DecodeResult
 
     bin_dir = tmp_path / "bin"
     shutil.copytree(llama_bin, bin_dir, symlinks=True)
 
-    def proof(proven: dict[str, object] | None, name: str) -> dict[str, Any]:
-        ctx = Context(bin_dir=bin_dir, backend="cpu", targets=[], stamp="", work=tmp_path / name, proven=proven)
-        return decode.run(ctx)
+    def proof(proven: dict[str, Any] | None, name: str) -> dict[str, Any]:
+        """The decode check given the previous proof as the manifest's JSON holds it; its result as JSON."""
+        ctx = Context(bin_dir=bin_dir, backend="cpu", targets=[], stamp="", work=tmp_path / name,
+                      proven=DecodeResult.model_validate(proven) if proven is not None else None)
+        return decode.run(ctx).model_dump(mode="json")
 
     full = proof(None, "full")
     assert full["scope"] == "full" and set(full["types"]) == set(decode.TYPES)

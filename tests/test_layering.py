@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "harness.source.sdist_upstream")),
     ("build", ("harness.build", "harness.smoke")),
     ("serve", ("harness.serve",)),
-    ("published builds", ("harness.build.published", "harness.build.manifest")),
+    ("published builds", ("harness.build.published", "harness.build.manifest", "harness.smoke.results")),
     ("source", ("harness.source",)),
     ("recipe", ("harness.recipe",)),
     # the registries the recipe reads: backend names and option models, smoke check names

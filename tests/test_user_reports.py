@@ -115,10 +115,10 @@ def test_a_failed_smoke_check_is_reported_as_one() -> None:
     smoke check failed."""
     exc = smoke.SmokeFailure("decode", "Q4_0 decoded garbage", details={"type": "Q4_0"})
     entry = {"recipe": "r", "status": "failed", "failed_step": "smoke:decode:cpu", "adopted": False, "items": [],
-             "builds": {"cpu": nightly.failed_build("smoke:decode:cpu", exc)}, "smoke": {}, "error": str(exc)}  # fmt: skip
+             "builds": {"cpu": nightly.failed_build("smoke:decode:cpu", exc).model_dump()}, "smoke": {}, "error": str(exc)}  # fmt: skip
     md = nightly_report.markdown({"date": "d", "recipes": [entry]})
     assert "- build cpu: built; smoke check decode FAILED" in md and "log: None" not in md
-    built = nightly.failed_build("build:cpu", InputError("x"))
+    built = nightly.failed_build("build:cpu", InputError("x")).model_dump(exclude_unset=True)
     assert nightly_report.markdown({"date": "d", "recipes": [{**entry, "builds": {"cpu": built}}]}).count(
         "- build cpu: FAILED\n") == 1
 

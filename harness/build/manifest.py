@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness import readlimits
 from harness.errors import InputError
+from harness.smoke.results import SmokeResults
 
 SCHEMA = 4  # 4: a versioned model with the cache key and the origin (3: dicts read by key)
 KEY_SCHEMA = 1
@@ -128,7 +129,7 @@ class Manifest(_Model):
     ninja_steps: int = 0
     log: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
-    smoke: dict[str, Any]
+    smoke: SmokeResults  # what each smoke check proved (harness/smoke/results.py)
     origin: Origin = Field(default_factory=Origin)
     bundled: list[str] = Field(default_factory=list)  # libraries `harness pack` added (CUDA runtime)
     created: str

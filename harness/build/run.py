@@ -39,6 +39,7 @@ from harness.errors import InputError, StepError
 from harness.recipe.load import Recipe
 from harness.serve.rpc import build as rpc_build
 from harness.smoke.decode import DecodeCrash
+from harness.smoke.results import DecodeResult
 from harness.source import git, locking, stack
 from harness.source.lock import Lock
 from harness.source.stack import Prepared
@@ -261,7 +262,7 @@ def _push(cache: Transport, out: Path, backend: str) -> None:
 
 def _current(manifest: Manifest, ident: str, checks: Sequence[str], out: Path) -> bool:
     """The published build is this identity, passed every check asked for, and is all there."""
-    return (manifest.identity == ident and set(checks) <= set(manifest.smoke)
+    return (manifest.identity == ident and set(checks) <= manifest.smoke.names()
             and all((out / f).exists() for f in manifest.files))
 
 
@@ -316,7 +317,7 @@ def _publish(
         atomic.remove_tree(work, root=bdir)
         collect_s = time.monotonic() - t0
         ctx = smoke.Context(bin_dir=tmp / "bin", backend=backend, targets=targets, stamp=stamp.commit, work=work,
-                            model=smoke_model, proven=previous.smoke.get("decode") if previous else None)
+                            model=smoke_model, proven=previous.smoke.decode if previous else None)
         try:
             results = smoke.run(checks, ctx)
         except smoke.SmokeFailure as exc:
@@ -325,8 +326,8 @@ def _publish(
             if exc.check == "version" and (why := stamp_mod.support(prepared.tree)):
                 exc.hint = f"{exc.hint}; the stamp cannot reach --version in this tree: {why}"
             raise
-        decode = results.get("decode", {})
-        features = decode.get("features", {}).get("CPU")
+        decode = results.decode if isinstance(results.decode, DecodeResult) else None
+        features = decode.features.get("CPU") if decode else None
         disagree = isa_audit.mismatch(plan, features)
         if disagree:
             console.warn(f"{recipe.name}/{backend}: ggml's feature line disagrees with the CPU policy: "
@@ -353,7 +354,7 @@ def _publish(
             stamp=manifest_mod.Stamp(number=stamp.number, commit=stamp.commit, late=late),
             cmake=manifest_mod.Commands(configure=extra.pop("configure"), build=extra.pop("build")),
             isa={**plan.to_json(), "dropped_variants": dropped, "fallbacks": extra.pop("isa_fallbacks"),
-                 "ggml_features": features, "mismatch": disagree, "cpu_variant_loaded": decode.get("cpu_variant")},
+                 "ggml_features": features, "mismatch": disagree, "cpu_variant_loaded": decode.cpu_variant if decode else None},
             toolchain=extra.pop("toolchain"), ninja_steps=extra.pop("ninja_steps"), log=extra.pop("log"),
             timings=timings, smoke=results, origin=manifest_mod.Origin(how="built", built_on=os.uname().nodename),
             created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,7 +1,7 @@
 """The nightly report: report.json for scripts, report.md for people, history.jsonl and a chart.
 
-What crosses modules is typed and versioned: one recipe's night (:class:`Entry`, from
-harness/nightly/run.py), the night's :class:`Report` (report.json) and one :class:`HistoryLine` per
+What crosses modules is typed and versioned: one recipe's night (:class:`Entry`, harness/nightly/entry.py,
+filled in by harness/nightly/run.py), the night's :class:`Report` (report.json) and one :class:`HistoryLine` per
 recipe and night (history.jsonl, appended to every night and read back for the charts).  A history
 line this harness cannot read (cut short, another tool's, a newer schema) is skipped with one note
 naming the file and lines; a line of the first format (no schema, the same keys) is read as it is.
@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness import atomic, console
+from harness.nightly.entry import Built, Entry
 
 SCHEMA: Final = 1  # report.json and history.jsonl (before: free dicts, no schema)
 STATUS_MARK = {"passed": "PASS", "degraded": "DEGRADED", "failed": "FAIL"}
@@ -24,45 +25,6 @@ STATUS_COLOR = {"passed": "tab:green", "degraded": "tab:orange", "failed": "tab:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Missing(_Model):
-    item: str
-    detail: str
-
-
-class MoveRecord(_Model):
-    what: str
-    old: str | None
-    new: str
-    gone: bool = False
-
-
-class Entry(_Model):
-    """One recipe's night (harness/nightly/run.py: ``run_recipe``).  ``items``: one row per stack item
-    (item, kind, ref, repo, pin, status, detail, moved, retired, files); ``builds`` and ``smoke`` by
-    backend and check:backend; ``gates`` and ``bisect`` as harness/nightly/gates.py and bisect write them."""
-
-    recipe: str
-    path: str | None = None
-    status: Literal["passed", "degraded", "failed"]
-    failed_step: str | None = None
-    error: str | None = None
-    adopted: bool = False
-    items: list[dict[str, Any]] = Field(default_factory=list)
-    missing: list[Missing] = Field(default_factory=list)
-    moves: list[MoveRecord] = Field(default_factory=list)
-    builds: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    smoke: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    old_base: str | None = None
-    new_base: str | None = None
-    skipped_conflicts: list[str] = Field(default_factory=list)
-    gates: dict[str, Any] | None = None
-    bisect: dict[str, Any] | None = None
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class Report(_Model):
@@ -94,10 +56,10 @@ class HistoryLine(_Model):
 
     @classmethod
     def of(cls, date: str, r: Entry) -> HistoryLine:
-        build_s = sum((b.get("timings") or {}).get("build_s", 0) for b in r.builds.values() if b.get("ok"))
+        build_s = sum(b.timings.get("build_s", 0) for b in r.builds.values() if isinstance(b, Built))
         return cls(date=date, recipe=r.recipe, status=r.status, failed_step=r.failed_step, build_s=round(build_s, 1),
                    seconds=r.seconds, base=r.new_base, missing=[m.item for m in r.missing],
-                   gates=(r.gates or {}).get("metrics"))
+                   gates=dict(r.gates.metrics) if r.gates else None)
 
 
 def read_history(path: Path) -> list[HistoryLine]:

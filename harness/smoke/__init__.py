@@ -12,7 +12,8 @@
 
 ``harness build`` runs the recipe's ``build.smoke`` (default ``[version, decode]``),
 ``harness nightly`` its ``nightly.smoke``.  A failed check raises :class:`SmokeFailure`
-naming the check; nothing is published.
+naming the check; nothing is published.  What each check proved is its model in
+harness/smoke/results.py; :func:`run` returns them as :class:`SmokeResults` (the manifest's ``smoke``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from harness.errors import StepError
 from harness.smoke import registry
+from harness.smoke.results import DecodeResult, Skipped, SmokeResults
 
 
 @dataclass
@@ -38,8 +42,8 @@ class Context:
     model: Path | None = None  # a real model for quantize/serve; None: SmolLM2-135M from PyPI
     # the decode result of the build published before this one (harness build only): the decode
     # check proves one type instead of all when the kernel libraries are the same bytes (decode.py)
-    proven: dict[str, Any] | None = None
-    results: dict[str, Any] = field(default_factory=dict)
+    proven: DecodeResult | Skipped | None = None
+    results: dict[str, BaseModel] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each check run
 
 
@@ -53,7 +57,7 @@ class SmokeFailure(StepError):
         self.details = details or {}
 
 
-Check = Callable[[Context], dict[str, Any]]
+Check = Callable[[Context], BaseModel]
 
 
 def _registry() -> dict[str, Check]:
@@ -65,14 +69,14 @@ def names() -> tuple[str, ...]:
     return registry.NAMES
 
 
-def run(checks: Sequence[str], ctx: Context) -> dict[str, Any]:
-    """Run ``checks`` in order; results by name (also in ``ctx.results``).  Raises SmokeFailure."""
+def run(checks: Sequence[str], ctx: Context) -> SmokeResults:
+    """Run ``checks`` in order; their results (each also in ``ctx.results``).  Raises SmokeFailure."""
     registry = _registry()
     for name in checks:
         t0 = time.monotonic()
         ctx.results[name] = registry[name](ctx)
         ctx.seconds[name] = round(time.monotonic() - t0, 3)
-    return ctx.results
+    return SmokeResults.model_validate(ctx.results)
 
 
 def default_model() -> Path:

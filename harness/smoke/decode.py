@@ -28,12 +28,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from harness import atomic, backends, console, runner
 from harness.errors import HarnessError, InputError
 from harness.gguf_files.reader import open_gguf
 from harness.smoke import Context, SmokeFailure, decoder, tiny_model
+from harness.smoke.results import DecodedType, DecodeResult, Kernels, Skipped
 
 # llama-quantize's type name -> the ggml type every 2-D weight gets with --pure
 TYPES: dict[str, str] = {"F16": "F16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q4_K_S": "Q4_K", "IQ4_XS": "IQ4_XS"}
@@ -70,12 +70,12 @@ class DecodeCrash(SmokeFailure):
         self.variant = variant
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def run(ctx: Context) -> DecodeResult | Skipped:
     t0 = time.monotonic()
     dec = decoder.binary(ctx.bin_dir)
     if dec is None:
         console.warn("decode smoke skipped: the build has neither llama-server nor llama-completion")
-        return {"ok": True, "skipped": "no llama-server or llama-completion among the targets"}
+        return Skipped(ok=True, skipped="no llama-server or llama-completion among the targets")
     ctx.work.mkdir(parents=True, exist_ok=True)
     source = tiny_model.write(ctx.work / "tiny-F16.gguf")
     kernels = kernel_libs(ctx.bin_dir)
@@ -89,11 +89,7 @@ def run(ctx: Context) -> dict[str, Any]:
     placements: dict[str, list[str]] = {"cpu": []}
     if backends.uses_gpu(ctx.backend):
         placements = {"gpu": ["-ngl", "all"], "cpu": ["-ngl", "0"]}
-    result: dict[str, Any] = {"ok": True, "decoder": dec.name, "n_predict": N_PREDICT, "types": {},
-                              "scope": "rebuild" if rebuild else "full", "kernels": kernels}
-    if rebuild:
-        result["note"] = (f"the kernel libraries are the bytes a full proof passed with on this machine: "
-                          f"{REBUILD_TYPE} proven, not every type")
+    types: dict[str, dict[str, DecodedType]] = {}
     first_log = ""
     for qtype, model in models.items():
         for placement, args in placements.items():
@@ -112,20 +108,20 @@ def run(ctx: Context) -> dict[str, Any]:
                 raise SmokeFailure("decode", f"{dec.name} did not prove it decoded the {qtype} smoke model "
                                              f"({placement}): {why}; log: {log}",
                                    details={"type": qtype, "placement": placement, "cause": why, "log": str(log)})
-            entry: dict[str, Any] = {"tokens": got.tokens, "token_ids": list(got.token_ids or []) or None,
-                                     "probs_checked": got.logprobs is not None,
-                                     "seconds": got.seconds, "tokens_per_s": got.tokens_per_s}
-            if placement == "gpu" and decoder.no_gpu(got.log):
-                entry["note"] = "no GPU device found: decoded on the CPU"
-            result["types"].setdefault(qtype, {})[placement] = entry
+            note = {"note": "no GPU device found: decoded on the CPU"} if placement == "gpu" and decoder.no_gpu(got.log) else {}
+            types.setdefault(qtype, {})[placement] = DecodedType(
+                tokens=got.tokens, token_ids=list(got.token_ids or []) or None, probs_checked=got.logprobs is not None,
+                seconds=got.seconds, tokens_per_s=got.tokens_per_s, **note)
             first_log = first_log or got.log
-    result["features"] = decoder.features(first_log)
-    result["cpu_variant"] = decoder.cpu_variant(first_log)
-    result["seconds"] = round(time.monotonic() - t0, 2)
-    return result
+    why_one = {"note": f"the kernel libraries are the bytes a full proof passed with on this machine: "
+                       f"{REBUILD_TYPE} proven, not every type"} if rebuild else {}
+    return DecodeResult(ok=True, decoder=dec.name, n_predict=N_PREDICT, types=types,
+                        scope="rebuild" if rebuild else "full", kernels=kernels, **why_one,
+                        features=decoder.features(first_log), cpu_variant=decoder.cpu_variant(first_log),
+                        seconds=round(time.monotonic() - t0, 2))
 
 
-def kernel_libs(bin_dir: Path) -> dict[str, Any]:
+def kernel_libs(bin_dir: Path) -> Kernels:
     """What a full proof covers: the sha256 of each kernel library, and the machine it ran on."""
     from harness.build import isa
 
@@ -133,15 +129,15 @@ def kernel_libs(bin_dir: Path) -> dict[str, Any]:
              if p.is_file() and not p.is_symlink()}
     cpu = isa.detect_cpu()
     where = json.dumps([os.uname().nodename, cpu.model, cpu.arch, sorted(cpu.flags or cpu.extensions)])
-    return {"files": files, "machine": hashlib.sha256(where.encode()).hexdigest()[:16]}
+    return Kernels(files=files, machine=hashlib.sha256(where.encode()).hexdigest()[:16])
 
 
-def narrowed(proven: dict[str, Any] | None, kernels: dict[str, Any]) -> bool:
+def narrowed(proven: DecodeResult | Skipped | None, kernels: Kernels) -> bool:
     """Whether one type proves this build: the previous decode proof passed, full or itself
     narrowed (then a full one passed before it with the same bytes), with these kernel libraries
     on this machine."""
-    return bool(proven and proven.get("ok") and not proven.get("skipped") and kernels["files"]
-                and proven.get("scope") in ("full", "rebuild") and proven.get("kernels") == kernels)
+    return (isinstance(proven, DecodeResult) and proven.ok and bool(kernels.files)
+            and proven.scope in ("full", "rebuild") and proven.kernels == kernels)
 
 
 def _quantize(ctx: Context, source: Path, qtypes: list[str]) -> dict[str, Path]:

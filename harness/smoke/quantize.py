@@ -7,16 +7,16 @@ the harness's own bounded GGUF reader and its tensors are counted against the in
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from harness import runner
 from harness.errors import InputError
 from harness.gguf_files.reader import open_gguf
 from harness.smoke import Context, SmokeFailure, default_model
 from harness.smoke.decoder import signal_name
+from harness.smoke.results import QuantizeResult
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def run(ctx: Context) -> QuantizeResult:
     model = ctx.model or default_model()
     tool = ctx.bin_dir / "llama-quantize"
     if not tool.is_file():
@@ -40,4 +40,4 @@ def run(ctx: Context) -> dict[str, Any]:
         raise SmokeFailure("quantize", f"the quantized file has {n_out} tensors, the input {n_in}")
     size = out.stat().st_size
     out.unlink()
-    return {"ok": True, "seconds": seconds, "tensors": n_out, "bytes": size, "model": str(model)}
+    return QuantizeResult(ok=True, seconds=seconds, tensors=n_out, bytes=size, model=str(model))

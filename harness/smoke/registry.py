@@ -1,7 +1,8 @@
 """The smoke checks by name: the one list the recipe schema (``build.smoke``, ``nightly.smoke``),
 the CLI (``harness build --smoke``) and the runner (harness/smoke/__init__.py) read.
 
-A check is ``harness/smoke/<name>.py`` with ``run(ctx) -> dict`` and one line in ``CHECKS``.
+A check is ``harness/smoke/<name>.py`` with ``run(ctx)`` returning its model (harness/smoke/results.py)
+and one line in ``CHECKS``.
 This module imports nothing of the harness, so the recipe (below the build layer) can read it;
 the runner imports each check's module by its name.
 """

@@ -17,22 +17,22 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from harness.errors import HarnessError
 from harness.hosts import free_port
 from harness.serve.rpc import process
 from harness.smoke import Context, SmokeFailure, decoder, tiny_model
+from harness.smoke.results import RpcDevice, RpcResult, Skipped
 
 N_PREDICT = 8
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def run(ctx: Context) -> RpcResult | Skipped:
     t0 = time.monotonic()
     rpc_server = next((ctx.bin_dir / t for t in ctx.targets if t.endswith("rpc-server")), None)
     server = ctx.bin_dir / "llama-server"
     if rpc_server is None or not rpc_server.is_file() or not server.is_file():
-        return {"ok": True, "skipped": "the build has no rpc-server or no llama-server"}
+        return Skipped(ok=True, skipped="the build has no rpc-server or no llama-server")
     ctx.work.mkdir(parents=True, exist_ok=True)
     model = ctx.work / "tiny-F16.gguf"
     if not model.exists():
@@ -58,9 +58,9 @@ def run(ctx: Context) -> dict[str, Any]:
                                   f"{list(local.token_ids or [])} {local.content!r})",
                            details={"local": local.content, "rpc": remote.content,
                                     "local_tokens": list(local.token_ids or []), "rpc_tokens": list(remote.token_ids or [])})
-    return {"ok": True, "protocol": rs.hello.protocol, "devices": [d.to_json() for d in rs.hello.devices],
-            "n_predict": N_PREDICT, "local_tokens_per_s": local.tokens_per_s, "rpc_tokens_per_s": remote.tokens_per_s,
-            "seconds": round(time.monotonic() - t0, 2)}
+    return RpcResult(ok=True, protocol=rs.hello.protocol, devices=[RpcDevice(**d.to_json()) for d in rs.hello.devices],
+                     n_predict=N_PREDICT, local_tokens_per_s=local.tokens_per_s, rpc_tokens_per_s=remote.tokens_per_s,
+                     seconds=round(time.monotonic() - t0, 2))
 
 
 def _decode(server: Path, model: Path, args: list[str], log: Path) -> decoder.Decoded:

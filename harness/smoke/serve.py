@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.errors import HarnessError
 from harness.smoke import Context, SmokeFailure, decoder, default_model
+from harness.smoke.results import ServeResult
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def run(ctx: Context) -> ServeResult:
     model = ctx.model or default_model()
     server = ctx.bin_dir / "llama-server"
     if not server.is_file():
@@ -27,5 +26,5 @@ def run(ctx: Context) -> dict[str, Any]:
         raise SmokeFailure("serve", why)
     if not got.content.strip():
         raise SmokeFailure("serve", "llama-server answered with no text")
-    return {"ok": True, "seconds": got.seconds, "content": got.content, "tokens_per_s": got.tokens_per_s,
-            "model": str(model)}
+    return ServeResult(ok=True, seconds=got.seconds, content=got.content, tokens_per_s=got.tokens_per_s,
+                       model=str(model))
