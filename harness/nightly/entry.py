@@ -131,18 +131,19 @@ class GateRefusal(_Model):
     last_good: float
     candidate: float
     threshold: float
-    kind: str
-    text: str
+    kind: str | None = None  # (a night written before refusals said their kind and text: the report words them)
+    text: str | None = None
 
 
 class GatesRecord(_Model):
     metrics: dict[str, float]
-    last_good: dict[str, Any] | None
-    max_kld_increase: float | None
-    max_mtp_acceptance_drop: float | None
-    min_tokens_per_s_ratio: float | None
-    tokens_per_s: dict[str, Any] | None  # harness/nightly/gate_speed.py: ``summarize``
-    refused: list[GateRefusal]
+    last_good: dict[str, Any] | None = None
+    # the recipe's limits (None: not set there, or a night written before the gate existed)
+    max_kld_increase: float | None = None
+    max_mtp_acceptance_drop: float | None = None
+    min_tokens_per_s_ratio: float | None = None
+    tokens_per_s: dict[str, Any] | None = None  # harness/nightly/gate_speed.py: ``summarize``
+    refused: list[GateRefusal] = []
 
 
 # -- bisect: what the night's culprit hunt found (harness/bisect/run.py: ``for_night``) -----------
