@@ -23,13 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import StepError
 from harness.smoke import registry
-from harness.smoke.results import DecodeResult, Skipped, SmokeResults
+
+if TYPE_CHECKING:  # pydantic loads when checks run, not when the CLI lists them (tests/test_cli.py)
+    from pydantic import BaseModel
+
+    from harness.smoke.results import DecodeResult, Skipped, SmokeResults
 
 
 @dataclass
@@ -57,7 +59,7 @@ class SmokeFailure(StepError):
         self.details = details or {}
 
 
-Check = Callable[[Context], BaseModel]
+Check = Callable[[Context], "BaseModel"]
 
 
 def _registry() -> dict[str, Check]:
@@ -71,6 +73,8 @@ def names() -> tuple[str, ...]:
 
 def run(checks: Sequence[str], ctx: Context) -> SmokeResults:
     """Run ``checks`` in order; their results (each also in ``ctx.results``).  Raises SmokeFailure."""
+    from harness.smoke.results import SmokeResults
+
     registry = _registry()
     for name in checks:
         t0 = time.monotonic()
