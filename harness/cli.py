@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, as_json=as_json)
     except HarnessError as exc:
         if debug:
-            raise
+            _print_traceback()
         return _fail(exc, as_json=as_json)
     except KeyboardInterrupt:
         return _fail(None, as_json=as_json, kind="interrupted", message="interrupted", exit_code=130)
@@ -167,44 +167,24 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 128 + 13  # 141: what a shell reports for a process ended by SIGPIPE
-    except Exception as exc:  # a bug: one line and a crash log (--debug: the traceback); exit 3
+    except Exception as exc:  # a bug: one line and a crash log (--debug: the traceback instead); exit 3
         if debug:
-            raise
-        log = crash_log(exc, argv)
+            _print_traceback()
+            return _fail(InternalError(f"internal error (a bug): {type(exc).__name__} (the traceback is above)"),
+                         as_json=as_json)
+        from harness import crash
+
+        log = crash.write_log(exc, argv)
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         error = InternalError(f"internal error (a bug): {type(exc).__name__}: {first}; crash log: {log} "
                               "(--debug shows the traceback)", details={"log": log})  # fmt: skip
         return _fail(error, as_json=as_json)
 
 
-def crash_log(exc: BaseException, argv: list[str]) -> str:
-    """Write what a bug report needs (version, platform, command line, traceback) to
-    ``<cache>/crash.log``, as pre-commit writes pre-commit.log; returns its path (or where it
-    could not be written, and why)."""
-    import platform
-    import shlex
-    import time
+def _print_traceback() -> None:
     import traceback
 
-    from harness import atomic, paths
-
-    text = "\n".join([
-        "### llama-harness crash log",
-        f"version:  llama-harness {__version__}",
-        f"python:   {sys.version.split()[0]} ({sys.executable})",
-        f"platform: {platform.platform()}",
-        f"time:     {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
-        f"command:  {shlex.join(['harness', *argv])}",
-        "",
-        "".join(traceback.format_exception(exc)),
-    ])
-    try:
-        path = paths.cache_root() / "crash.log"
-        atomic.write_text(path, text)
-    except Exception as log_exc:  # no second crash while reporting the first
-        sys.stderr.write(text)
-        return f"(not written: {type(log_exc).__name__}: {log_exc}; the traceback is above)"
-    return str(path)
+    traceback.print_exc()
 
 
 def _fail(exc: HarnessError | None, *, as_json: bool, **fields: Any) -> int:

@@ -14,10 +14,17 @@ def cache_root() -> Path:
     """``$HARNESS_CACHE``, else the platform's user cache dir; tagged with CACHEDIR.TAG."""
     env = os.environ.get("HARNESS_CACHE")
     root = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("llama-harness"))
-    root.mkdir(parents=True, exist_ok=True)
     tag = root / "CACHEDIR.TAG"
-    if not tag.exists():
-        tag.write_text(CACHEDIR_TAG)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not tag.exists():
+            tag.write_text(CACHEDIR_TAG)
+    except OSError as exc:
+        from harness.errors import InputError
+
+        raise InputError(f"the cache directory {root} ({'HARNESS_CACHE' if env else 'the user cache directory'}) "
+                         f"cannot be used: {exc.strerror or exc}",
+                         hint="set HARNESS_CACHE to a directory this user can write") from None
     return root.resolve()
 
 

@@ -16,7 +16,7 @@ import pytest
 from harness import atomic, cli, flock
 from harness.errors import InputError, StepError
 from harness.source import hub
-from tests.conftest import REPO
+from tests.conftest import REPO, run_harness
 
 # a bug in a command (a KeyError nothing expects), run the way a user runs the CLI
 BUGGY = (
@@ -48,9 +48,24 @@ def test_a_bug_exits_3_with_one_line_and_a_crash_log(tmp_path: Path) -> None:
 
 def test_a_bug_under_debug_shows_the_traceback(tmp_path: Path) -> None:
     res = buggy_cli("--debug", cache=tmp_path / "cache")
-    assert res.returncode == 1 and "Traceback (most recent call last)" in res.stderr  # python's own exit for it
+    assert res.returncode == 3 and "Traceback (most recent call last)" in res.stderr  # the same exit code
     assert "KeyError: 'no-such-key'" in res.stderr
     assert not (tmp_path / "cache" / "crash.log").exists()
+
+
+def test_debug_keeps_the_exit_code_of_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("name: [\n")
+    res = run_harness("validate", tmp_path / "bad.yaml", "--debug")
+    assert res.returncode == 2 and "Traceback (most recent call last)" in res.stderr, res.stderr
+
+
+def test_a_cache_directory_that_cannot_be_made_is_bad_input(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    (tmp_path / "r.yaml").write_text("name: r\n")
+    res = run_harness("build", tmp_path / "r.yaml", "--dry-run", env={**os.environ, "HARNESS_CACHE": str(blocker)})
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and f"the cache directory {blocker} (HARNESS_CACHE) cannot be used" in res.stderr
 
 
 def test_a_bug_with_json_reports_kind_internal(tmp_path: Path) -> None:

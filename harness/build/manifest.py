@@ -20,7 +20,7 @@ The cache key (:class:`CacheKey`) is what makes two builds the same build on any
 - ``toolchain``: the versions of cmake, ninja, the C and C++ compilers (and nvcc).
 
 Its digest names the artifact in a cache (harness/build/cache/).  The local ``identity`` (harness/
-build.py) adds what only this machine cares about (the launcher) and decides whether a
+build/run.py) adds what only this machine cares about (the launcher) and decides whether a
 published build is current.
 """
 

@@ -124,7 +124,7 @@ def _report(results: list[dict[str, Any]], *, as_json: bool) -> int:
 
 
 def _patch_files(recipe: Recipe) -> list[Path]:
-    """Both places a local patch or patch series may be found (recipe.py's ``_local``): a file
+    """Both places a local patch or patch series may be found (harness/recipe/load.py: ``Recipe.resolve_local``): a file
     appearing at the first one would shadow the second.  A series directory is hashed whole."""
     rels = [i.patch or i.patches for i in recipe.spec.stack
             if (i.patch and "://" not in i.patch) or i.patches]  # fmt: skip

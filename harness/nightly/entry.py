@@ -8,7 +8,7 @@ the bisection.  The JSON holds the keys that were set, as the night's dict did b
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -120,7 +120,9 @@ class SmokeFailed(_Model):
 
 
 # a passed check's result is its own model (harness/smoke/results.py)
-SmokeRecord = VersionSummary | DecodeResult | QuantizeResult | ServeResult | RpcResult | Skipped | SmokeFailed
+# the first that fits, in this order (a dict fits anything: a check without a model in harness/smoke/results.py)
+SmokeRecord = Annotated[VersionSummary | DecodeResult | QuantizeResult | ServeResult | RpcResult | Skipped | SmokeFailed
+                        | dict[str, Any], Field(union_mode="left_to_right")]
 
 
 # -- gates ---------------------------------------------------------------------------------------

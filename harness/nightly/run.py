@@ -14,6 +14,7 @@ a journal that the next run rolls forward).  Otherwise all stay as they were.
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,9 +184,13 @@ def run_recipe(recipe: Recipe, *, backends: list[str], builds_dir: Path | None, 
                                    new_lock)
         if culprit is not None:
             entry.bisect = night.NIGHT_BISECT.validate_python(culprit)
-    except Exception as exc:  # a nightly reports and goes on to the next recipe, whatever broke
-        entry.failed_step, entry.error = step, f"internal error: {type(exc).__name__}: {exc}"
-        console.error(f"{recipe.name}: {step} failed with an internal error: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # a bug: the nightly reports it, keeps its traceback, goes on to the next recipe
+        from harness import crash
+
+        log = crash.write_log(exc, sys.argv[1:])
+        entry.failed_step, entry.error = step, f"internal error (a bug): {type(exc).__name__}: {exc}; crash log: {log}"
+        console.error(f"{recipe.name}: {step} failed with an internal error (a bug): {type(exc).__name__}: {exc}; "
+                      f"crash log: {log}")
     entry.seconds = round(time.monotonic() - started, 1)
     return entry
 

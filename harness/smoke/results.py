@@ -9,14 +9,25 @@ was never set stays out of the JSON, so a manifest written before reads and writ
 A section of another shape (a decode result without its types...) fails the manifest's validation:
 a clean message naming the key, or a rebuild (manifest.read_or_none).
 
-A new check adds its model here and one field to :class:`SmokeResults`.
+A new check is its module and one line in harness/smoke/registry.py: until it declares a model here
+(and a field of :class:`SmokeResults`), its result is kept as the dict it returns, under its name.
+A name the registry does not list is a foreign section.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, RootModel, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    RootModel,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+from harness.smoke import registry
 
 
 class _Result(BaseModel):
@@ -123,18 +134,42 @@ CheckResult = VersionResult | DecodeResult | QuantizeResult | ServeResult | RpcR
 
 
 class SmokeResults(_Result):
-    """The manifest's ``smoke``: each check that ran, by name (a check not run is left out)."""
+    """The manifest's ``smoke``: each check that ran, by name (a check not run is left out).  A check
+    the registry lists without a model here is kept as its dict (``unmodeled``; in the JSON, under
+    its name like the others)."""
 
     version: VersionResult | None = None
     decode: DecodeResult | Skipped | None = None
     quantize: QuantizeResult | None = None
     serve: ServeResult | None = None
     rpc: RpcResult | Skipped | None = None
+    unmodeled: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_unmodeled(cls, data: Any) -> Any:
+        """Registered checks without a model go to ``unmodeled``; any other unknown name stays where it
+        is and is refused by name (``smoke.NAME``)."""
+        if isinstance(data, dict):
+            named = {k for k in data if k not in cls.model_fields and k in registry.NAMES}
+            if named:
+                data = {k: v for k, v in data.items() if k not in named} | {"unmodeled": {k: data[k] for k in named}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        data = {k: v for k, v in data.items() if v is not None or k in self.model_fields_set}
+        return {k: v for k, v in data.items() if k != "unmodeled"} | dict(self.unmodeled)
 
     def names(self) -> set[str]:
         """The checks this build passed."""
-        return {name for name in type(self).model_fields if getattr(self, name) is not None}
+        return {name for name, _ in self.items()}
 
-    def items(self) -> list[tuple[str, CheckResult]]:
-        """(check, result) of each check that ran, in the registry's order."""
-        return [(name, r) for name in type(self).model_fields if (r := getattr(self, name)) is not None]
+    def items(self) -> list[tuple[str, CheckResult | dict[str, Any]]]:
+        """(check, result) of each check that ran, in the registry's order (a check without a model
+        here: its dict)."""
+        found: list[tuple[str, CheckResult | dict[str, Any]]] = [
+            (name, r) for name in type(self).model_fields if name != "unmodeled" and (r := getattr(self, name)) is not None]
+        found += list(self.unmodeled.items())
+        return sorted(found, key=lambda item: registry.NAMES.index(item[0]))
