@@ -4,19 +4,12 @@ argv lists only (never a shell), the command is echoed as ``+ <shell-quoted argv
 long output is streamed to a log file and a per-line callback (progress bars), and
 a failure raises :class:`CommandFailed` holding the command, exit code and output tail.
 
-Environment: children get ours without its secrets (``child_env``).  A variable is a
-secret when its name matches one of ``SECRET_PATTERNS`` (shell globs, any case; the README
-lists the same ones and a test holds them together): ``HF_TOKEN``, ``GITHUB_TOKEN``,
-``LLAMA_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``PGPASSWORD``, ``MYSQL_PWD``, ``GH_PAT``,
-``OPENAI_KEY``; not ``TOKENIZERS_PARALLELISM``, ``PWD`` or ``SSH_AUTH_SOCK``.  None of
-the tools we run needs one: cmake, ninja, compilers, llama.cpp's tools and llama-server
-read none (the server's key goes in a file, harness/serve/server.py), and the model download
-runs in this process (huggingface_hub reads HF_TOKEN itself).  git is the exception:
-fetching a private repository may need the user's credentials, so git's network commands
-keep the variables its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*``,
-``GCM_*``: gh's helper reads ``GH_TOKEN``/``GITHUB_TOKEN``; ``SSH_AUTH_SOCK`` and
-``GIT_ASKPASS`` are not secrets by name and always pass); its local commands get none
-(harness/source/git_env.py builds git's environment from an allow-list and runs it through ``run_bytes``).
+Environment: children get ours without its secrets (``child_env``): a name matching one of
+``SECRET_PATTERNS`` (``HF_TOKEN``, ``GITHUB_TOKEN``, ``LLAMA_API_KEY``...; not ``TOKENIZERS_PARALLELISM``
+or ``PWD``; the README lists the same, a test holds them together).  None of the tools we run needs
+one (llama-server's key goes in a file; the model download runs in this process).  git's network
+commands keep what its credential helpers read (``GIT_*``, ``GH_*``, ``GITHUB_*``, ``GCM_*``); its local
+commands get none (harness/source/git_env.py: an allow-list, run through ``run_bytes``).
 
 Long-running children (``stream``: ninja, cmake) run in a process group of their own; they are
 stopped with SIGTERM to that group when we unwind (Ctrl-C, SIGTERM) and get SIGTERM when the
@@ -169,11 +162,9 @@ def run_bytes(
 
 def piped_search(first: Sequence[str | os.PathLike[str]], second: Sequence[str | os.PathLike[str]],
                  match: Callable[[bytes], T | None], *, env: Mapping[str, str]) -> T | None:
-    """``first | second``: the first answer ``match`` gives for a line ``second`` prints, read as the lines
-    come, so memory stays bounded whatever ``first`` writes (``git log -p | git patch-id``); None when no
-    line matches.  ``env`` as in ``run_bytes``; both die with us, and both are stopped once a line matched.
-    When ``first`` ran to its end and failed, ``CommandFailed`` carries its stderr (read after the lines,
-    so only a command that writes little there belongs here: git does)."""
+    """``first | second`` (``git log -p | git patch-id``): ``match``'s first answer for a line of ``second``'s,
+    read as they come (bounded memory), or None; both stopped after a match, both die with us.  A failed
+    ``first`` is ``CommandFailed`` with its stderr, read after the lines (for commands that write little there)."""
     a, b = [os.fspath(x) for x in first], [os.fspath(x) for x in second]
     if console.verbose():
         console.echo_command(a)
@@ -338,6 +329,27 @@ class Service:
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, sig)
+
+
+class ServiceHolder:
+    """The process facts of a handle holding its ``service`` (llama-server's and rpc-server's)."""
+    service: Service
+
+    @property
+    def pid(self) -> int:
+        return self.service.pid
+
+    @property
+    def argv(self) -> list[str]:
+        return self.service.argv
+
+    @property
+    def log_path(self) -> Path:
+        return self.service.log_path
+
+    @property
+    def process(self) -> Process:
+        return self.service.process
 
 
 @contextlib.contextmanager

@@ -248,29 +248,13 @@ def require_key(host: str, key: str | None) -> None:
 
 
 @dataclass
-class Server:
+class Server(runner.ServiceHolder):
     """A running llama-server; ``url`` is where this machine reaches it."""
 
     url: str
     service: runner.Service = field(repr=False, compare=False)
     api_key: str | None = field(default=None, repr=False)
     key_file: Path | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int:
-        return self.service.pid
-
-    @property
-    def argv(self) -> list[str]:
-        return self.service.argv
-
-    @property
-    def log_path(self) -> Path:
-        return self.service.log_path
-
-    @property
-    def process(self) -> runner.Process:
-        return self.service.process
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

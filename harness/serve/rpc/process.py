@@ -36,7 +36,7 @@ from harness.serve.rpc import protocol
 
 
 @dataclass
-class RpcServer:
+class RpcServer(runner.ServiceHolder):
     host: str
     port: int
     hello: protocol.Hello
@@ -45,22 +45,6 @@ class RpcServer:
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.service.pid
-
-    @property
-    def argv(self) -> list[str]:
-        return self.service.argv
-
-    @property
-    def log_path(self) -> Path:
-        return self.service.log_path
-
-    @property
-    def process(self) -> runner.Process:
-        return self.service.process
 
 
 def has_mem_flag(binary: Path) -> bool:
